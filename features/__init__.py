@@ -1,0 +1,1 @@
+"""Data contracts, validation, dataset adapters, loyalty features, online feature store."""

@@ -1,0 +1,1 @@
+"""The FastAPI recommendation service and the batch picks that share its rules."""

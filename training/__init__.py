@@ -1,0 +1,1 @@
+"""Offline jobs: interactions, models, evaluation, bundle writing, MLflow registry."""
