@@ -1,9 +1,8 @@
-"""``patron data``, ``patron features`` and ``patron clv`` commands."""
+"""Mounts the ``patron data`` (cli_data.py), ``features`` and ``clv`` (cli_loyalty.py) apps."""
 
 from __future__ import annotations
 
-import typer
+from features.cli_data import data_app
+from features.cli_loyalty import clv_app, features_app
 
-data_app = typer.Typer(no_args_is_help=True)
-features_app = typer.Typer(no_args_is_help=True)
-clv_app = typer.Typer(no_args_is_help=True)
+__all__ = ["clv_app", "data_app", "features_app"]

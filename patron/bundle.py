@@ -128,9 +128,7 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
     np.save(path, np.ascontiguousarray(arr), allow_pickle=False)
 
 
-def write_bundle(
-    data: BundleData, out_dir: Path, faiss_index_file: Path | None = None
-) -> Manifest:
+def write_bundle(data: BundleData, out_dir: Path, faiss_index_file: Path | None = None) -> Manifest:
     """Write a bundle atomically: build in a temp dir beside ``out_dir``, then rename."""
     data.validate_shapes()
     out_dir = Path(out_dir)
@@ -140,9 +138,7 @@ def write_bundle(
         pl.DataFrame({"customer_id": data.customer_ids.astype(str)}).write_parquet(
             tmp / "customer_ids.parquet"
         )
-        pl.DataFrame({"item_id": data.item_ids.astype(str)}).write_parquet(
-            tmp / "item_ids.parquet"
-        )
+        pl.DataFrame({"item_id": data.item_ids.astype(str)}).write_parquet(tmp / "item_ids.parquet")
         _save_npy(tmp / "user_factors.npy", data.user_factors.astype(np.float32, copy=False))
         _save_npy(tmp / "item_factors.npy", data.item_factors.astype(np.float32, copy=False))
         cp = data.copurchase.tocsr()

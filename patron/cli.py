@@ -25,9 +25,7 @@ app.add_typer(data_app, name="data", help="Import, validate and synthesise input
 app.add_typer(features_app, name="features", help="Build and publish customer/item features.")
 app.add_typer(clv_app, name="clv", help="Fit and inspect the CLV models (BG/NBD, Gamma-Gamma).")
 app.command(help="Train ALS + co-purchase models, log to MLflow, optionally register.")(train)
-app.command(help="Evaluate models against baselines (benchmark and temporal protocols).")(
-    evaluate
-)
+app.command(help="Evaluate models against baselines (benchmark and temporal protocols).")(evaluate)
 app.command(help="Choose hyperparameters on a validation split; logs every trial.")(tune)
 app.command(help="Write top-k picks for every customer in a bundle (offline evaluation).")(
     recommend

@@ -62,8 +62,17 @@ class RedisServer:
             missing("redis-server is not on PATH (apt-get install redis-server)")
         self.proc = subprocess.Popen(
             [
-                str(exe), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+                str(exe),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -10,8 +10,17 @@ from patron.cli import app
 runner = CliRunner()
 
 COMMANDS = [
-    ["data"], ["features"], ["clv"], ["train"], ["evaluate"], ["tune"], ["recommend"],
-    ["models"], ["serve"], ["rules"], ["picks"],
+    ["data"],
+    ["features"],
+    ["clv"],
+    ["train"],
+    ["evaluate"],
+    ["tune"],
+    ["recommend"],
+    ["models"],
+    ["serve"],
+    ["rules"],
+    ["picks"],
 ]
 
 
