@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from tests.services import RedisServer, redis_server  # noqa: E402
+from tests.services import RedisServer, redis_server
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving.candidates import CandidateSet
+from serving.candidates import CandidateSet  # noqa: F401  (used by apply_rules)
 
 
 @dataclass(frozen=True)
