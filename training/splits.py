@@ -53,26 +53,30 @@ def temporal_split(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Each customer's last ``test_fraction`` of rows by time go to test.
 
-    A row is held out when its chronological rank / count > 1 - test_fraction, so customers
-    with a single purchase stay entirely in train (they have no history to predict from).
-    Ties in time are broken by input order, which keeps the split deterministic.
+    A customer with n >= 2 rows holds out max(1, round(test_fraction * n)) of them, the latest;
+    a customer with a single row stays in train (nothing to predict from). Ties in time are
+    broken by input order, which keeps the split deterministic.
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be strictly between 0 and 1, got {test_fraction}")
+    n = pl.len().over(user_col)
+    n_test = (
+        pl.when(n >= 2)
+        .then(pl.max_horizontal((n.cast(pl.Float64) * test_fraction).round(), pl.lit(1.0)))
+        .otherwise(0.0)
+    )
     ranked = (
         events.with_row_index("_row")
         .sort([user_col, ts_col, "_row"])
         .with_columns(
-            (
-                pl.col(ts_col).cum_count().over(user_col).cast(pl.Float64)
-                / pl.len().over(user_col).cast(pl.Float64)
-            ).alias("_frac")
+            pl.int_range(pl.len()).over(user_col).alias("_rank"),
+            (n.cast(pl.Float64) - n_test).alias("_cut"),
         )
         .sort("_row")
     )
-    in_train = pl.col("_frac") <= 1.0 - test_fraction
-    train = ranked.filter(in_train).drop("_row", "_frac")
-    test = ranked.filter(~in_train).drop("_row", "_frac")
+    in_train = pl.col("_rank") < pl.col("_cut")
+    train = ranked.filter(in_train).drop("_row", "_rank", "_cut")
+    test = ranked.filter(~in_train).drop("_row", "_rank", "_cut")
     return train, test
 
 
