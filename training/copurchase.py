@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Self
@@ -130,7 +131,9 @@ class CoPurchaseRecommender:
                 if method == "bm25"
                 else CosineRecommender(K=p.top_n + 1, num_threads=p.num_threads)
             )
-            knn.fit(x, show_progress=False)
+            with warnings.catch_warnings():  # implicit converts its own COO output
+                warnings.simplefilter("ignore", category=UserWarning)
+                knn.fit(x, show_progress=False)
             self.table = _keep_top_n(knn.similarity.tocsr(), p.top_n)
         self.method_used = method
         return self
