@@ -119,15 +119,15 @@ def import_cdnow(
     ),
 ) -> None:
     """CDNOW purchase history (master or sample layout): transactions without item ids."""
+    file = file or get_settings().data_dir / "cdnow" / "CDNOW_sample.txt"
+    if not file.is_file():
+        raise UserError(f"{file}: file not found")
     try:
         from features.adapters.cdnow import read_cdnow
     except ImportError as exc:  # the adapter lives in its own module
         raise UserError(f"the CDNOW adapter is not installed: {exc}") from None
     from features.io import write_table
 
-    file = file or get_settings().data_dir / "cdnow" / "CDNOW_sample.txt"
-    if not file.is_file():
-        raise UserError(f"{file}: file not found")
     events = read_cdnow(file)
     out = out or _default_out("cdnow_events.parquet")
     write_table(events, out)
