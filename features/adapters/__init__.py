@@ -1,0 +1,1 @@
+"""Dataset adapters: read public data sets into the EVENTS / CATALOG / CUSTOMERS schemas."""
