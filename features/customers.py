@@ -107,6 +107,18 @@ def add_clv(
     return out, info
 
 
+def fill_prices(events: pl.LazyFrame, catalog: pl.LazyFrame | None) -> pl.LazyFrame:
+    """Unknown unit prices fall back to the catalog price (e.g. ratings data as purchases)."""
+    if catalog is None or "price" not in catalog.collect_schema().names():
+        return events
+    prices = catalog.select("item_id", pl.col("price").cast(pl.Float64).alias("_price"))
+    return (
+        events.join(prices, on="item_id", how="left")
+        .with_columns(unit_price=pl.coalesce("unit_price", "_price"))
+        .drop("_price")
+    )
+
+
 def build_customers(
     events: pl.LazyFrame,
     as_of: datetime,
@@ -117,6 +129,7 @@ def build_customers(
     clv_opts: ClvOptions = ClvOptions(),
 ) -> tuple[pl.DataFrame, dict[str, object]]:
     """The customer table and a small report (counts, fitted CLV parameters)."""
+    events = fill_prices(events, catalog)
     base = rfm.rfm_scores(rfm.behaviour(events, as_of, catalog, rules.window_days))
     if people is not None:
         pcols = people.collect_schema().names()
