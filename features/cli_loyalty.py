@@ -146,8 +146,8 @@ def features_build(
 
     t0 = time.perf_counter()
     rules = load_rules(tiers_file)
-    ev = read_events(events)
-    cat = _read_table(catalog, "catalog") if catalog else None
+    ev = read_events(events).collect().lazy()  # read once, reused by every table
+    cat = _read_table(catalog, "catalog").collect().lazy() if catalog else None
     people = _read_table(customers, "customers") if customers else None
     prev = _read_table(previous, "previous customers") if previous else None
     when = _parse_as_of(as_of, ev)

@@ -50,7 +50,6 @@ COLUMNS = (
     "segment",
     "marketing_consent",
     "nps",
-    "past_categories",
     "first_purchase",
     "last_purchase",
 )

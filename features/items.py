@@ -14,22 +14,21 @@ TRENDING_DAYS = 30
 
 
 def category_repeat(buys: pl.LazyFrame) -> pl.LazyFrame:
-    """Per category: share of buyers who bought it on 2+ days, median days between them."""
-    days = buys.select("customer_id", "category", day=pl.col("ts").dt.date()).unique()
-    gaps = days.sort("customer_id", "category", "day").with_columns(
-        gap=(pl.col("day") - pl.col("day").shift(1).over("customer_id", "category")).dt.total_days()
-    )
-    per_buyer = gaps.group_by("category", "customer_id").agg(n_days=pl.len())
-    return (
-        per_buyer.group_by("category")
-        .agg(category_repeat_rate=(pl.col("n_days") >= 2).mean())
-        .join(
-            gaps.group_by("category").agg(
-                category_repurchase_days=pl.col("gap").drop_nulls().median()
-            ),
-            on="category",
-            how="left",
+    """Per category: share of its buyers who bought it on 2+ days, and the median over those
+    buyers of their mean days between purchase days ((last - first) / (days - 1))."""
+    per_buyer = (
+        buys.with_columns(day=pl.col("ts").dt.date())
+        .group_by("category", "customer_id")
+        .agg(n_days=pl.col("day").n_unique(), first=pl.col("day").min(), last=pl.col("day").max())
+        .with_columns(
+            interval=pl.when(pl.col("n_days") >= 2)
+            .then((pl.col("last") - pl.col("first")).dt.total_days() / (pl.col("n_days") - 1))
+            .otherwise(None)
         )
+    )
+    return per_buyer.group_by("category").agg(
+        category_repeat_rate=(pl.col("n_days") >= 2).mean(),
+        category_repurchase_days=pl.col("interval").median(),
     )
 
 
@@ -46,6 +45,7 @@ def build_items(
         ev = ev.join(catalog.select("item_id", "category"), on="item_id", how="left")
     else:
         ev = ev.with_columns(category=pl.lit(None, dtype=pl.String))
+    ev = ev.collect().lazy()  # reused by every aggregate below
     since = as_of - timedelta(days=trending_days)
     pop = ev.group_by("item_id").agg(
         purchases=QTY.sum(),
@@ -62,17 +62,17 @@ def build_items(
         trending=(pl.col("recent_buyers") / pl.col("buyers")) * (span / window),
     )
     seg = customers.lazy().select("customer_id", "tier", "segment")
-    tagged = ev.select("item_id", "customer_id").unique().join(seg, on="customer_id", how="left")
+    tagged = ev.select("item_id", "customer_id").join(seg, on="customer_id", how="left")
     per_tier = (
         tagged.group_by("item_id", "tier")
-        .agg(n=pl.len())
+        .agg(n=pl.col("customer_id").n_unique())
         .collect()
         .pivot(on="tier", index="item_id", values="n")
     )
     per_tier = per_tier.rename({c: f"buyers_tier_{c}" for c in per_tier.columns if c != "item_id"})
     per_seg = (
         tagged.group_by("item_id", "segment")
-        .agg(n=pl.len())
+        .agg(n=pl.col("customer_id").n_unique())
         .collect()
         .pivot(on="segment", index="item_id", values="n")
     )

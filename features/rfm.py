@@ -7,7 +7,7 @@ purchase day. Only events at or before ``as_of`` count.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 
@@ -31,45 +31,62 @@ def behaviour(
     ``spend_12m`` is the net spend over the last ``window_days`` (the tier window).
     """
     ev = events.filter(pl.col("ts") <= as_of).with_columns(
-        spend=SPEND,
-        is_purchase=QTY > 0,
-        order_key=pl.coalesce(pl.col("order_id"), pl.col("ts").dt.date().cast(pl.String)),
+        spend=SPEND, is_purchase=QTY > 0, day=pl.col("ts").dt.date()
     )
     if catalog is not None:
         ev = ev.join(catalog.select("item_id", "category"), on="item_id", how="left")
     else:
         ev = ev.with_columns(category=pl.lit(None, dtype=pl.String))
-    buys = ev.filter(pl.col("is_purchase"))
-    cutoff_12m = as_of.timestamp() - window_days * DAY_S
-    per = ev.group_by("customer_id").agg(
-        monetary_total=pl.col("spend").sum(),
-        spend_12m=pl.col("spend")
-        .filter(pl.col("ts").dt.epoch("s").cast(pl.Float64) > cutoff_12m)
-        .sum(),
-        returns=(~pl.col("is_purchase")).sum().cast(pl.Int64),
-    )
-    bought = buys.group_by("customer_id").agg(
-        first_ts=pl.col("ts").min(),
-        last_ts=pl.col("ts").max(),
-        frequency=pl.col("order_key").n_unique().cast(pl.Int64),
-        units=QTY.sum(),
-        gross=pl.col("spend").sum(),
-        category_count=pl.col("category").drop_nulls().n_unique().cast(pl.Int64),
-    )
-    cat = (
-        buys.filter(pl.col("category").is_not_null())
-        .group_by("customer_id", "category")
-        .agg(pl.col("spend").sum(), n=pl.len())
+    buy = pl.col("is_purchase")
+    cutoff = pl.lit(as_of - timedelta(days=window_days)).cast(pl.Datetime("us", "UTC"))
+    # plain aggregations over pre-masked columns stay on polars' fast group-by path
+    per = (
+        ev.with_columns(
+            ts_buy=pl.when(buy).then(pl.col("ts")),
+            units=pl.when(buy).then(QTY).otherwise(0.0),
+            gross=pl.when(buy).then(pl.col("spend")).otherwise(0.0),
+            spend_12m=pl.when(pl.col("ts") > cutoff).then(pl.col("spend")).otherwise(0.0),
+            is_return=(~buy).cast(pl.Int64),
+        )
         .group_by("customer_id")
         .agg(
+            first_ts=pl.col("ts_buy").min(),
+            last_ts=pl.col("ts_buy").max(),
+            units=pl.col("units").sum(),
+            gross=pl.col("gross").sum(),
+            monetary_total=pl.col("spend").sum(),
+            spend_12m=pl.col("spend_12m").sum(),
+            returns=pl.col("is_return").sum(),
+        )
+    )
+    # an order is its order_id, or the purchase day for rows without one
+    orders = (
+        ev.filter(buy)
+        .select(
+            "customer_id",
+            key=pl.when(pl.col("order_id").is_not_null())
+            .then(pl.col("order_id").hash())
+            .otherwise(pl.col("day").cast(pl.Int64).cast(pl.UInt64)),
+        )
+        .unique()
+        .group_by("customer_id")
+        .agg(frequency=pl.len().cast(pl.Int64))
+    )
+    cat = (
+        ev.filter(buy & pl.col("category").is_not_null())
+        .group_by("customer_id", "category")
+        .agg(pl.col("spend").sum())
+        .group_by("customer_id")
+        .agg(
+            category_count=pl.len().cast(pl.Int64),
             top_cat_spend=pl.col("spend").max(),
             cat_spend=pl.col("spend").sum(),
-            past_categories=pl.col("category").sort_by("n", descending=True).head(5),
         )
     )
     as_of_lit = pl.lit(as_of).cast(pl.Datetime("us", "UTC"))
     return (
-        bought.join(per, on="customer_id", how="left")
+        per.filter(pl.col("first_ts").is_not_null())
+        .join(orders, on="customer_id", how="left")
         .join(cat, on="customer_id", how="left")
         .select(
             "customer_id",
@@ -78,7 +95,7 @@ def behaviour(
             monetary_total="monetary_total",
             monetary_avg=pl.col("monetary_total") / pl.col("frequency"),
             items_per_order=pl.col("units") / pl.col("frequency"),
-            category_count="category_count",
+            category_count=pl.col("category_count").fill_null(0),
             top_category_share=pl.when(pl.col("cat_spend") > 0)
             .then(pl.col("top_cat_spend") / pl.col("cat_spend"))
             .otherwise(None),
@@ -88,7 +105,6 @@ def behaviour(
             .then(pl.col("gross") / pl.col("units"))
             .otherwise(None),
             returns="returns",
-            past_categories=pl.col("past_categories").fill_null([]),
             first_purchase=pl.col("first_ts"),
             last_purchase=pl.col("last_ts"),
         )
