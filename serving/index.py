@@ -2,7 +2,7 @@
 
 Exact ``IndexFlatIP`` costs O(n_items * f) per query: ~0.2 ms at 20k x 64 on one core, so it is
 used below ``hnsw_min_items`` (default 50,000, see docs/serving.md); larger catalogs get
-``IndexHNSWFlat`` (M=32, efSearch=128), whose recall@10 against exact search is measured in
+``IndexHNSWFlat`` (M=32, efSearch=256), whose recall@10 against exact search is measured in
 tests/serving/test_index.py (>= 0.95). Each worker uses one FAISS thread: requests are
 single queries and the workers already fill the cores.
 """
@@ -18,7 +18,7 @@ faiss.omp_set_num_threads(1)
 
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = 128
+HNSW_EF_SEARCH = 256
 
 
 def build_index(item_factors: np.ndarray, hnsw_min_items: int = 50_000) -> faiss.Index:
