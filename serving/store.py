@@ -28,6 +28,8 @@ log = logging.getLogger("patron.serving")
 class AsyncStore(Protocol):
     async def read_customer(self, customer_id: str) -> CustomerOnline: ...
 
+    async def read_customers(self, customer_ids: Sequence[str]) -> list[CustomerOnline]: ...
+
     async def record_events(self, events: Sequence[PurchaseEvent]) -> int: ...
 
     async def current_version(self) -> str | None: ...
@@ -98,15 +100,18 @@ class OnlineGateway:
         return row
 
     async def customers(self, customer_ids: Sequence[str]) -> list[CustomerOnline | None]:
+        """Many customers in one round trip (all None when Redis is unusable)."""
         if self.down:
             return [None] * len(customer_ids)
-        sem = asyncio.Semaphore(32)
-
-        async def one(cid: str) -> CustomerOnline | None:
-            async with sem:
-                return await self.customer(cid)
-
-        return list(await asyncio.gather(*(one(c) for c in customer_ids)))
+        try:
+            rows = await asyncio.wait_for(
+                self.store.read_customers(customer_ids), self.timeout * 10
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            return [None] * len(customer_ids)
+        self._ok()
+        return list(rows)
 
     async def record(self, events: Sequence[PurchaseEvent]) -> int:
         """Record events; raises Unavailable (nothing is silently dropped) if Redis is down."""

@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.serving.helpers import (
-    async_store_factory,
     customers_frame,
     items_frame,
     make_bundle,
@@ -85,6 +84,6 @@ def settings_for(bundle: Path, redis_url: str, **kw: object) -> ServingSettings:
 
 @pytest.fixture
 def client(bundle_dir: Path, published: str) -> Iterator[TestClient]:
-    app = create_app(settings_for(bundle_dir, published), store_factory=async_store_factory())
+    app = create_app(settings_for(bundle_dir, published))
     with TestClient(app) as c:
         yield c

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +11,6 @@ import numpy as np
 import polars as pl
 from scipy import sparse
 
-from features.online import CustomerOnline, PurchaseEvent
 from features.schemas import DEFAULT_TIERS
 from patron.bundle import BundleData, Manifest, write_bundle
 
@@ -131,122 +129,10 @@ def category_of(j: int) -> int:
 
 
 # ------------------------------------------------------------------------ online store
-def real_store_available() -> bool:
-    """True once features/online.py is implemented (then tests use it, not the fake)."""
-    import fakeredis
-
+def sync_store(client: Any, namespace: str) -> Any:
     from features.online import OnlineStore
 
-    try:
-        OnlineStore(fakeredis.FakeRedis(), namespace="probe")
-    except NotImplementedError:
-        return False
-    return True
-
-
-class FakeStore:
-    """Stand-in for features.online.OnlineStore/AsyncOnlineStore until it lands in main:
-    the same methods over a real Redis (plain hashes), so outages are real outages."""
-
-    def __init__(self, client: Any, namespace: str = "patron") -> None:
-        self.r = client
-        self.ns = namespace
-
-    def publish(self, customers: pl.DataFrame, items: pl.DataFrame, ttl_s: int = 86_400) -> Any:
-        pipe = self.r.pipeline(transaction=False)
-        for row in customers.iter_rows(named=True):
-            vals = {k: str(v) for k, v in row.items() if v is not None and k != "customer_id"}
-            pipe.hset(f"{self.ns}:f:{row['customer_id']}", mapping=vals or {"_": "1"})
-        pipe.set(f"{self.ns}:current", "fake1")
-        pipe.execute()
-
-    def _parse(
-        self, cid: str, h: dict[Any, Any], spend: Any, recent: Sequence[Any]
-    ) -> CustomerOnline:
-        d = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in h.items()
-        }
-
-        def num(k: str) -> float | None:
-            return float(d[k]) if k in d else None
-
-        items = tuple(((i.decode() if isinstance(i, bytes) else i), float(s)) for i, s in recent)
-        return CustomerOnline(
-            customer_id=cid,
-            known=bool(d),
-            tier=d.get("tier"),
-            segment=d.get("segment"),
-            churn_risk=num("churn_risk"),
-            clv_band=d.get("clv_band"),
-            loyalty_index=num("loyalty_index"),
-            next_tier=d.get("next_tier"),
-            progress_to_next=num("progress_to_next"),
-            spend_since_build=float(spend or 0.0),
-            typical_spend=num("typical_spend"),
-            recent_items=items,
-            version="fake1" if d else None,
-        )
-
-    def _event_cmds(self, pipe: Any, events: Sequence[PurchaseEvent]) -> None:
-        for e in events:
-            rk = f"{self.ns}:rt:recent:{e.customer_id}"
-            if e.type == "purchase":
-                pipe.zadd(rk, {e.item_id: e.ts.timestamp()})
-                pipe.zremrangebyrank(rk, 0, -51)
-                pipe.expire(rk, 30 * 86_400)
-            amount = (e.unit_price or 0.0) * e.quantity
-            if amount and not math.isnan(amount):
-                pipe.incrbyfloat(f"{self.ns}:rt:spend:{e.customer_id}", amount)
-
-    def read_customer(self, customer_id: str) -> CustomerOnline:
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hgetall(f"{self.ns}:f:{customer_id}")
-        pipe.get(f"{self.ns}:rt:spend:{customer_id}")
-        pipe.zrevrange(f"{self.ns}:rt:recent:{customer_id}", 0, 19, withscores=True)
-        return self._parse(customer_id, *pipe.execute())
-
-    def record_events(self, events: Sequence[PurchaseEvent]) -> int:
-        pipe = self.r.pipeline(transaction=False)
-        self._event_cmds(pipe, events)
-        pipe.execute()
-        return len(events)
-
-    def current_version(self) -> str | None:
-        v = self.r.get(f"{self.ns}:current")
-        return v.decode() if v else None
-
-
-class FakeAsyncStore(FakeStore):
-    async def read_customer(self, customer_id: str) -> CustomerOnline:  # type: ignore[override]
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hgetall(f"{self.ns}:f:{customer_id}")
-        pipe.get(f"{self.ns}:rt:spend:{customer_id}")
-        pipe.zrevrange(f"{self.ns}:rt:recent:{customer_id}", 0, 19, withscores=True)
-        return self._parse(customer_id, *(await pipe.execute()))
-
-    async def record_events(self, events: Sequence[PurchaseEvent]) -> int:  # type: ignore[override]
-        pipe = self.r.pipeline(transaction=False)
-        self._event_cmds(pipe, events)
-        await pipe.execute()
-        return len(events)
-
-    async def current_version(self) -> str | None:  # type: ignore[override]
-        v = await self.r.get(f"{self.ns}:current")
-        return v.decode() if v else None
-
-
-def sync_store(client: Any, namespace: str) -> Any:
-    if real_store_available():
-        from features.online import OnlineStore
-
-        return OnlineStore(client, namespace=namespace)
-    return FakeStore(client, namespace)
-
-
-def async_store_factory() -> Any:
-    """None = the app's default (the real AsyncOnlineStore); the fake until it exists."""
-    return None if real_store_available() else FakeAsyncStore
+    return OnlineStore(client, namespace=namespace)
 
 
 def customers_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:

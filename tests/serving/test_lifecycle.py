@@ -18,14 +18,14 @@ from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.services import RedisServer
 from tests.serving.conftest import settings_for
-from tests.serving.helpers import async_store_factory, customer_id, item_id
+from tests.serving.helpers import customer_id, item_id
 
 
 def test_ab_split_is_stable_and_serves_the_challenger(
     bundle_dir: Path, bundle2_dir: Path, published: str
 ) -> None:
     s = settings_for(bundle_dir, published, challenger_bundle=bundle2_dir, challenger_traffic=0.3)
-    app = create_app(s, store_factory=async_store_factory())
+    app = create_app(s)
     cids = [customer_id(u) for u in range(150)] + [f"anon{u}" for u in range(50)]
     with TestClient(app) as c:
         seen: dict[str, str] = {}
@@ -61,7 +61,7 @@ def test_degraded_when_redis_stops_and_recovers(
     bundle_dir: Path, published: str, redis_srv: RedisServer
 ) -> None:
     data = load_bundle(bundle_dir)
-    app = create_app(settings_for(bundle_dir, published), store_factory=async_store_factory())
+    app = create_app(settings_for(bundle_dir, published))
     with TestClient(app) as c:
         ok = c.get("/v1/customers/c00000/recommendations").json()
         assert ok["degraded"] is False and ok["tier"] == "gold"
@@ -134,7 +134,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, bundle_dir: 
 def test_unknown_variant_share_zero(bundle_dir: Path, published: str) -> None:
     """Traffic set but no challenger model: everyone is served by the champion."""
     s = settings_for(bundle_dir, published, challenger_traffic=0.5)
-    with TestClient(create_app(s, store_factory=async_store_factory())) as c:
+    with TestClient(create_app(s)) as c:
         variants = {
             c.get(f"/v1/customers/{customer_id(u)}/recommendations").json()["variant"]
             for u in range(20)

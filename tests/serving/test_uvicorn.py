@@ -30,7 +30,7 @@ def start_server(env_extra: dict[str, str], port: int) -> subprocess.Popen[bytes
         **env_extra,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.serving.run_server", str(port)],
+        [sys.executable, "-m", "patron", "serve", "--port", str(port), "--workers", "1"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
