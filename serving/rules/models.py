@@ -240,7 +240,10 @@ class RuleError(ValueError):
             fld,
             problem,
         )
-        where = kind or "rules"
+        if kind is None:
+            super().__init__(f"rules file: {problem}")
+            return
+        where = kind
         if index is not None:
             where += f"[{index}]"
         if name:
