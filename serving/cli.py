@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typer
+
 from patron.cliutil import UserError, command
 from serving.cli_rules import picks_app, rules_app
 
