@@ -39,8 +39,14 @@ CELL_TIMEOUT_S = 600
 
 
 def paired_notebook(name: str) -> nbformat.NotebookNode:
-    """The .ipynb form of notebooks/<name>.py, without outputs (what --sync writes)."""
-    return jupytext.read(NB_DIR / f"{name}.py")
+    """The .ipynb form of notebooks/<name>.py, without outputs (what --sync writes).
+
+    Cell ids are numbered, not random, so regenerating the .ipynb gives the same file.
+    """
+    nb = jupytext.read(NB_DIR / f"{name}.py")
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:03d}"
+    return nb
 
 
 def _sources(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
