@@ -2,7 +2,209 @@
 
 from __future__ import annotations
 
+import time
+from datetime import date, datetime
+from pathlib import Path
+
+import polars as pl
 import typer
 
-features_app = typer.Typer(no_args_is_help=True)
-clv_app = typer.Typer(no_args_is_help=True)
+from features.schemas import EVENTS
+from patron.cliutil import UserError, command, emit
+
+features_app = typer.Typer(no_args_is_help=True, help="Customer and item loyalty features.")
+clv_app = typer.Typer(no_args_is_help=True, help="Customer lifetime value models.")
+
+
+def read_events(path: Path) -> pl.LazyFrame:
+    """Validated events as Parquet (EVENTS schema), a simple CSV, or a raw CDNOW .txt file."""
+    if not path.exists():
+        raise UserError(f"events file not found: {path}")
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix == ".parquet":
+        lf = pl.scan_parquet(path if path.is_file() else path / "*.parquet")
+    elif suffix == ".csv":
+        lf = pl.scan_csv(path, schema_overrides={"customer_id": pl.String, "item_id": pl.String})
+    elif suffix == ".txt":
+        from features.adapters.cdnow import read_cdnow
+
+        lf = read_cdnow(path).lazy()
+    else:
+        raise UserError(f"{path}: expected a .parquet, .csv or CDNOW .txt events file")
+    names = lf.collect_schema().names()
+    missing = [c for c in ("customer_id", "ts") if c not in names]
+    if missing:
+        raise UserError(
+            f"{path}: events lack required column(s) {missing}; see features/schemas.py"
+        )
+    exprs = []
+    for col, dtype in EVENTS.items():
+        if col not in names:
+            exprs.append(pl.lit(None, dtype=dtype).alias(col))
+        elif col == "ts":
+            exprs.append(_to_ts(lf.collect_schema()["ts"]))
+        else:
+            exprs.append(pl.col(col).cast(dtype))
+    return lf.select(exprs)
+
+
+def _to_ts(dtype: pl.DataType) -> pl.Expr:
+    if dtype == pl.String:
+        return pl.col("ts").str.to_datetime(time_unit="us", time_zone="UTC")
+    if isinstance(dtype, pl.Datetime):
+        e = pl.col("ts").cast(pl.Datetime("us", dtype.time_zone))
+        return (
+            e.dt.replace_time_zone("UTC")
+            if dtype.time_zone is None
+            else e.dt.convert_time_zone("UTC")
+        )
+    if dtype == pl.Date:
+        return pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    # numbers: unix seconds
+    return (pl.col("ts").cast(pl.Float64) * 1e6).cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
+
+
+def _parse_date(value: str, option: str) -> date:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise UserError(f"{option} must be a date like 1997-09-30, got {value!r}") from None
+
+
+@clv_app.command("fit")
+@command
+def clv_fit(
+    events: Path = typer.Option(..., "--events", help="Events Parquet/CSV or a CDNOW .txt file."),
+    calibration_end: str = typer.Option(..., "--calibration-end", help="Last day (YYYY-MM-DD)."),
+    holdout_end: str | None = typer.Option(None, "--holdout-end", help="Holdout end day."),
+) -> None:
+    """Fit BG/NBD + Gamma-Gamma on the calibration period and score the holdout."""
+    from features.clv_data import fit_from_events
+
+    cal = _parse_date(calibration_end, "--calibration-end")
+    hold = _parse_date(holdout_end, "--holdout-end") if holdout_end else None
+    t0 = time.perf_counter()
+    result = fit_from_events(read_events(events).collect(), cal, hold)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    emit(result)
+
+
+def _read_table(path: Path, what: str) -> pl.LazyFrame:
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path}")
+    if path.suffix.lower() == ".parquet":
+        return pl.scan_parquet(path)
+    if path.suffix.lower() == ".csv":
+        return pl.scan_csv(path, schema_overrides={"customer_id": pl.String, "item_id": pl.String})
+    raise UserError(f"{path}: {what} must be .parquet or .csv")
+
+
+def _parse_as_of(value: str | None, events: pl.LazyFrame) -> datetime:
+    """A date means the end of that day (UTC); default: the latest event time."""
+    from datetime import UTC, timedelta
+
+    if value is None:
+        latest = events.select(pl.col("ts").max()).collect().item()
+        if latest is None:
+            raise UserError("the events file holds no events")
+        return latest  # type: ignore[no-any-return]
+    try:
+        if len(value) == 10:
+            d = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+            return d + timedelta(days=1) - timedelta(microseconds=1)
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except ValueError:
+        raise UserError(
+            f"--as-of must be a date (1998-06-30) or ISO datetime, got {value!r}"
+        ) from None
+
+
+@features_app.command("build")
+@command
+def features_build(
+    events: Path = typer.Option(..., "--events", help="Validated events (Parquet/CSV/CDNOW .txt)."),
+    out: Path = typer.Option(..., "--out", help="Output folder for customers/items.parquet."),
+    catalog: Path | None = typer.Option(None, "--catalog", help="Catalog Parquet/CSV."),
+    customers: Path | None = typer.Option(
+        None, "--customers", help="Customers file (consent, nps, tier_floor)."
+    ),
+    as_of: str | None = typer.Option(None, "--as-of", help="Default: the latest event time."),
+    tiers_file: Path | None = typer.Option(
+        None, "--tiers", help="Tier rules YAML (default: built-in, same as config/tiers.yaml)."
+    ),
+    previous: Path | None = typer.Option(
+        None, "--previous", help="Previous customers.parquet (for grace periods/downgrades)."
+    ),
+    horizon_weeks: int = typer.Option(52, "--horizon-weeks", min=1, help="CLV horizon."),
+    discount: float = typer.Option(0.10, "--discount", min=0.0, help="Annual discount rate."),
+) -> None:
+    """Build customers.parquet and items.parquet."""
+    from features.customers import ClvOptions, build_customers
+    from features.items import build_items
+    from features.tiers import load_rules
+
+    t0 = time.perf_counter()
+    rules = load_rules(tiers_file)
+    ev = read_events(events).collect().lazy()  # read once, reused by every table
+    cat = _read_table(catalog, "catalog").collect().lazy() if catalog else None
+    people = _read_table(customers, "customers") if customers else None
+    prev = _read_table(previous, "previous customers") if previous else None
+    when = _parse_as_of(as_of, ev)
+    table, info = build_customers(
+        ev, when, rules, cat, people, prev, ClvOptions(horizon_weeks, discount)
+    )
+    items = build_items(ev, table, when, cat)
+    out.mkdir(parents=True, exist_ok=True)
+    table.write_parquet(out / "customers.parquet")
+    items.write_parquet(out / "items.parquet")
+    emit(
+        {
+            "as_of": when.isoformat(),
+            "customers_path": str(out / "customers.parquet"),
+            "items_path": str(out / "items.parquet"),
+            "items": items.height,
+            **info,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+    )
+
+
+@features_app.command("publish")
+@command
+def features_publish(
+    features: Path = typer.Option(..., "--features", help="Folder from `patron features build`."),
+    redis_url: str | None = typer.Option(None, "--redis-url", help="Default: PATRON_REDIS_URL."),
+    namespace: str | None = typer.Option(
+        None, "--namespace", help="Default: PATRON_REDIS_NAMESPACE."
+    ),
+    ttl_s: int = typer.Option(86_400, "--ttl", min=1, help="Seconds the previous version lives."),
+) -> None:
+    """Publish customer features and item flags to Redis as a new version, atomically."""
+    import redis
+
+    from features.online import OnlineStore
+    from patron.settings import get_settings
+
+    s = get_settings()
+    cust_path, items_path = features / "customers.parquet", features / "items.parquet"
+    if not cust_path.is_file():
+        raise UserError(f"{cust_path} not found; run `patron features build --out {features}`")
+    customers = pl.read_parquet(cust_path)
+    items = pl.read_parquet(items_path) if items_path.is_file() else pl.DataFrame()
+    client = redis.Redis.from_url(redis_url or s.redis_url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise UserError(f"cannot reach Redis at {redis_url or s.redis_url}: {exc}") from None
+    report = OnlineStore(client, namespace or s.redis_namespace).publish(customers, items, ttl_s)
+    emit(
+        {
+            "version": report.version,
+            "customers": report.customers,
+            "items": report.items,
+            "seconds": round(report.seconds, 3),
+            "bytes_per_customer": report.bytes_per_customer,
+            **report.extra,
+        }
+    )

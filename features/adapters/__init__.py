@@ -1,0 +1,1 @@
+"""Adapters from public data sets to Patron's input contracts (features/schemas.py)."""
