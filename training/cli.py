@@ -122,12 +122,10 @@ def evaluate(
 
 
 def _ml100k_events() -> Any:
-    import polars as pl
+    from features.adapters.ml100k import read_ml100k
 
-    from training.evaluate import ml100k_rows
-
-    rows = ml100k_rows(_settings().data_dir)
-    return rows.with_columns(pl.from_epoch("ts", time_unit="s").dt.replace_time_zone("UTC"))
+    events, _ = read_ml100k(_settings().data_dir / "ml-100k")
+    return events
 
 
 @command
