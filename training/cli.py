@@ -36,7 +36,7 @@ def train(
     config: Path | None = typer.Option(None, "--config", help="JSON from `patron tune`."),
     register: bool = typer.Option(False, "--register", help="Register in the MLflow registry."),
     out: Path | None = typer.Option(None, "--out", help="Bundle directory to write."),
-    eval_customers: int = typer.Option(50_000, help="Customers sampled for validation."),
+    eval_customers: int = typer.Option(10_000, help="Customers sampled for validation."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip validation (gate will refuse)."),
     faiss_index: bool = typer.Option(True, "--faiss/--no-faiss", help="Prebuild FAISS index."),
 ) -> None:
