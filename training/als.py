@@ -79,9 +79,33 @@ class ALSRecommender:
             num_threads=p.num_threads,
         )
         model.fit(confidence(user_items, p), show_progress=self.show_progress)
+        self._model = model
         self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
         return self
+
+    def refresh_users(self, user_idx: np.ndarray, user_items: sparse.csr_matrix) -> None:
+        """Re-solve the factors of ``user_idx`` from their rows of ``user_items`` (item
+        factors fixed): one exact ALS user step, e.g. after new purchases."""
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        user_idx = np.asarray(user_idx, dtype=np.int64)
+        if len(user_idx) == 0:
+            return
+        model = getattr(self, "_model", None)
+        if model is None:
+            p = self.params
+            model = AlternatingLeastSquares(
+                factors=p.factors,
+                regularization=p.regularization,
+                alpha=1.0,
+                num_threads=p.num_threads,
+            )
+            model.item_factors = self.item_factors
+            model.user_factors = self.user_factors
+            self._model = model
+        rows = confidence(user_items.tocsr()[user_idx], self.params)
+        self.user_factors[user_idx] = model.recalculate_user(user_idx, rows)
 
     def score(self, user_idx: np.ndarray, user_items: sparse.csr_matrix) -> np.ndarray:
         return np.asarray(self.user_factors[np.asarray(user_idx)] @ self.item_factors.T)

@@ -63,11 +63,21 @@ def prepare(
     *,
     config: TrainConfig | None = None,
     customers: pl.DataFrame | None = None,
+    customer_ids: np.ndarray | None = None,
+    item_ids: np.ndarray | None = None,
 ) -> EvalData:
-    """Interactions from ``train_rows``; truth = new (customer, item) pairs of ``test_rows``."""
+    """Interactions from ``train_rows``; truth = new (customer, item) pairs of ``test_rows``.
+
+    ``customer_ids`` / ``item_ids`` fix the index order (e.g. to share it with a model trained
+    on all events).
+    """
     config = config or TrainConfig()
     inter = build_interactions(
-        train_rows, half_life_days=config.half_life_days, log_scale=config.log_scale
+        train_rows,
+        customer_ids=customer_ids,
+        item_ids=item_ids,
+        half_life_days=config.half_life_days,
+        log_scale=config.log_scale,
     )
     held = (
         test_rows.select(pl.col("customer_id").cast(pl.String), pl.col("item_id").cast(pl.String))

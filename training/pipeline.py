@@ -1,11 +1,15 @@
 """The ``patron train`` job: events -> validation metrics -> final models -> bundle -> MLflow.
 
-Validation metrics (what the promotion gate compares) come from refitting the same config on
-a holdout carved from the given events: a deterministic sample of up to ``eval_customers``
-customers (smallest hash of customer_id), each with their last 20% of purchases held out,
-trained on the sampled customers' remaining purchases. On data of up to that many customers
-this is the full temporal protocol; on millions of customers it keeps the extra fit small. The
-holdout's fingerprint is logged so only versions evaluated on the same data are compared.
+Validation metrics (what the promotion gate compares): a deterministic sample of up to
+``eval_customers`` customers (smallest hash of customer_id) has its last 20% of purchases held
+out; the models are fitted on every other event and scored on that holdout. The holdout's
+fingerprint is logged so only versions evaluated on the same data are compared.
+
+The shipped models: when the holdout is at most ``REUSE_MAX_SHARE`` (5%) of the purchases
+(large data), the validated models are shipped as they are, after re-solving the sampled
+customers' ALS factors with their full history (one exact ALS user step) and with the bundle's
+purchase lists taken from all events, so training costs one ALS fit. On smaller data every
+model is refitted on all events (cheap there).
 """
 
 from __future__ import annotations
@@ -21,15 +25,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from training.als import ALSRecommender
 from training.bundle_builder import build_bundle_data, write
 from training.config import TrainConfig
+from training.copurchase import CoPurchaseRecommender
 from training.evaluate import evaluate_models, fit_models, prepare
 from training.interactions import baskets_matrix, build_interactions
-from training.popularity import tiers_for
+from training.popularity import PopularityRecommender, tiers_for
 from training.splits import temporal_split
 
 log = logging.getLogger(__name__)
@@ -80,10 +87,13 @@ def data_fingerprint(events: pl.DataFrame) -> str:
     return hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()
 
 
+REUSE_MAX_SHARE = 0.05
+
+
 def holdout(
     events: pl.DataFrame, eval_customers: int, test_fraction: float = 0.2
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Deterministic customer sample, each customer's last purchases held out."""
+    """(every event except the held-out ones, held-out purchases of a customer sample)."""
     purchases = events.filter(pl.col("item_id").is_not_null())
     if "quantity" in purchases.columns:
         purchases = purchases.filter(pl.col("quantity").fill_null(1.0) > 0)
@@ -95,7 +105,11 @@ def holdout(
         .head(eval_customers)
         .select("customer_id")
     )
-    return temporal_split(purchases.join(sample, on="customer_id"), test_fraction=test_fraction)
+    sampled = purchases.join(sample, on="customer_id")
+    _, test = temporal_split(sampled, test_fraction=test_fraction)
+    key = ["customer_id", "item_id", "ts"]
+    rest = events.join(test.select(key).unique(), on=key, how="anti", nulls_equal=True)
+    return rest, test
 
 
 @dataclass
@@ -145,22 +159,6 @@ def train(
     with progress:
         with _stage(progress, timings, "fingerprint"):
             fingerprint = data_fingerprint(events)
-        if evaluate:
-            with _stage(progress, timings, "validation"):
-                tr, te = holdout(events, eval_customers)
-                data = prepare(tr, te, config=config, customers=customers)
-                if len(data.users) == 0:
-                    raise ValueError(
-                        "no customer has purchases left to hold out; the data are too small "
-                        "to validate (use --no-eval)"
-                    )
-                models = fit_models(data.inter, config, data.user_tiers)
-                report = evaluate_models(models, data, k)
-                for name, vals in report.items():
-                    prefix = "val" if name == "blend" else f"val_{name}"
-                    for m, v in vals.items():
-                        metrics[f"{prefix}_{m}"] = v
-                tags["eval_fingerprint"] = data.fingerprint
         with _stage(progress, timings, "interactions"):
             item_order = None
             if catalog is not None and "item_id" in catalog.columns:
@@ -171,16 +169,59 @@ def train(
                 half_life_days=config.half_life_days,
                 log_scale=config.log_scale,
             )
-            baskets = baskets_matrix(events, inter.item_ids)
             user_tiers = tiers_for(inter.customer_ids, customers)
-        with _stage(progress, timings, "models"):
-            final = fit_models(inter, config, user_tiers, baskets=baskets, show_progress=False)
+        final: dict[str, Any] | None = None
+        if evaluate:
+            with _stage(progress, timings, "validation"):
+                rest, test = holdout(events, eval_customers)
+                data = prepare(
+                    rest,
+                    test,
+                    config=config,
+                    customers=customers,
+                    customer_ids=inter.customer_ids,
+                    item_ids=inter.item_ids,
+                )
+                if len(data.users) == 0:
+                    raise ValueError(
+                        "no customer has purchases left to hold out; the data are too small "
+                        "to validate (use --no-eval)"
+                    )
+                share = test.height / max(inter.counts["events"], 1)
+                reuse = share <= REUSE_MAX_SHARE
+                baskets = baskets_matrix(rest, inter.item_ids)
+                models = fit_models(data.inter, config, data.user_tiers, baskets=baskets)
+                report = evaluate_models(models, data, k)
+                for name, vals in report.items():
+                    prefix = "val" if name == "blend" else f"val_{name}"
+                    for m, v in vals.items():
+                        metrics[f"{prefix}_{m}"] = v
+                tags["eval_fingerprint"] = data.fingerprint
+                metrics["val_holdout_share"] = share
+            if reuse:
+                with _stage(progress, timings, "refresh held-out customers"):
+                    als = models["als"]
+                    assert isinstance(als, ALSRecommender)
+                    held_users = np.unique(data.users)
+                    als.refresh_users(held_users, inter.matrix)
+                    final = models
+                tags["final_fit"] = "validated models, held-out customers refreshed"
+            else:
+                tags["final_fit"] = "refit on all events"
+        if final is None:
+            with _stage(progress, timings, "models"):
+                baskets = baskets_matrix(events, inter.item_ids)
+                final = fit_models(inter, config, user_tiers, baskets=baskets)
+        als_m, cp_m, pop_m = final["als"], final["copurchase"], final["popular"]
+        assert isinstance(als_m, ALSRecommender)
+        assert isinstance(cp_m, CoPurchaseRecommender)
+        assert isinstance(pop_m, PopularityRecommender)
         with _stage(progress, timings, "bundle"):
             bundle = build_bundle_data(
                 inter,
-                final["als"],  # type: ignore[arg-type]
-                final["copurchase"],  # type: ignore[arg-type]
-                final["popular"],  # type: ignore[arg-type]
+                als_m,
+                cp_m,
+                pop_m,
                 config,
                 catalog=catalog,
                 model_name=model_name,

@@ -1,0 +1,31 @@
+"""``training.pipeline.train`` on block data: both final-fit paths give a complete bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from patron.bundle import load_bundle
+from tests.training.conftest import block_events
+from training.interactions import build_interactions
+from training.pipeline import holdout, train
+
+
+@pytest.mark.parametrize(("eval_customers", "final_fit"), [(2, "validated"), (48, "refit")])
+def test_train_paths(eval_customers: int, final_fit: str, tmp_path: Path) -> None:
+    events = block_events()
+    rest, test = holdout(events, eval_customers)
+    assert rest.height + test.height == events.height
+    assert test["customer_id"].n_unique() == eval_customers
+
+    result = train(events, out_dir=tmp_path / "b", eval_customers=eval_customers, with_faiss=True)
+    assert result.tags["final_fit"].startswith(final_fit)
+    assert result.metrics["val_ndcg@10"] > 0
+    b = load_bundle(tmp_path / "b")
+    full = build_interactions(events).binary()
+    # the bundle's purchase lists include the held-out purchases (nothing re-recommended)
+    assert (b.user_items != full).nnz == 0
+    assert np.isfinite(b.user_factors).all() and np.abs(b.user_factors).sum(axis=1).min() > 0
+    assert (tmp_path / "b" / "faiss.index").is_file()
