@@ -90,7 +90,11 @@ def build_bundle_data(
         pl.col("scope") == "overall"
     )
     pop_table = pl.concat([overall_all, pop_table.filter(pl.col("scope") != "overall")])
-    params = {**config.flat(), "copurchase.method_used": copurchase.method_used}
+    params = {
+        **config.flat(),
+        "copurchase.method_used": copurchase.method_used,
+        "copurchase.source_used": copurchase.source_used,
+    }
     params.update(extra_params or {})
     manifest = Manifest(
         model_name=model_name,

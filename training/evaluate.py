@@ -26,7 +26,7 @@ from training.als import ALSRecommender
 from training.blend import BlendRecommender
 from training.config import TrainConfig
 from training.copurchase import CoPurchaseRecommender
-from training.interactions import Interactions, build_interactions
+from training.interactions import Interactions, baskets_matrix, build_interactions
 from training.metrics import catalog_coverage, per_user_metrics, ranking_metrics
 from training.popularity import PopularityRecommender, tiers_for
 from training.recommender import Recommender
@@ -213,7 +213,8 @@ def protocol_temporal(
         purchases = purchases.filter(pl.col("quantity").fill_null(1.0) > 0)
     train, test = temporal_split(purchases, test_fraction=test_fraction)
     data = prepare(train, test, config=config, customers=customers)
-    models = fit_models(data.inter, config, data.user_tiers)
+    baskets = baskets_matrix(train, data.inter.item_ids)
+    models = fit_models(data.inter, config, data.user_tiers, baskets=baskets)
     report = evaluate_models(models, data, k)
     pop = report["popular"][f"ndcg@{k}"]
     return {

@@ -234,7 +234,7 @@ def train(
         {
             "data_fingerprint": fingerprint,
             "trained_at": datetime.now(UTC).isoformat(),
-            "copurchase_source": "orders" if baskets is not None else "customers",
+            "copurchase_source": cp_m.source_used,
         }
     )
     params = {**config.flat(), "eval_customers": eval_customers, **inter.counts}
