@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 from scipy import optimize, special
 
 F = npt.NDArray[np.float64]
@@ -48,9 +49,12 @@ class GammaGamma:
 
 def compress(*cols: npt.ArrayLike) -> tuple[list[F], F]:
     """Unique rows of the given columns and how often each occurs (the fit weights)."""
-    stacked = np.column_stack([np.asarray(c, dtype=np.float64) for c in cols])
-    uniq, counts = np.unique(stacked, axis=0, return_counts=True)
-    return [uniq[:, i] for i in range(uniq.shape[1])], counts.astype(np.float64)
+    names = [f"c{i}" for i in range(len(cols))]
+    df = pl.DataFrame(
+        {n: np.asarray(c, dtype=np.float64) for n, c in zip(names, cols, strict=True)}
+    )
+    g = df.group_by(names).len().sort(names)
+    return [g[n].to_numpy() for n in names], g["len"].to_numpy().astype(np.float64)
 
 
 def _check_bgnbd_input(x: F, t_x: F, T: F) -> None:
