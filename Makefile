@@ -3,21 +3,35 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Pinned versions of every dependency (ranges live in pyproject.toml); CI and the Docker image
+# both install through this file so they get the same packages.
+LOCK := requirements.lock
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: install lint format typecheck test test-fast demo bench clean
+.PHONY: install install-prod lint format typecheck test test-fast demo bench lock clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $@
+
+## Runtime-only install (what the Docker image runs): same lock, no dev tools.
+install-prod:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --no-cache-dir --upgrade pip
+	$(PY) -m pip install --quiet --no-cache-dir -c $(LOCK) .
+
+## Refresh the lock after changing ranges in pyproject.toml.
+lock: install
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > $(LOCK)
 
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
 
 typecheck: install
 	$(PY) -m mypy
@@ -37,8 +51,5 @@ test-fast: install
 demo: install
 	bash scripts/demo.sh
 
-bench: install
-	$(PY) benchmarks/run_all.py
-
 clean:
-	rm -rf var reports/*.tmp .pytest_cache .mypy_cache .ruff_cache
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -36,6 +36,17 @@ app.add_typer(rules_app, name="rules", help="Validate business-rule files.")
 app.add_typer(picks_app, name="picks", help="Export personalised email picks.")
 
 
+@app.command("embedded-redis")
+def embedded_redis(
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(6390, help="Port to listen on."),
+) -> None:
+    """Run the embedded in-memory Redis-protocol server (demo default; not for production)."""
+    from patron.embedded_redis import serve as serve_embedded
+
+    serve_embedded(host, port)
+
+
 @app.callback()
 def _root(
     log_level: str = typer.Option(None, help="Log level (default PATRON_LOG_LEVEL or INFO)."),

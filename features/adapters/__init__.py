@@ -1,1 +1,1 @@
-"""Dataset adapters: read public data sets into the EVENTS / CATALOG / CUSTOMERS schemas."""
+"""Adapters from public data sets to Patron's input contracts (features/schemas.py)."""
