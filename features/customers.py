@@ -110,6 +110,8 @@ def fill_prices(events: pl.LazyFrame, catalog: pl.LazyFrame | None) -> pl.LazyFr
     """Unknown unit prices fall back to the catalog price (e.g. ratings data as purchases)."""
     if catalog is None or "price" not in catalog.collect_schema().names():
         return events
+    if events.select(pl.col("unit_price").null_count()).collect().item() == 0:
+        return events  # nothing to fill: skip the join
     prices = catalog.select("item_id", pl.col("price").cast(pl.Float64).alias("_price"))
     return (
         events.join(prices, on="item_id", how="left")
