@@ -35,11 +35,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
-from features.customers import build_customers
 from IPython.display import display
 
 from features import clv, clv_data, tiers
 from features.adapters.cdnow import read_cdnow
+from features.customers import build_customers
 from patron.settings import get_settings
 
 REPORTS = Path(os.environ.get("PATRON_REPORTS_DIR", "reports/loyalty_cdnow"))
