@@ -57,7 +57,7 @@ def save(fig: plt.Figure, name: str) -> None:
     fig.tight_layout()
     fig.savefig(REPORTS / f"{name}.png")
     plt.close(fig)
-    print(f"saved {REPORTS / name}.png")
+    print(f"saved {REPORTS.name}/{name}.png")
 
 
 def table(df: pl.DataFrame, name: str) -> pl.DataFrame:
@@ -311,7 +311,7 @@ axes[0].grid(False)
 fig.colorbar(im, ax=axes[0], shrink=0.8)
 top = rfm_cells.sort("customers", descending=True).head(20)
 axes[1].barh(top["rfm_cell"].to_list()[::-1], top["customers"].to_list()[::-1], color="tab:blue")
-axes[1].set(title="20 largest RFM cells (RFM)", xlabel="customers")
+axes[1].set(title="20 largest RFM cells (label = R, F, M score)", xlabel="customers")
 save(fig, "rfm_cells")
 
 # %% [markdown]

@@ -66,7 +66,7 @@ def save(fig: plt.Figure, name: str) -> None:
     fig.tight_layout()
     fig.savefig(REPORTS / f"{name}.png")
     plt.close(fig)
-    print(f"saved {REPORTS / name}.png")
+    print(f"saved {REPORTS.name}/{name}.png")
 
 
 def table(df: pl.DataFrame, name: str) -> pl.DataFrame:

@@ -93,6 +93,9 @@ def _kernel_env(tmp: Path) -> None:
     os.environ["JUPYTER_RUNTIME_DIR"] = str(tmp / "runtime")
     os.environ["IPYTHONDIR"] = str(tmp / "ipython")
     os.environ["MPLBACKEND"] = "Agg"
+    # tqdm.auto (imported by implicit) warns in a kernel without ipywidgets; not our output
+    extra = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = "ignore:IProgress not found" + (f",{extra}" if extra else "")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
