@@ -35,6 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
+import polars.selectors as cs
 from IPython.display import display
 
 from features import clv, clv_data, tiers
@@ -62,6 +63,7 @@ def save(fig: plt.Figure, name: str) -> None:
 
 def table(df: pl.DataFrame, name: str) -> pl.DataFrame:
     """Write a table as reports/loyalty_cdnow/<name>.csv and return it for display."""
+    df = df.with_columns(cs.float().round_sig_figs(6))  # no float noise in committed CSVs
     df.write_csv(REPORTS / f"{name}.csv")
     return df
 

@@ -38,6 +38,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
+import polars.selectors as cs
 from IPython.display import display
 
 from features import tiers
@@ -71,6 +72,7 @@ def save(fig: plt.Figure, name: str) -> None:
 
 def table(df: pl.DataFrame, name: str) -> pl.DataFrame:
     """Write a table as reports/model_eval_ml100k/<name>.csv and return it for display."""
+    df = df.with_columns(cs.float().round_sig_figs(6))  # no float noise in committed CSVs
     df.write_csv(REPORTS / f"{name}.csv")
     return df
 

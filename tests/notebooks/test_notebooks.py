@@ -115,7 +115,7 @@ def test_loyalty_tables_hold_sensible_numbers(reports: Path) -> None:
     customers = _csv(reports, nb, "tiers")["customers"].sum()
     assert _csv(reports, nb, "rfm_cells")["customers"].sum() == customers
     assert _csv(reports, nb, "clv_by_segment")["customers"].sum() == customers
-    assert _csv(reports, nb, "clv_by_segment")["clv_share"].sum() == pytest.approx(1.0)
+    assert _csv(reports, nb, "clv_by_segment")["clv_share"].sum() == pytest.approx(1.0, abs=1e-4)
 
 
 @pytest.mark.slow
@@ -134,6 +134,6 @@ def test_model_table_has_every_model_and_the_published_rows(reports: Path) -> No
     assert len(per_tier.columns) >= 3  # at least two tiers present
     bias = _csv(reports, nb, "popularity_bias")
     deciles = bias.select([f"d{d}" for d in range(1, 11)]).sum_horizontal()
-    assert all(v == pytest.approx(1.0) for v in deciles)
+    assert all(v == pytest.approx(1.0, abs=1e-4) for v in deciles)
     examples = _csv(reports, nb, "example_recommendations")
     assert examples["reasons"].str.len_chars().min() > 0  # every pick says why
