@@ -378,4 +378,4 @@ if recommend is not None:
     )
 
 # %%
-print("outputs:", sorted(p.name for p in REPORTS.iterdir()))
+print("outputs:", sorted(p.name for p in REPORTS.iterdir() if p.suffix in (".png", ".csv")))
