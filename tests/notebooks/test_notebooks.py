@@ -56,6 +56,46 @@ def test_paired_ipynb_files_are_in_sync() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
+def test_a_failing_cell_fails_the_run(tmp_path: Path) -> None:
+    """Exit status 1, the error named on stderr, the partial notebook kept for debugging."""
+    (tmp_path / "broken.py").write_text(
+        "# %%\nprint('first cell runs')\n\n# %%\nraise RuntimeError('boom in cell 2')\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            "--dir",
+            str(tmp_path),
+            "--only",
+            "broken",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "RuntimeError: boom in cell 2" in proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["failed"] == ["broken"]
+    partial = nbformat.read(tmp_path / "out" / "broken" / "broken.ipynb", as_version=4)
+    outputs = [o for c in partial.cells for o in c.get("outputs", [])]
+    assert any(o.get("text") == "first cell runs\n" for o in outputs)
+    assert any(o.get("output_type") == "error" for o in outputs)
+
+
+def test_unknown_notebook_is_a_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--only", "nope", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "no notebook ['nope']" in proc.stderr
+
+
 @pytest.fixture(scope="module")
 def reports(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("reports")
