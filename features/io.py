@@ -77,6 +77,8 @@ def scan_table(path: Path, required: Sequence[str] = ()) -> pl.LazyFrame:
     except (pl.exceptions.PolarsError, OSError) as exc:
         msg = " ".join(str(exc).split())[:200]
         raise InputError(f"{path}: cannot be read as {fmt.upper()}: {msg}") from None
+    if fmt == "csv" and any(_binary(c) for c in columns):
+        raise InputError(f"{path}: not a text CSV file (undecodable bytes in the header line)")
     stripped = [c.strip() for c in columns]
     if stripped != columns:
         lf = lf.rename(dict(zip(columns, stripped, strict=True)))
@@ -84,9 +86,26 @@ def scan_table(path: Path, required: Sequence[str] = ()) -> pl.LazyFrame:
     if missing:
         raise InputError(
             f"{path}: missing required column(s) {', '.join(missing)}; "
-            f"found {', '.join(stripped) or 'none'}"
+            f"found {show_columns(stripped)}"
         )
     return lf
+
+
+def _binary(text: str) -> bool:
+    """True when text decoded from a file holds bytes no text file would (replaced/control)."""
+    return "\ufffd" in text or any(ord(ch) < 32 and ch not in "\t\r\n" for ch in text)
+
+
+def show_columns(columns: Sequence[str], limit: int = 12) -> str:
+    """Column names for an error message: printable, short, at most ``limit`` of them."""
+    if not columns:
+        return "no columns"
+    shown = [
+        c if c.isprintable() and len(c) <= 40 else repr(c[:40]) + ("..." if len(c) > 40 else "")
+        for c in columns[:limit]
+    ]
+    more = f" (+{len(columns) - limit} more)" if len(columns) > limit else ""
+    return ", ".join(shown) + more
 
 
 def parse_string(name: str, dtype: pl.DataType) -> pl.Expr:

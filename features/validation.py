@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from features.io import InputError, parse_number, parse_string, with_timestamp
+from features.io import InputError, parse_number, parse_string, show_columns, with_timestamp
 from features.schemas import EVENTS, EVENTS_REQUIRED
 
 # Checked in this order; a row is quarantined with the first reason that applies.
@@ -84,7 +84,7 @@ def validate(
     missing = [c for c in EVENTS_REQUIRED if c not in schema]
     if missing:
         raise InputError(
-            f"missing required column(s) {', '.join(missing)}; found {', '.join(schema.names())}"
+            f"missing required column(s) {', '.join(missing)}; found {show_columns(schema.names())}"
         )
     original = schema.names()
     now = now or datetime.now(UTC)

@@ -213,6 +213,8 @@ def test_cli_validate_writes_both_files(tmp_path: Path) -> None:
         (None, "missing.csv", "missing.csv: file not found"),
         ("customer_id,when\n1,2\n", "cols.csv", "cols.csv: missing required column(s) ts"),
         ("{}", "x.json", "x.json: unsupported file type"),
+        ("", "empty.csv", "empty.csv: cannot be read as CSV"),
+        ("\x00\xff\xfe\x01,\x02\n\x03", "bin.csv", "bin.csv: not a text CSV file"),
     ],
 )
 def test_cli_validate_rejects_unreadable_file(
