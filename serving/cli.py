@@ -5,11 +5,38 @@ from __future__ import annotations
 import typer
 
 from patron.cliutil import UserError, command
+from serving.cli_rules import picks_app, rules_app
 
-rules_app = typer.Typer(no_args_is_help=True)
-picks_app = typer.Typer(no_args_is_help=True)
+__all__ = ["picks_app", "rules_app", "serve"]
 
 
 @command
-def serve() -> None:
-    raise UserError("not implemented yet")
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+    workers: int = typer.Option(1, min=1, max=64, help="Worker processes (each loads the model)."),
+    log_level: str = typer.Option("warning", help="uvicorn log level."),
+) -> None:
+    """Run the API under uvicorn (uvloop + httptools). Settings come from PATRON_* variables."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from serving.settings import get_serving_settings
+
+    try:
+        get_serving_settings()  # refuse to start on bad settings before forking workers
+    except ValidationError as exc:
+        msgs = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise UserError(f"invalid serving settings: {msgs}") from None
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+    )

@@ -1,0 +1,103 @@
+"""The FastAPI app factory. Nothing happens at import: the lifespan loads the models,
+connects Redis and starts the alias poller; ``create_app`` only wires routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from serving.metrics import LatencyMiddleware, Metrics
+from serving.routes import (
+    admin,
+    events,
+    health,
+    install_error_handlers,
+    items,
+    profile,
+    recommendations,
+)
+from serving.settings import ServingSettings, get_serving_settings
+from serving.state import ModelHolder
+from serving.store import OnlineGateway, StoreFactory, default_store_factory, make_client
+
+log = logging.getLogger("patron.serving")
+
+
+async def _poll(app: FastAPI, holder: ModelHolder, interval: float, metrics: Metrics) -> None:
+    """Re-resolve the alias every ``interval`` seconds; reload when it moved."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            res = await holder.reload()
+        except Exception as exc:  # keep serving the current models
+            metrics.reloads.labels("failed").inc()
+            log.warning("alias poll failed, keeping version: %s", exc)
+            continue
+        if res.changed:
+            metrics.reloads.labels("changed").inc()
+            admin.publish_model_gauge(metrics, holder.models())
+            log.info("reloaded: %s -> %s", res.previous, res.champion)
+
+
+def create_app(
+    settings: ServingSettings | None = None, *, store_factory: StoreFactory | None = None
+) -> FastAPI:
+    """Build the app. Invalid settings (e.g. admin routes without a key) raise here."""
+    settings = settings or get_serving_settings()
+    metrics = Metrics()
+    factory = store_factory or default_store_factory
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        holder = ModelHolder(settings)
+        client = make_client(settings.redis_url, settings.redis_timeout_ms)
+        gateway = OnlineGateway(
+            client,
+            factory(client, settings.redis_namespace),
+            settings.redis_timeout_ms,
+            settings.redis_retry_s,
+        )
+        await holder.reload()
+        admin.publish_model_gauge(metrics, holder.models())
+        app.state.settings = settings
+        app.state.holder = holder
+        app.state.gateway = gateway
+        app.state.metrics = metrics
+        task = None
+        if settings.reload_interval_s > 0:
+            task = asyncio.create_task(_poll(app, holder, settings.reload_interval_s, metrics))
+        log.info("serving model %s", holder.models().champion.version)
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await gateway.close()
+
+    app = FastAPI(
+        title="Patron recommendations",
+        version="1",
+        description="Loyalty-aware recommendations: personalised picks, similar items, "
+        "bought-together, popular, events, loyalty profiles.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(recommendations.router)
+    app.include_router(items.router)
+    app.include_router(events.router)
+    app.include_router(profile.router)
+    app.include_router(admin.router)
+    if settings.admin_routes:
+        app.include_router(admin.admin_router)
+    app.include_router(health.router)
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,84 @@
+"""Prometheus metrics of one app instance (own registry, so tests can build many apps).
+
+With several uvicorn workers each process exports its own series; scrape each worker or set
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client multiprocess mode) in production.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.latency = Histogram(
+            "patron_http_request_seconds",
+            "Request latency by route template and method.",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "patron_fallbacks_total",
+            "Recommendations without a model vector: fold_in or popular.",
+            ["kind"],
+            registry=r,
+        )
+        self.degraded = Counter(
+            "patron_degraded_total",
+            "Answers served without Redis (bundle alone).",
+            ["route"],
+            registry=r,
+        )
+        self.variants = Counter(
+            "patron_variant_total", "Recommendations by A/B variant.", ["variant"], registry=r
+        )
+        self.reloads = Counter(
+            "patron_reloads_total", "Model reloads by outcome.", ["outcome"], registry=r
+        )
+        self.events = Counter(
+            "patron_events_total", "Events received by outcome.", ["outcome"], registry=r
+        )
+        self.model_info = Gauge(
+            "patron_model_loaded",
+            "1 for the loaded model version.",
+            ["role", "version"],
+            registry=r,
+        )
+
+
+class LatencyMiddleware:
+    """Pure ASGI middleware timing each request under its route template (not the raw path,
+    which would make one series per customer)."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.latency.labels(path, scope["method"], str(status[0])).observe(
+                time.perf_counter() - start
+            )

@@ -1,0 +1,60 @@
+"""Typed dependencies: the app's state, read from ``request.app.state`` (set by lifespan)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from serving.metrics import Metrics
+from serving.settings import ServingSettings
+from serving.state import ModelHolder, Models
+from serving.store import OnlineGateway
+
+
+def get_settings(request: Request) -> ServingSettings:
+    settings: ServingSettings = request.app.state.settings
+    return settings
+
+
+def get_holder(request: Request) -> ModelHolder:
+    holder: ModelHolder = request.app.state.holder
+    return holder
+
+
+def get_models(request: Request) -> Models:
+    """The models this request uses from start to end (a reload cannot change them)."""
+    holder: ModelHolder = request.app.state.holder
+    return holder.models()
+
+
+def get_gateway(request: Request) -> OnlineGateway:
+    gateway: OnlineGateway = request.app.state.gateway
+    return gateway
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def require_admin(
+    settings: Annotated[ServingSettings, Depends(get_settings)],
+    x_api_key: Annotated[str | None, Header(max_length=256)] = None,
+) -> None:
+    expected = settings.admin_api_key
+    if expected is None:  # only possible with PATRON_ENV=dev
+        return
+    if x_api_key is None or not secrets.compare_digest(
+        x_api_key.encode(), expected.get_secret_value().encode()
+    ):
+        raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
+
+
+SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
+HolderDep = Annotated[ModelHolder, Depends(get_holder)]
+ModelsDep = Annotated[Models, Depends(get_models)]
+GatewayDep = Annotated[OnlineGateway, Depends(get_gateway)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+AdminDep = Annotated[None, Depends(require_admin)]

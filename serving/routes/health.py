@@ -1,0 +1,47 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from serving.routes.deps import GatewayDep, HolderDep, MetricsDep
+from serving.routes.schemas import HealthResponse, ReadyResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=HealthResponse, summary="The process is alive")
+async def healthz() -> HealthResponse:
+    return HealthResponse(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyResponse,
+    responses={503: {"model": ReadyResponse}},
+    summary="A model is loaded and Redis answers (else 503 with the reasons)",
+)
+async def readyz(holder: HolderDep, gateway: GatewayDep) -> ReadyResponse | JSONResponse:
+    reasons: list[str] = []
+    models = holder.current
+    if models is None:
+        reasons.append("no model loaded")
+    redis_problem = await gateway.ping()
+    if redis_problem:
+        reasons.append(redis_problem)
+    if reasons:
+        body = ReadyResponse(
+            ready=False, model_version=models.champion.version if models else None, reasons=reasons
+        )
+        return JSONResponse(body.model_dump(), status_code=503)
+    assert models is not None
+    return ReadyResponse(
+        ready=True, model_version=models.champion.version, reasons=list(models.notes)
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(m: MetricsDep) -> Response:
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

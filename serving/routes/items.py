@@ -1,0 +1,116 @@
+"""Item-centred lists: similar, bought-together, popular."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from serving import service
+from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep
+from serving.routes.schemas import (
+    Category,
+    ErrorResponse,
+    ItemIdPath,
+    ItemListResponse,
+    K,
+    OptCustomerId,
+    RecItem,
+    Tier,
+)
+from serving.service import RecResult
+from serving.store import OnlineGateway
+
+router = APIRouter(prefix="/v1", tags=["items"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse},
+    503: {"model": ErrorResponse},
+}
+
+
+def _items(res: RecResult) -> list[RecItem]:
+    return [RecItem(item_id=p.item_id, score=p.score, reasons=p.reasons) for p in res.items]
+
+
+async def _online(gateway: OnlineGateway, customer_id: str | None):  # type: ignore[no-untyped-def]
+    if customer_id is None:
+        return None, False
+    row = await gateway.customer(customer_id)
+    return row, row is None
+
+
+@router.get(
+    "/items/{item_id}/similar",
+    response_model=ItemListResponse,
+    responses=ERRORS,
+    summary="Items close to this one in the model's factor space",
+)
+async def similar(
+    item_id: ItemIdPath,
+    models: ModelsDep,
+    gateway: GatewayDep,
+    metrics: MetricsDep,
+    k: K = 10,
+    customer_id: OptCustomerId = None,
+) -> ItemListResponse:
+    model = models.champion
+    service.item_index(model, item_id)  # 404 before any Redis call
+    online, degraded = await _online(gateway, customer_id)
+    if degraded:
+        metrics.degraded.labels("similar").inc()
+    res = service.similar(model, item_id, k, customer_id, online)
+    return ItemListResponse(
+        item_id=item_id,
+        customer_id=customer_id,
+        tier=res.tier if customer_id else None,
+        model_version=model.version,
+        degraded=degraded,
+        items=_items(res),
+    )
+
+
+@router.get(
+    "/items/{item_id}/bought-together",
+    response_model=ItemListResponse,
+    responses=ERRORS,
+    summary="Items often bought with this one (may be fewer than k)",
+)
+async def bought_together(
+    item_id: ItemIdPath,
+    models: ModelsDep,
+    gateway: GatewayDep,
+    metrics: MetricsDep,
+    k: K = 10,
+    customer_id: OptCustomerId = None,
+) -> ItemListResponse:
+    model = models.champion
+    service.item_index(model, item_id)
+    online, degraded = await _online(gateway, customer_id)
+    if degraded:
+        metrics.degraded.labels("bought_together").inc()
+    res = service.bought_together(model, item_id, k, customer_id, online)
+    return ItemListResponse(
+        item_id=item_id,
+        customer_id=customer_id,
+        tier=res.tier if customer_id else None,
+        model_version=model.version,
+        degraded=degraded,
+        items=_items(res),
+    )
+
+
+@router.get(
+    "/popular",
+    response_model=ItemListResponse,
+    responses=ERRORS,
+    summary="Popular items, optionally within a tier and/or category",
+)
+async def popular(
+    models: ModelsDep,
+    k: K = 10,
+    tier: Annotated[Tier | None, Query()] = None,
+    category: Category = None,
+) -> ItemListResponse:
+    model = models.champion
+    res = service.popular(model, k, tier, category)
+    return ItemListResponse(tier=res.tier, model_version=model.version, items=_items(res))

@@ -1,0 +1,154 @@
+"""Typed request and response bodies of the HTTP API (documented in OpenAPI)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Path, Query
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
+ID_DOC = "1-64 characters: letters, digits and _ . : @ - (not first)"
+Tier = Literal["bronze", "silver", "gold", "platinum"]
+Variant = Literal["champion", "challenger"]
+
+CustomerIdPath = Annotated[str, Path(pattern=ID_PATTERN, max_length=64, description=ID_DOC)]
+ItemIdPath = Annotated[str, Path(pattern=ID_PATTERN, max_length=64, description=ID_DOC)]
+OptCustomerId = Annotated[
+    str | None,
+    Query(pattern=ID_PATTERN, max_length=64, description="Personalise for this customer"),
+]
+K = Annotated[int, Query(ge=1, le=100, description="How many items (1-100)")]
+Category = Annotated[str | None, Query(min_length=1, max_length=64)]
+
+
+class RecItem(BaseModel):
+    item_id: str
+    score: float
+    reasons: list[str]
+
+
+class RecommendationResponse(BaseModel):
+    customer_id: str
+    tier: str
+    segment: str | None
+    model_version: str
+    variant: Variant
+    degraded: bool
+    rules_version: str
+    items: list[RecItem]
+
+
+class ItemListResponse(BaseModel):
+    """Similar / bought-together / popular answers."""
+
+    item_id: str | None = None
+    customer_id: str | None = None
+    tier: str | None = None
+    model_version: str
+    degraded: bool = False
+    items: list[RecItem]
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_ids: list[Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]] = Field(
+        min_length=1, max_length=1_000, description="1-1000 customer ids"
+    )
+    k: int = Field(default=10, ge=1, le=100)
+
+
+class BatchResponse(BaseModel):
+    results: list[RecommendationResponse]
+
+
+class EventIn(BaseModel):
+    """One purchase or return; validated one by one so a bad event does not sink the batch."""
+
+    model_config = ConfigDict(extra="forbid")
+    customer_id: str = Field(pattern=ID_PATTERN, max_length=64)
+    item_id: str = Field(pattern=ID_PATTERN, max_length=64)
+    ts: datetime
+    quantity: float = Field(default=1.0, allow_inf_nan=False)
+    unit_price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    type: Literal["purchase", "return"] = "purchase"
+
+
+class EventsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: Annotated[
+        list[dict[str, Any]],
+        WithJsonSchema({"type": "array", "items": EventIn.model_json_schema(), "maxItems": 1000}),
+    ] = Field(max_length=1_000, description="1-1000 events")
+
+
+class EventResult(BaseModel):
+    index: int
+    accepted: bool
+    errors: list[str] = Field(default_factory=list)
+
+
+class EventsResponse(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[EventResult]
+
+
+class ProfileResponse(BaseModel):
+    customer_id: str
+    known: bool
+    tier: str
+    next_tier: str | None
+    spend_to_next_tier: float | None = Field(
+        description="Spend still needed for the next tier, after purchases since the last build"
+    )
+    spend_since_build: float
+    segment: str | None
+    clv_band: str | None
+    churn_risk: float | None
+    loyalty_index: float | None
+    features_version: str | None
+
+
+class ModelDescription(BaseModel):
+    model_name: str
+    version: str
+    alias: str | None
+    source: str
+    trained_at: str
+    loaded_at: str
+    fingerprint: str
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    counts: dict[str, int]
+    index: str
+
+
+class ModelInfoResponse(BaseModel):
+    champion: ModelDescription
+    challenger: ModelDescription | None
+    challenger_traffic: float
+    notes: list[str]
+
+
+class ReloadResponse(BaseModel):
+    changed: bool
+    previous_version: str | None
+    champion_version: str
+    challenger_version: str | None
+    notes: list[str]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    model_version: str | None
+    reasons: list[str] = Field(description="Why not ready, or notes (e.g. serving from cache)")
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list[Any]

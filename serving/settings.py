@@ -1,0 +1,73 @@
+"""Serving settings: ``PATRON_*`` variables on top of the shared ones (patron/settings.py)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from patron.settings import Settings
+
+
+class ServingSettings(Settings):
+    """What the API needs to start: where the bundle comes from, Redis limits, admin, A/B."""
+
+    model_config = SettingsConfigDict(env_prefix="PATRON_", extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = Field(
+        default="prod", description="dev relaxes safety checks (admin routes without a key)."
+    )
+    bundle: Path | None = Field(
+        default=None, description="Serve this local bundle directory; skips the MLflow registry."
+    )
+    challenger_bundle: Path | None = Field(
+        default=None, description="Local challenger bundle (with PATRON_BUNDLE)."
+    )
+    model_alias: str = Field(default="champion", description="Registry alias served by default.")
+    challenger_alias: str = Field(default="challenger")
+    challenger_traffic: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of customers sent to the challenger."
+    )
+    bundle_cache_dir: Path | None = Field(
+        default=None, description="Local cache of downloaded bundles (default work_dir/bundles)."
+    )
+    reload_interval_s: float = Field(
+        default=0.0, ge=0.0, description="Poll the registry alias this often; 0 disables polling."
+    )
+    admin_routes: bool = Field(default=True, description="Mount POST /admin/reload.")
+    admin_api_key: SecretStr | None = Field(default=None)
+    redis_timeout_ms: int = Field(
+        default=50, ge=1, le=5_000, description="Socket timeout of every Redis call (degrades)."
+    )
+    redis_retry_s: float = Field(
+        default=1.0, gt=0, description="After a Redis failure, skip Redis this long (degraded)."
+    )
+    max_batch: int = Field(default=1_000, ge=1, le=10_000)
+    max_events: int = Field(default=1_000, ge=1, le=100_000)
+    hnsw_min_items: int = Field(
+        default=50_000, ge=1, description="Catalogs at least this big get an HNSW index."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ServingSettings:
+        if self.admin_routes and self.admin_api_key is None and self.env != "dev":
+            raise ValueError(
+                "admin routes are enabled but PATRON_ADMIN_API_KEY is not set; set a key, "
+                "or PATRON_ADMIN_ROUTES=false, or PATRON_ENV=dev"
+            )
+        if self.challenger_bundle is not None and self.bundle is None:
+            raise ValueError("PATRON_CHALLENGER_BUNDLE needs PATRON_BUNDLE (local serving)")
+        if self.admin_api_key is not None and len(self.admin_api_key.get_secret_value()) < 8:
+            raise ValueError("PATRON_ADMIN_API_KEY must be at least 8 characters long")
+        return self
+
+    def cache_dir(self) -> Path:
+        return self.bundle_cache_dir or (self.work_dir / "bundles")
+
+
+@lru_cache
+def get_serving_settings() -> ServingSettings:
+    return ServingSettings()

@@ -1,0 +1,122 @@
+"""The served models and their atomic replacement (hot reload).
+
+``ModelHolder.current`` is an immutable ``Models`` value; a request reads it once and keeps
+using that object, so a reload (which builds the new models off the event loop, then
+assigns the reference) never changes a model under a running request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from patron.bundle import BundleError, read_manifest
+from serving.errors import NotFound, NotReady, ReloadRefused
+from serving.model import LoadedModel, load_model
+from serving.registry_client import RegistryClient, ResolvedBundle
+from serving.settings import ServingSettings
+
+log = logging.getLogger("patron.serving")
+
+
+@dataclass(frozen=True)
+class Models:
+    champion: LoadedModel
+    challenger: LoadedModel | None = None
+    notes: tuple[str, ...] = ()  # e.g. "registry unreachable; serving cached bundle ..."
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    changed: bool
+    previous: str | None
+    champion: str
+    challenger: str | None
+    notes: tuple[str, ...]
+
+
+class ModelHolder:
+    def __init__(self, settings: ServingSettings) -> None:
+        self.settings = settings
+        self.current: Models | None = None
+        self.registry: RegistryClient | None = None
+        if settings.bundle is None:
+            self.registry = RegistryClient(
+                settings.tracking_uri(), settings.model_name, settings.cache_dir()
+            )
+        self._lock = asyncio.Lock()
+
+    def models(self) -> Models:
+        if self.current is None:
+            raise NotReady("no model loaded yet")
+        return self.current
+
+    def _resolve(self) -> tuple[ResolvedBundle, ResolvedBundle | None]:
+        s = self.settings
+        if self.registry is None:
+            assert s.bundle is not None
+            champ = ResolvedBundle(Path(s.bundle), "", None, str(s.bundle))
+            chall = None
+            if s.challenger_bundle is not None:
+                chall = ResolvedBundle(
+                    Path(s.challenger_bundle), "", None, str(s.challenger_bundle)
+                )
+            return champ, chall
+        champ = self.registry.fetch(s.model_alias)
+        chall = None
+        if s.challenger_traffic > 0:
+            try:
+                chall = self.registry.fetch(s.challenger_alias)
+            except NotFound:
+                log.warning("no %s alias: all traffic goes to the champion", s.challenger_alias)
+        return champ, chall
+
+    def _load_one(self, r: ResolvedBundle, previous: LoadedModel | None) -> LoadedModel:
+        if previous is not None and previous.source == r.source:
+            same_version = not r.version or previous.version == r.version
+            if same_version and read_manifest(r.path).fingerprint() == previous.fingerprint:
+                return previous
+        return load_model(
+            r.path,
+            version=r.version or None,
+            alias=r.alias,
+            source=r.source,
+            hnsw_min_items=self.settings.hnsw_min_items,
+        )
+
+    def load(self) -> Models:
+        """Resolve and load (blocking); reuses unchanged models of the current value."""
+        prev = self.current
+        champ_r, chall_r = self._resolve()
+        champion = self._load_one(champ_r, prev.champion if prev else None)
+        challenger = None
+        if chall_r is not None:
+            challenger = self._load_one(chall_r, prev.challenger if prev else None)
+        notes = tuple(n for n in (champ_r.note, chall_r.note if chall_r else None) if n)
+        return Models(champion, challenger, notes)
+
+    async def reload(self) -> ReloadResult:
+        """Build the new models in a worker thread, then swap the reference atomically."""
+        async with self._lock:
+            prev = self.current
+            try:
+                new = await asyncio.to_thread(self.load)
+            except (BundleError, ValueError) as exc:
+                if prev is None:
+                    raise
+                raise ReloadRefused(
+                    f"new bundle refused ({exc}); still serving version {prev.champion.version}"
+                ) from None
+            self.current = new
+        changed = prev is None or (
+            new.champion is not prev.champion or new.challenger is not prev.challenger
+        )
+        return ReloadResult(
+            changed=changed,
+            previous=prev.champion.version if prev else None,
+            champion=new.champion.version,
+            challenger=new.challenger.version if new.challenger else None,
+            notes=new.notes,
+        )

@@ -1,0 +1,139 @@
+"""The API's view of the online store: short timeouts, a circuit breaker, degraded answers.
+
+Wraps ``features.online.AsyncOnlineStore`` (or anything with the same methods). When Redis
+fails or times out, reads return ``None`` (the caller answers from the bundle alone, marked
+degraded) and Redis is skipped for ``retry_s`` so no request waits on a dead server; the
+first call after that window probes Redis again, so the service recovers by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from features.online import CustomerOnline, PurchaseEvent
+from serving.errors import Unavailable
+
+log = logging.getLogger("patron.serving")
+
+
+class AsyncStore(Protocol):
+    async def read_customer(self, customer_id: str) -> CustomerOnline: ...
+
+    async def read_customers(self, customer_ids: Sequence[str]) -> list[CustomerOnline]: ...
+
+    async def record_events(self, events: Sequence[PurchaseEvent]) -> int: ...
+
+    async def current_version(self) -> str | None: ...
+
+
+StoreFactory = Callable[[Any, str], AsyncStore]
+
+
+def default_store_factory(client: Any, namespace: str) -> AsyncStore:
+    from features.online import AsyncOnlineStore
+
+    return AsyncOnlineStore(client, namespace=namespace)
+
+
+def make_client(url: str, timeout_ms: int) -> aioredis.Redis:
+    """An async pool that fails fast: no retries, socket and connect timeouts of timeout_ms."""
+    timeout = timeout_ms / 1000.0
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        health_check_interval=0,
+        max_connections=256,
+    )
+
+
+class OnlineGateway:
+    """Reads and writes online features; tracks whether Redis is currently usable."""
+
+    def __init__(
+        self, client: aioredis.Redis, store: AsyncStore, timeout_ms: int, retry_s: float
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.timeout = timeout_ms / 1000.0
+        self.retry_s = retry_s
+        self._down_until = 0.0
+        self.last_error: str | None = None
+
+    @property
+    def down(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def _failed(self, exc: BaseException) -> None:
+        self.last_error = f"redis unreachable: {type(exc).__name__}"
+        if not self.down:
+            log.warning("online store unavailable (%s); answering degraded", self.last_error)
+        self._down_until = time.monotonic() + self.retry_s
+
+    def _ok(self) -> None:
+        if self.last_error is not None:
+            log.info("online store reachable again")
+        self.last_error = None
+        self._down_until = 0.0
+
+    async def customer(self, customer_id: str) -> CustomerOnline | None:
+        """The customer's online features, or None when Redis is unusable (degraded)."""
+        if self.down:
+            return None
+        try:
+            row = await asyncio.wait_for(self.store.read_customer(customer_id), self.timeout * 2)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            return None
+        self._ok()
+        return row
+
+    async def customers(self, customer_ids: Sequence[str]) -> list[CustomerOnline | None]:
+        """Many customers in one round trip (all None when Redis is unusable)."""
+        if self.down:
+            return [None] * len(customer_ids)
+        try:
+            rows = await asyncio.wait_for(
+                self.store.read_customers(customer_ids), self.timeout * 10
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            return [None] * len(customer_ids)
+        self._ok()
+        return list(rows)
+
+    async def record(self, events: Sequence[PurchaseEvent]) -> int:
+        """Record events; raises Unavailable (nothing is silently dropped) if Redis is down."""
+        if self.down:
+            raise Unavailable(f"{self.last_error}; events were not recorded, retry later")
+        try:
+            n = await asyncio.wait_for(self.store.record_events(events), self.timeout * 10)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            raise Unavailable(f"{self.last_error}; events were not recorded, retry later") from None
+        self._ok()
+        return n
+
+    async def ping(self) -> str | None:
+        """None when Redis answers, else why not (for /readyz)."""
+        try:
+            await asyncio.wait_for(self.client.ping(), self.timeout * 2)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            return self.last_error
+        self._ok()
+        return None
+
+    async def close(self) -> None:
+        await self.client.aclose()

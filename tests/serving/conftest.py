@@ -1,0 +1,89 @@
+"""Serving fixtures: a small bundle on disk, published customers, an app with lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.settings import ServingSettings
+from tests.serving.helpers import (
+    customers_frame,
+    items_frame,
+    make_bundle,
+    sync_store,
+)
+
+ADMIN_KEY = "test-admin-key-123"
+NS = "patrontest"
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("b") / "bundle1", seed=0, version="1")
+
+
+@pytest.fixture(scope="session")
+def bundle2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("b") / "bundle2", seed=1, version="2")
+
+
+CUSTOMERS = [
+    {
+        "customer_id": "c00000",
+        "tier": "gold",
+        "segment": "high-value",
+        "churn_risk": 0.1,
+        "clv_band": "high",
+        "loyalty_index": 81.0,
+        "marketing_consent": True,
+        "next_tier": "platinum",
+        "progress_to_next": 250.0,
+        "typical_spend": 40.0,
+    },
+    {
+        "customer_id": "c00001",
+        "tier": "bronze",
+        "segment": "regular",
+        "churn_risk": 0.4,
+        "clv_band": "low",
+        "loyalty_index": 30.0,
+        "marketing_consent": False,
+        "next_tier": "silver",
+        "progress_to_next": 100.0,
+        "typical_spend": 20.0,
+    },
+]
+
+
+@pytest.fixture
+def published(redis_url: str) -> str:
+    client = redis.Redis.from_url(redis_url)
+    sync_store(client, NS).publish(customers_frame(CUSTOMERS), items_frame(240))
+    client.close()
+    return redis_url
+
+
+def settings_for(bundle: Path, redis_url: str, **kw: object) -> ServingSettings:
+    base: dict[str, object] = {
+        "bundle": bundle,
+        "redis_url": redis_url,
+        "redis_namespace": NS,
+        "admin_api_key": ADMIN_KEY,
+        "env": "test",
+        "redis_timeout_ms": 200,
+        "redis_retry_s": 0.2,
+    }
+    base.update(kw)
+    return ServingSettings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def client(bundle_dir: Path, published: str) -> Iterator[TestClient]:
+    app = create_app(settings_for(bundle_dir, published))
+    with TestClient(app) as c:
+        yield c

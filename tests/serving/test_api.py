@@ -1,0 +1,261 @@
+"""End to end through TestClient (lifespan runs) with a real redis-server and a real bundle."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from patron.bundle import load_bundle
+from tests.serving.conftest import ADMIN_KEY
+from tests.serving.helpers import category_of, customer_id, item_id
+
+
+def ids(resp_json: dict) -> list[str]:
+    return [it["item_id"] for it in resp_json["items"]]
+
+
+def test_health_ready_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["ready"] is True
+    client.get("/v1/customers/c00000/recommendations")
+    m = client.get("/metrics").text
+    assert (
+        'patron_http_request_seconds_count{method="GET",route="/v1/customers/{customer_id}/recommendations",status="200"}'
+        in m
+    )
+    assert 'patron_variant_total{variant="champion"}' in m
+
+
+def test_recommendations_known_customer(client: TestClient, bundle_dir) -> None:
+    data = load_bundle(bundle_dir)
+    r = client.get("/v1/customers/c00000/recommendations", params={"k": 10})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["customer_id"] == "c00000"
+    assert body["tier"] == "gold" and body["segment"] == "high-value"
+    assert body["model_version"] == "1" and body["variant"] == "champion"
+    assert body["degraded"] is False
+    got = ids(body)
+    assert len(got) == 10 and len(set(got)) == 10
+    # training purchases are excluded, out-of-stock never shown
+    ui = data.user_items
+    bought = {item_id(j) for j in ui.indices[ui.indptr[0] : ui.indptr[1]]}
+    assert not bought & set(got)
+    stock = dict(zip(data.catalog["item_id"], data.catalog["in_stock"], strict=True))
+    assert all(stock[i] for i in got)
+    # planted taste: customer 0 likes category 0
+    assert sum(category_of(int(i[1:])) == 0 for i in got) >= 8
+    scores = [it["score"] for it in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(it["reasons"] for it in body["items"])
+
+
+def test_tier_exclusive_items_only_for_that_tier(client: TestClient) -> None:
+    gold_only = {item_id(j) for j in range(0, 240, 17)}
+    for k in (100,):
+        bronze = ids(client.get("/v1/customers/c00001/recommendations", params={"k": k}).json())
+        assert not gold_only & set(bronze)
+        gold = client.get("/v1/customers/c00000/recommendations", params={"k": k}).json()
+        assert gold_only & set(ids(gold))
+        assert any("gold exclusive" in it["reasons"] for it in gold["items"])
+
+
+def test_exclude_category_and_context(client: TestClient) -> None:
+    base = ids(client.get("/v1/customers/c00002/recommendations").json())
+    r = client.get("/v1/customers/c00002/recommendations", params={"exclude": ",".join(base[:3])})
+    assert not set(base[:3]) & set(ids(r.json()))
+    r = client.get("/v1/customers/c00002/recommendations", params={"category": "cat1", "k": 5})
+    assert r.status_code == 200
+    assert [category_of(int(i[1:])) for i in ids(r.json())] == [1] * 5
+    assert (
+        client.get("/v1/customers/c00002/recommendations", params={"category": "nope"}).status_code
+        == 404
+    )
+    r = client.get("/v1/customers/c00002/recommendations", params={"context_item": "i0003"})
+    assert r.status_code == 200 and "i0003" not in ids(r.json())
+    assert any(
+        x.startswith("bought together with i0003")
+        for it in r.json()["items"]
+        for x in it["reasons"]
+    )
+    assert (
+        client.get(
+            "/v1/customers/c00002/recommendations", params={"context_item": "i9999"}
+        ).status_code
+        == 404
+    )
+
+
+def test_unknown_customer_gets_popular(client: TestClient) -> None:
+    body = client.get("/v1/customers/newbie/recommendations", params={"k": 5}).json()
+    assert body["tier"] == "bronze" and len(body["items"]) == 5
+    assert all("popular" in it["reasons"] for it in body["items"])
+
+
+def test_fold_in_new_customer_after_event(client: TestClient) -> None:
+    # a brand-new customer buys two items of category 2
+    evs = [
+        {
+            "customer_id": "fresh1",
+            "item_id": item_id(j),
+            "ts": datetime.now(UTC).isoformat(),
+            "quantity": 1,
+            "unit_price": 10.0,
+        }
+        for j in (2, 6)
+    ]
+    r = client.post("/v1/events", json={"events": evs})
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 2
+    body = client.get("/v1/customers/fresh1/recommendations", params={"k": 10}).json()
+    got = ids(body)
+    assert "i0002" not in got and "i0006" not in got  # just bought: excluded
+    assert sum(category_of(int(i[1:])) == 2 for i in got) >= 8  # personalised, not popular
+    reasons = {x for it in body["items"] for x in it["reasons"]}
+    assert "recommended for you" in reasons or any(x.startswith("bought together") for x in reasons)
+    assert 'patron_fallbacks_total{kind="fold_in"}' in client.get("/metrics").text
+
+
+def test_events_then_exclusion_for_known_customer(client: TestClient) -> None:
+    first = ids(client.get("/v1/customers/c00003/recommendations").json())[0]
+    r = client.post(
+        "/v1/events",
+        json={
+            "events": [
+                {"customer_id": "c00003", "item_id": first, "ts": datetime.now(UTC).isoformat()}
+            ]
+        },
+    )
+    assert r.status_code == 200
+    after = ids(client.get("/v1/customers/c00003/recommendations").json())
+    assert first not in after
+
+
+def test_events_partial_validation(client: TestClient) -> None:
+    now = datetime.now(UTC).isoformat()
+    evs = [
+        {"customer_id": "c00004", "item_id": "i0001", "ts": now},
+        {"customer_id": "c00004", "item_id": "i9999", "ts": now},  # unknown item
+        {"customer_id": "bad id!", "item_id": "i0001", "ts": now},  # malformed id
+        {"customer_id": "c00004", "item_id": "i0001", "ts": now, "quantity": -1},  # neg purchase
+        {"customer_id": "c00004", "item_id": "i0001", "ts": "2999-01-01T00:00:00Z"},  # future
+        {"customer_id": "c00004", "item_id": "i0001"},  # no ts
+    ]
+    r = client.post("/v1/events", json={"events": evs})
+    assert r.status_code == 422
+    body = r.json()
+    assert body["accepted"] == 1 and body["rejected"] == 5
+    assert [x["accepted"] for x in body["results"]] == [True] + [False] * 5
+    assert "not in the catalog" in body["results"][1]["errors"][0]
+    # the valid one was applied
+    got = ids(client.get("/v1/customers/c00004/recommendations", params={"k": 100}).json())
+    assert "i0001" not in got
+    assert client.post("/v1/events", json={"events": [evs[0]] * 1001}).status_code == 422
+
+
+def test_profile_moves_with_spend(client: TestClient) -> None:
+    p = client.get("/v1/customers/c00001/profile").json()
+    assert p["known"] is True and p["tier"] == "bronze" and p["next_tier"] == "silver"
+    assert p["spend_to_next_tier"] == 100.0 and p["segment"] == "regular"
+    assert p["clv_band"] == "low" and p["churn_risk"] == 0.4 and p["loyalty_index"] == 30.0
+    ev = {
+        "customer_id": "c00001",
+        "item_id": "i0001",
+        "ts": datetime.now(UTC).isoformat(),
+        "quantity": 2,
+        "unit_price": 15.0,
+    }
+    assert client.post("/v1/events", json={"events": [ev]}).status_code == 200
+    p = client.get("/v1/customers/c00001/profile").json()
+    assert p["spend_since_build"] == 30.0 and p["spend_to_next_tier"] == 70.0
+    unknown = client.get("/v1/customers/nobody/profile").json()
+    assert unknown["known"] is False and unknown["tier"] == "bronze"
+
+
+def test_similar_bought_together_popular(client: TestClient, bundle_dir) -> None:
+    r = client.get("/v1/items/i0004/similar", params={"k": 5})
+    assert r.status_code == 200
+    got = ids(r.json())
+    assert len(got) == 5 and "i0004" not in got
+    assert all(category_of(int(i[1:])) == 0 for i in got)
+    assert r.json()["items"][0]["reasons"][0] == "similar to i0004"
+    r = client.get("/v1/items/i0004/bought-together", params={"k": 5, "customer_id": "c00000"})
+    assert r.status_code == 200 and 0 < len(ids(r.json())) <= 5
+    assert r.json()["tier"] == "gold"
+    assert client.get("/v1/items/i9999/similar").status_code == 404
+    assert "not in the catalog" in client.get("/v1/items/i9999/bought-together").json()["detail"]
+    p = client.get("/v1/popular", params={"k": 7}).json()
+    assert len(p["items"]) == 7
+    pt = client.get("/v1/popular", params={"k": 7, "tier": "gold"}).json()
+    assert pt["tier"] == "gold" and ids(pt) != ids(p)
+    pc = client.get("/v1/popular", params={"k": 5, "category": "cat3"}).json()
+    assert all(category_of(int(i[1:])) == 3 for i in ids(pc))
+    assert client.get("/v1/popular", params={"tier": "diamond"}).status_code == 422
+    assert client.get("/v1/popular", params={"category": "none"}).status_code == 404
+
+
+def test_batch(client: TestClient) -> None:
+    cids = [customer_id(u) for u in range(20)] + ["newcomer"]
+    r = client.post("/v1/recommendations/batch", json={"customer_ids": cids, "k": 3})
+    assert r.status_code == 200
+    res = r.json()["results"]
+    assert [x["customer_id"] for x in res] == cids
+    assert all(len(x["items"]) == 3 for x in res)
+    single = client.get("/v1/customers/c00005/recommendations", params={"k": 3}).json()
+    assert res[5]["items"] == single["items"]
+    too_many = {"customer_ids": [f"x{i}" for i in range(1001)], "k": 3}
+    assert client.post("/v1/recommendations/batch", json=too_many).status_code == 422
+    assert client.post("/v1/recommendations/batch", json={"customer_ids": []}).status_code == 422
+
+
+def test_bad_input_is_4xx(client: TestClient) -> None:
+    for k in (0, 101, -1):
+        assert (
+            client.get("/v1/customers/c00000/recommendations", params={"k": k}).status_code == 422
+        )
+    assert client.get("/v1/customers/" + "x" * 65 + "/recommendations").status_code == 422
+    assert client.get("/v1/customers/bad$id/recommendations").status_code == 422
+    assert (
+        client.get("/v1/customers/c00000/recommendations", params={"k": "ten"}).status_code == 422
+    )
+    assert (
+        client.post(
+            "/v1/events", content=b"not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 422
+    )
+
+
+def test_model_info_and_admin_reload(client: TestClient, bundle_dir) -> None:
+    info = client.get("/v1/model").json()
+    c = info["champion"]
+    assert c["version"] == "1" and c["index"] == "IndexFlatIP"
+    assert c["metrics"] == {"ndcg@10": 0.25} and len(c["fingerprint"]) == 16
+    assert client.post("/admin/reload").status_code == 401
+    assert client.post("/admin/reload", headers={"X-API-Key": "wrong-key-xyz"}).status_code == 401
+    r = client.post("/admin/reload", headers={"X-API-Key": ADMIN_KEY})
+    assert r.status_code == 200 and r.json()["changed"] is False
+    assert 'patron_reloads_total{outcome="unchanged"} 1.0' in client.get("/metrics").text
+
+
+def test_openapi_documents_endpoints(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for p in (
+        "/v1/customers/{customer_id}/recommendations",
+        "/v1/items/{item_id}/similar",
+        "/v1/items/{item_id}/bought-together",
+        "/v1/popular",
+        "/v1/recommendations/batch",
+        "/v1/events",
+        "/v1/customers/{customer_id}/profile",
+        "/v1/model",
+        "/admin/reload",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
+        assert p in paths
+    assert np.isfinite(1.0)

@@ -1,0 +1,190 @@
+"""Against a real uvicorn process: every endpoint over TCP, hot reload under load, polling."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from patron.bundle import write_bundle
+from tests.services import free_port
+from tests.serving.conftest import ADMIN_KEY, NS
+from tests.serving.helpers import make_bundle_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_server(env_extra: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OPENBLAS_NUM_THREADS": "1",
+        **env_extra,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "patron", "serve", "--port", str(port), "--workers", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read().decode() if proc.stderr else "server died")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return time.monotonic() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server not ready in time")
+
+
+@pytest.fixture
+def live_bundle(tmp_path: Path) -> Path:
+    live = tmp_path / "live"
+    write_bundle(make_bundle_data(seed=0, version="1"), live)
+    return live
+
+
+def _serve(live_bundle: Path, redis_url: str, poll_s: float) -> Iterator[str]:
+    port = free_port()
+    proc = start_server(
+        {
+            "PATRON_BUNDLE": str(live_bundle),
+            "PATRON_REDIS_URL": redis_url,
+            "PATRON_REDIS_NAMESPACE": NS,
+            "PATRON_ADMIN_API_KEY": ADMIN_KEY,
+            "PATRON_ENV": "test",
+            "PATRON_RELOAD_INTERVAL_S": str(poll_s),
+        },
+        port,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def server(live_bundle: Path, published: str) -> Iterator[str]:
+    yield from _serve(live_bundle, published, 0)
+
+
+@pytest.fixture
+def polling_server(live_bundle: Path, published: str) -> Iterator[str]:
+    yield from _serve(live_bundle, published, 0.5)
+
+
+def test_every_endpoint_over_http(server: str) -> None:
+    with httpx.Client(base_url=server, timeout=5) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/readyz").json()["ready"] is True
+        r = c.get("/v1/customers/c00000/recommendations", params={"k": 5}).json()
+        assert r["tier"] == "gold" and len(r["items"]) == 5 and r["degraded"] is False
+        assert len(c.get("/v1/items/i0004/similar").json()["items"]) == 10
+        assert c.get("/v1/items/i0004/bought-together").status_code == 200
+        assert c.get("/v1/popular", params={"tier": "gold"}).status_code == 200
+        b = c.post("/v1/recommendations/batch", json={"customer_ids": ["c00001", "x"], "k": 2})
+        assert [len(x["items"]) for x in b.json()["results"]] == [2, 2]
+        ev = {
+            "customer_id": "new9",
+            "item_id": "i0002",
+            "ts": datetime.now(UTC).isoformat(),
+            "unit_price": 12.5,
+        }
+        assert c.post("/v1/events", json={"events": [ev]}).json()["accepted"] == 1
+        assert c.get("/v1/customers/new9/profile").json()["spend_since_build"] == 12.5
+        picks = c.get("/v1/customers/new9/recommendations").json()["items"]
+        assert "i0002" not in {p["item_id"] for p in picks}
+        assert c.get("/v1/model").json()["champion"]["version"] == "1"
+        assert c.post("/admin/reload").status_code == 401
+        assert c.get("/v1/items/zzz/similar").status_code == 404
+        assert c.get("/v1/customers/c00000/recommendations", params={"k": 0}).status_code == 422
+        assert "patron_http_request_seconds_bucket" in c.get("/metrics").text
+
+
+def test_reload_under_load_has_no_failed_requests(server: str, live_bundle: Path) -> None:
+    results: list[tuple[float, int, str | None]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def hammer(seed: int) -> None:
+        with httpx.Client(base_url=server, timeout=10) as c:
+            i = 0
+            while not stop.is_set():
+                t = time.monotonic()
+                r = c.get(f"/v1/customers/c{(seed * 37 + i) % 300:05d}/recommendations")
+                v = r.json().get("model_version") if r.status_code == 200 else None
+                with lock:
+                    results.append((t, r.status_code, v))
+                i += 1
+
+    threads = [threading.Thread(target=hammer, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.7)
+    write_bundle(make_bundle_data(seed=1, version="2"), live_bundle)
+    r = httpx.post(f"{server}/admin/reload", headers={"X-API-Key": ADMIN_KEY}, timeout=30)
+    swapped = time.monotonic()
+    time.sleep(0.7)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["changed"] is True and body["previous_version"] == "1"
+    assert body["champion_version"] == "2"
+    assert len(results) > 50
+    assert {code for _, code, _ in results} == {200}
+    assert {v for _, _, v in results} == {"1", "2"}  # each response names exactly one version
+    assert {v for t, _, v in results if t > swapped} == {"2"}
+
+
+def test_alias_polling_picks_up_a_new_bundle(polling_server: str, live_bundle: Path) -> None:
+    server = polling_server
+    write_bundle(make_bundle_data(seed=2, version="3"), live_bundle)
+    deadline = time.monotonic() + 10
+    version = None
+    while time.monotonic() < deadline:
+        version = httpx.get(f"{server}/v1/model").json()["champion"]["version"]
+        if version == "3":
+            break
+        time.sleep(0.2)
+    assert version == "3"
+    assert 'patron_reloads_total{outcome="changed"}' in httpx.get(f"{server}/metrics").text
+
+
+def test_cli_refuses_to_start_without_admin_key(live_bundle: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PATRON_BUNDLE": str(live_bundle),
+        "PATRON_ENV": "prod",
+    }
+    env.pop("PATRON_ADMIN_API_KEY", None)
+    p = subprocess.run(
+        [sys.executable, "-m", "patron", "serve", "--port", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2
+    assert "PATRON_ADMIN_API_KEY is not set" in p.stderr
