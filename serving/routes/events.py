@@ -65,6 +65,7 @@ def check_event(
     "/events",
     response_model=EventsResponse,
     responses={
+        400: {"model": ErrorResponse, "description": "The body is not JSON"},
         422: {
             "model": EventsResponse | BodyErrorResponse,  # per-event report, or a bad body
             "description": "Some events were rejected (the valid ones were recorded)",

@@ -37,6 +37,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, redis_srv: RedisServer) -
             "PATRON_REDIS_NAMESPACE": NS,
             "PATRON_ADMIN_API_KEY": ADMIN_KEY,
             "PATRON_ENV": "test",
+            "PATRON_REDIS_TIMEOUT_MS": "1000",  # a loaded CI machine must not look like an outage
         },
         port,
     )
