@@ -143,6 +143,27 @@ def build_bundle(out: Path, n_items: int, n_customers: int, dim: int, seed: int 
         )
 
 
+def index_recall(bundle: Path, ef: int, n_queries: int = 200) -> float:
+    """Recall@10 of the bundle's index at this efSearch against exact search, on customer
+    vectors (the queries serving sends)."""
+    import faiss
+
+    from serving.index import load_index, set_ef_search
+
+    y = np.load(bundle / "item_factors.npy")
+    x = np.load(bundle / "user_factors.npy", mmap_mode="r")
+    q = np.ascontiguousarray(x[:: max(1, len(x) // n_queries)][:n_queries], dtype=np.float32)
+    index = load_index(bundle / "faiss.index", len(y), y.shape[1])
+    set_ef_search(index, ef)
+    exact = faiss.IndexFlatIP(y.shape[1])
+    exact.add(y)
+    _, got = index.search(q, 10)
+    _, want = exact.search(q, 10)
+    return round(
+        float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)])), 4
+    )
+
+
 # ----------------------------------------------------------------------------- redis
 def publish(url: str, n_customers: int, n_items: int, namespace: str) -> dict[str, float]:
     import polars as pl
@@ -310,6 +331,7 @@ def main() -> None:
     ap.add_argument("--rate-duration", type=float, default=20.0)
     ap.add_argument("--repeats", type=int, default=3, help="throughput runs; medians printed")
     ap.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench" / "serving")
+    ap.add_argument("--ef-search", type=int, default=256, help="PATRON_HNSW_EF_SEARCH")
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     args = ap.parse_args()
 
@@ -319,6 +341,7 @@ def main() -> None:
     if not (bundle / "manifest.json").is_file():
         log(f"building bundle {bundle} (cached for later runs)")
         build_bundle(bundle, args.items, args.customers, args.dim)
+    result_recall = index_recall(bundle, args.ef_search)
     use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
     result: dict[str, object] = {
         "items": args.items,
@@ -342,6 +365,7 @@ def main() -> None:
             "PATRON_REDIS_NAMESPACE": "bench",
             "PATRON_ADMIN_ROUTES": "false",
             "PATRON_ENV": "prod",
+            "PATRON_HNSW_EF_SEARCH": str(args.ef_search),
         }
         t0 = time.perf_counter()
         proc = subprocess.Popen(
