@@ -351,6 +351,8 @@ def main() -> None:
         "loadgen": "wrk" if use_wrk else "python-asyncio",
         "cpus": os.cpu_count(),
         "loadavg_at_start": os.getloadavg()[0],
+        "ef_search": args.ef_search,
+        "recall_at_10_vs_exact": result_recall,
     }
     (args.workdir / "redis").mkdir(parents=True, exist_ok=True)
     with redis_server(args.workdir / "redis") as rs:
