@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 
 from patron.cliutil import UserError, command
+from serving.cli_rules import picks_app, rules_app
 
-rules_app = typer.Typer(no_args_is_help=True)
-picks_app = typer.Typer(no_args_is_help=True)
+__all__ = ["picks_app", "rules_app", "serve"]
 
 
 @command

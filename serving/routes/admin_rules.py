@@ -1,0 +1,87 @@
+"""``GET /admin/rules`` (active rules and version) and ``PUT /admin/rules`` (validate + swap).
+
+The app's lifespan may set ``app.state.rules`` to a ``RulesHolder``; if it has not, the first
+request creates one from ``PATRON_RULES_FILE`` (default config/rules.yaml).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request
+from pydantic import BaseModel
+
+from serving.rules.holder import RulesHolder
+from serving.rules.models import RuleError
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+def require_admin(x_api_key: Annotated[str | None, Header(max_length=256)] = None) -> None:
+    """X-API-Key must equal PATRON_ADMIN_API_KEY (no key configured: admin routes refused).
+
+    Stand-in until the serving package's shared ``require_admin`` dependency is used here.
+    """
+    expected = os.environ.get("PATRON_ADMIN_API_KEY")
+    if not expected:
+        raise HTTPException(status_code=503, detail="admin API disabled: no PATRON_ADMIN_API_KEY")
+    if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected.encode()):
+        raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
+
+
+def get_rules_holder(request: Request) -> RulesHolder:
+    holder = getattr(request.app.state, "rules", None)
+    if not isinstance(holder, RulesHolder):
+        holder = RulesHolder.from_env()
+        request.app.state.rules = holder
+    return holder
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
+RulesDep = Annotated[RulesHolder, Depends(get_rules_holder)]
+
+
+class RulesOut(BaseModel):
+    version: str
+    label: str
+    content_hash: str
+    source: str
+    summary: dict[str, Any]
+    rules: dict[str, Any]
+
+
+def _out(holder: RulesHolder) -> RulesOut:
+    cur = holder.current()
+    return RulesOut(
+        version=cur.version,
+        label=cur.rules.version,
+        content_hash=cur.content_hash,
+        source=cur.source,
+        summary=cur.summary(),
+        rules=cur.rules.model_dump(mode="json"),
+    )
+
+
+@router.get("/rules", response_model=RulesOut, summary="Active business rules and version")
+def get_rules(_: AdminDep, holder: RulesDep) -> RulesOut:
+    return _out(holder)
+
+
+@router.put(
+    "/rules",
+    response_model=RulesOut,
+    summary="Validate and activate a new rule set (the current one stays on error)",
+    responses={422: {"description": "The rule set is invalid; the message names rule/field"}},
+)
+def put_rules(
+    _: AdminDep,
+    holder: RulesDep,
+    body: Annotated[dict[str, Any], Body(description="The rule set, as in config/rules.yaml")],
+) -> RulesOut:
+    try:
+        holder.replace(body)
+    except RuleError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    return _out(holder)

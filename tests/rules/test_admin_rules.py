@@ -1,0 +1,49 @@
+"""GET/PUT /admin/rules on a minimal app: API key, atomic swap, old rules kept on error."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from serving.routes.admin_rules import router
+from serving.rules.loader import DEFAULT_RULES_FILE, load_rules
+
+KEY = {"X-API-Key": "s3cret"}
+
+
+@pytest.fixture
+def client(monkeypatch: pytest.MonkeyPatch) -> TestClient:
+    monkeypatch.setenv("PATRON_ADMIN_API_KEY", "s3cret")
+    monkeypatch.delenv("PATRON_RULES_FILE", raising=False)
+    app = FastAPI()
+    app.include_router(router)
+    return TestClient(app)
+
+
+def test_get_needs_key_and_shows_version(client: TestClient) -> None:
+    assert client.get("/admin/rules").status_code == 401
+    assert client.get("/admin/rules", headers={"X-API-Key": "wrong"}).status_code == 401
+    res = client.get("/admin/rules", headers=KEY)
+    assert res.status_code == 200
+    assert res.json()["version"] == load_rules(DEFAULT_RULES_FILE).version
+    assert res.json()["rules"]["diversity"]["max_per_category"] == 3
+
+
+def test_put_swaps_and_bad_put_keeps_current(client: TestClient) -> None:
+    data = yaml.safe_load(DEFAULT_RULES_FILE.read_text())
+    data["version"] = "v2"
+    data["diversity"]["max_per_category"] = 2
+    res = client.put("/admin/rules", json=data, headers=KEY)
+    assert res.status_code == 200, res.text
+    v2 = res.json()["version"]
+    assert v2.startswith("v2+")
+
+    data["boosts"][0]["multiply"] = -1
+    bad = client.put("/admin/rules", json=data, headers=KEY)
+    assert bad.status_code == 422
+    assert "tier_exclusives_first" in bad.json()["detail"]
+    assert "multiply" in bad.json()["detail"]
+    assert client.get("/admin/rules", headers=KEY).json()["version"] == v2
+    assert client.put("/admin/rules", json=data).status_code == 401

@@ -1,0 +1,305 @@
+"""Property tests: rule invariants hold for arbitrary customers, catalogs and rule sets.
+
+Each invariant is checked against a plain-Python oracle written independently of the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from serving.candidates import CandidateSet, Source
+from serving.rules.engine import (
+    CandidateBatch,
+    CustomerContext,
+    ItemTable,
+    _apply_core,
+    apply_rules,
+    apply_rules_batch,
+    compile_rules,
+    customers_from_contexts,
+)
+from serving.rules.models import RuleSet
+from tests.rules.synth import TIERS
+
+CHAIN = ("personalised", "copurchase", "popular_tier", "popular")
+SOURCE_NAME = {0: "personalised", 1: "copurchase", 2: "popular_tier", 3: "popular"}
+SEGMENTS = ("regular", "at_risk", "new", "high_value")
+
+
+@dataclass
+class Case:
+    items: ItemTable
+    rules: RuleSet
+    ctx: CustomerContext
+    cands: CandidateSet
+    exclude: np.ndarray
+    pop_tier: np.ndarray
+    pop: np.ndarray
+    k: int
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> Case:
+    n = draw(st.integers(3, 40))
+    n_cat = draw(st.integers(1, 4))
+    cats = tuple(f"c{i}" for i in range(n_cat))
+    bools = st.lists(st.booleans(), min_size=n, max_size=n)
+    items = ItemTable(
+        item_ids=np.array([f"i{j}" for j in range(n)]),
+        category_code=np.array(
+            draw(st.lists(st.integers(0, n_cat - 1), min_size=n, max_size=n)), np.int32
+        ),
+        categories=cats,
+        price=np.array(draw(st.lists(st.floats(1, 100), min_size=n, max_size=n)), np.float32),
+        in_stock=np.array(draw(bools), bool),
+        min_tier_rank=np.array(draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), np.int8),
+        premium=np.array(draw(bools), bool),
+        on_promo=np.array(draw(bools), bool),
+        launched_days_ago=np.array(
+            draw(st.lists(st.floats(0, 400), min_size=n, max_size=n)), np.float32
+        ),
+    )
+    item_idx = st.integers(0, n - 1)
+    cond = st.fixed_dictionaries(
+        {},
+        optional={
+            "tier_at_least": st.sampled_from(TIERS),
+            "segment_in": st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=2),
+            "churn_risk_at_least": st.floats(0, 1),
+        },
+    )
+    item_cond = st.fixed_dictionaries(
+        {},
+        optional={
+            "premium": st.booleans(),
+            "on_promo": st.booleans(),
+            "exclusive": st.booleans(),
+            "new_within_days": st.floats(1, 300),
+            "category_in": st.lists(st.sampled_from(cats), min_size=1, max_size=2),
+            "in_past_categories": st.booleans(),
+            "price_band": st.fixed_dictionaries(
+                {"min_ratio": st.floats(0, 1), "max_ratio": st.floats(1, 5)}
+            ),
+            "source_in": st.lists(st.sampled_from(CHAIN), min_size=1, max_size=2),
+        },
+    )
+    boosts = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "when": cond,
+                    "item": item_cond,
+                    "multiply": st.floats(0.1, 10),
+                    "reason": st.sampled_from(["b", "{tier} pick", "{category}!"]),
+                }
+            ),
+            max_size=3,
+        )
+    )
+    k = draw(st.integers(1, 10))
+    n_pins = draw(st.integers(0, min(2, k)))
+    pin_slots = draw(st.lists(st.integers(1, k), min_size=n_pins, max_size=n_pins, unique=True))
+    pins = [
+        {"name": f"p{j}", "item_id": f"i{draw(item_idx)}", "slot": s, "when": draw(cond)}
+        for j, s in enumerate(pin_slots)
+    ]
+    fallback = draw(st.permutations(CHAIN))[: draw(st.integers(1, 4))]
+    rules = RuleSet.model_validate(
+        {
+            "version": "t",
+            "eligibility": {"enforce_min_tier": draw(st.booleans())},
+            "exclusions": {
+                "recently_bought_days": draw(st.sampled_from([0, 5, 30, 90])),
+                "repurchase_days": draw(
+                    st.dictionaries(st.sampled_from(cats), st.sampled_from([0, 2, 10]), max_size=2)
+                ),
+                "out_of_stock": draw(st.booleans()),
+                "blocklist": [f"i{j}" for j in draw(st.lists(item_idx, max_size=3))],
+            },
+            "boosts": [{"name": f"b{j}", **b} for j, b in enumerate(boosts)],
+            "diversity": {"max_per_category": draw(st.none() | st.integers(1, 4))},
+            "pins": pins,
+            "fallback": list(fallback),
+        }
+    )
+    tier = draw(st.sampled_from(TIERS))
+    recent = draw(st.dictionaries(item_idx, st.floats(0, 120), max_size=5))
+    ctx = CustomerContext(
+        tier=tier,
+        tier_rank=TIERS.index(tier),
+        segment=draw(st.sampled_from(SEGMENTS)),
+        churn_risk=draw(st.none() | st.floats(0, 1)),
+        clv_band=None,
+        typical_spend=draw(st.none() | st.floats(1, 100)),
+        recent_item_idx=np.array(list(recent), np.int32),
+        recent_days_ago=np.array(list(recent.values()), np.float32),
+        past_categories=tuple(draw(st.lists(st.sampled_from(cats), max_size=2))),
+    )
+    cand_items = draw(st.lists(item_idx, unique=True, max_size=n))
+    m = len(cand_items)
+    cands = CandidateSet(
+        item_idx=np.array(cand_items, np.int32),
+        score=np.array(
+            sorted(draw(st.lists(st.floats(-2, 2), min_size=m, max_size=m)), reverse=True),
+            np.float32,
+        ),
+        source=np.array(draw(st.lists(st.integers(0, 3), min_size=m, max_size=m)), np.int8),
+        anchor_idx=np.array(draw(st.lists(item_idx, min_size=m, max_size=m)), np.int32),
+    )
+    perm = st.permutations(list(range(n)))
+    return Case(
+        items=items,
+        rules=rules,
+        ctx=ctx,
+        cands=cands,
+        exclude=np.array(draw(st.lists(item_idx, max_size=3)), np.int32),
+        pop_tier=np.array(draw(perm)[: draw(st.integers(0, n))], np.int32),
+        pop=np.array(draw(perm)[: draw(st.integers(0, n))], np.int32),
+        k=k,
+    )
+
+
+def _blocked(c: Case, j: int) -> bool:
+    """Oracle: may item j be shown to this customer at all?"""
+    r, it = c.rules, c.items
+    if r.eligibility.enforce_min_tier and int(it.min_tier_rank[j]) > TIERS.index(c.ctx.tier):
+        return True
+    if r.exclusions.out_of_stock and not it.in_stock[j]:
+        return True
+    if str(it.item_ids[j]) in r.exclusions.blocklist:
+        return True
+    if j in set(c.exclude.tolist()):
+        return True
+    cat = it.categories[int(it.category_code[j])]
+    window = r.exclusions.repurchase_days.get(cat, r.exclusions.recently_bought_days)
+    recent = zip(c.ctx.recent_item_idx.tolist(), c.ctx.recent_days_ago.tolist(), strict=True)
+    return any(ri == j and window > 0 and days <= window for ri, days in recent)
+
+
+def _matches(c: Case, when: object) -> bool:
+    w = when.model_dump()  # type: ignore[attr-defined]
+    ctx = c.ctx
+    if w["tier_at_least"] and TIERS.index(ctx.tier) < TIERS.index(w["tier_at_least"]):
+        return False
+    if w["segment_in"] and ctx.segment not in w["segment_in"]:
+        return False
+    return not (
+        w["churn_risk_at_least"] is not None
+        and (ctx.churn_risk is None or ctx.churn_risk < w["churn_risk_at_least"])
+    )
+
+
+def _pool(c: Case) -> list[int]:
+    """Oracle: every item that could be picked (candidates, fallbacks, pins), eligible only."""
+    allowed = set(c.rules.fallback)
+    pool = [
+        int(j)
+        for j, s in zip(c.cands.item_idx.tolist(), c.cands.source.tolist(), strict=True)
+        if SOURCE_NAME[s] in allowed
+    ]
+    if "popular_tier" in allowed:
+        pool += c.pop_tier.tolist()
+    if "popular" in allowed:
+        pool += c.pop.tolist()
+    for p in c.rules.pins:
+        j = int(p.item_id[1:])
+        if p.slot <= c.k and _matches(c, p.when):
+            pool.append(j)
+    return sorted({j for j in pool if not _blocked(c, j)})
+
+
+def _run(c: Case) -> list[int]:
+    picks = apply_rules(c.cands, c.ctx, c.items, c.rules, c.k, c.exclude, c.pop_tier, c.pop)
+    assert len(picks.reasons) == len(picks.item_idx)
+    assert all(len(r) >= 1 for r in picks.reasons), picks.reasons
+    assert picks.rules_version == "t"
+    return picks.item_idx.tolist()
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_invariants(c: Case) -> None:
+    got = _run(c)
+    # never an item above the tier, excluded, out of stock, blocked or recently bought
+    assert not [j for j in got if _blocked(c, j)]
+    assert len(set(got)) == len(got), "duplicate item"
+    assert len(got) <= c.k
+    # never more than the diversity cap per category
+    cap = c.rules.diversity.max_per_category
+    cats = [int(c.items.category_code[j]) for j in got]
+    if cap is not None:
+        assert max((cats.count(x) for x in set(cats)), default=0) <= cap
+    # exactly min(k, what the cap allows from the eligible pool) items: k when k exist
+    pool = _pool(c)
+    pool_cats = [int(c.items.category_code[j]) for j in pool]
+    available = sum(
+        min(pool_cats.count(x), cap if cap is not None else len(pool)) for x in set(pool_cats)
+    )
+    assert len(got) == min(c.k, available)
+    assert set(got) <= set(pool)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_pins_sit_in_their_slot(c: Case) -> None:
+    got = _run(c)
+    cap = c.rules.diversity.max_per_category
+    taken: dict[int, int] = {}
+    used_slots: set[int] = set()
+    for p in c.rules.pins:
+        j = int(p.item_id[1:])
+        if _blocked(c, j) or not _matches(c, p.when) or p.slot > len(got):
+            continue
+        if j in taken.values() or p.slot in used_slots:
+            continue  # the same item pinned twice: the first pin wins
+        cat = int(c.items.category_code[j])
+        pinned_same_cat = sum(int(c.items.category_code[i]) == cat for i in taken.values())
+        if cap is not None and pinned_same_cat >= cap:
+            continue
+        taken[p.slot] = j
+        used_slots.add(p.slot)
+    if len(got) == c.k:
+        for slot, j in taken.items():
+            assert got[slot - 1] == j, (slot, j, got)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(cases(), min_size=1, max_size=1), st.integers(1, 4))
+def test_batch_equals_single_and_cut_equals_full(cs: list[Case], copies: int) -> None:
+    c = cs[0]
+    single = apply_rules(c.cands, c.ctx, c.items, c.rules, c.k, c.exclude, c.pop_tier, c.pop)
+    compiled = compile_rules(c.rules, c.items)
+    batch = CandidateBatch.from_sets([c.cands] * copies)
+    cust = customers_from_contexts([c.ctx] * copies, compiled, [c.exclude] * copies)
+    pt = np.tile(c.pop_tier, (copies, 1))
+    out = apply_rules_batch(batch, cust, compiled, c.k, pt, c.pop)
+    full = _apply_core(batch, cust, compiled, c.k, pt, c.pop)
+    for row in range(copies):
+        cnt = int(out.count[row])
+        assert out.item_idx[row, :cnt].tolist() == single.item_idx.tolist()
+        assert np.allclose(out.score[row, :cnt], single.score)
+        assert out.reasons_of(row, compiled.item_ids) == single.reasons
+        assert full.item_idx[row, : int(full.count[row])].tolist() == single.item_idx.tolist()
+
+
+def test_fallback_cut_is_exact_on_long_lists() -> None:
+    """Long popular lists are cut for speed; rows that need more get the full lists."""
+    from tests.rules.synth import candidates, customer, item_table
+
+    items = item_table(400, seed=3, p_exclusive=0.0, p_out_of_stock=0.5)
+    rules = RuleSet.model_validate({"version": "t", "diversity": {"max_per_category": 2}})
+    compiled = compile_rules(rules, items)
+    cands = [candidates(np.arange(5) + 10 * i, seed=i) for i in range(30)]
+    ctxs = [customer(TIERS[i % 4]) for i in range(30)]
+    pop_tier = np.stack([np.random.default_rng(i).permutation(400) for i in range(30)])
+    pop = np.random.default_rng(99).permutation(400)
+    cb, cust = CandidateBatch.from_sets(cands), customers_from_contexts(ctxs, compiled)
+    fast = apply_rules_batch(cb, cust, compiled, 8, pop_tier, pop)
+    full = _apply_core(cb, cust, compiled, 8, pop_tier, pop)
+    assert (fast.item_idx == full.item_idx).all()
+    assert (fast.count == 8).all()
+    assert (fast.source == int(Source.POPULAR_TIER)).any()
