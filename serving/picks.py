@@ -278,7 +278,8 @@ def picks_frame(
     decoded = [[str(table[x]) for x in combo if x >= 0] for combo in combos]
     has_cp = (rid == 0).any(axis=1)
     head, _, tail = out.copurchase_template.partition("{anchor}")
-    anchor_id = np.where(has_cp, item_ids[np.maximum(anchor, 0)].astype(object), None)
+    anchor_id = item_ids[np.maximum(anchor, 0)].astype(object)
+    anchor_id[~has_cp] = None
     frame = pl.DataFrame(
         {
             "customer_id": np.asarray(ids, dtype=object)[row].tolist(),
