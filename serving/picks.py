@@ -32,14 +32,13 @@ from serving.candidates import (
     overfetch,
 )
 from serving.model import LoadedModel
+from serving.rules.apply import fallback_lists, rank_with_rules
 from serving.rules.engine import (
     BatchPicks,
     CandidateBatch,
     CustomerBatch,
     CustomerContext,
     ItemTable,
-    Picks,
-    apply_rules,
     apply_rules_batch,
     compiled_for,
     customers_from_contexts,
@@ -48,32 +47,10 @@ from serving.rules.loader import LoadedRules
 from serving.service import context_for
 
 Format = Literal["parquet", "csv", "jsonl"]
+__all__ = ["export_picks", "fallback_lists", "rank_with_rules"]
+
 OUTPUT_COLUMNS = ("customer_id", "rank", "item_id", "score", "reasons", "tier", "segment")
 RECENT_K = 20  # recent purchases read per customer, as the API does
-
-
-def fallback_lists(model: LoadedModel, tier: str) -> tuple[np.ndarray, np.ndarray]:
-    """The fallback chain's popular lists for a tier: (popular in tier, popular overall).
-
-    The API's ranking hook passes exactly these to ``apply_rules`` so the export and the API
-    agree item for item.
-    """
-    pt = model.popular_tier.get(tier)
-    tier_idx = pt.item_idx if pt is not None else np.empty(0, np.int32)
-    return tier_idx, model.popular_overall.item_idx
-
-
-def rank_with_rules(
-    model: LoadedModel,
-    cands: CandidateSet,
-    ctx: CustomerContext,
-    rules: LoadedRules,
-    k: int,
-    exclude_idx: np.ndarray,
-) -> Picks:
-    """One customer's picks: what the API's ranking hook should call."""
-    tier_idx, pop_idx = fallback_lists(model, ctx.tier)
-    return apply_rules(cands, ctx, model.items, rules, k, exclude_idx, tier_idx, pop_idx)
 
 
 # ------------------------------------------------------------------------------ candidates

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from features.online import OnlineStore, PurchaseEvent
 from serving.cli_rules import picks_app
 from serving.model import LoadedModel, load_model
-from serving.picks import export_picks, fallback_lists
-from serving.rules.engine import apply_rules
+from serving.picks import export_picks
+from serving.rules.apply import rank_with_rules
 from serving.rules.loader import LoadedRules, load_rules
 from tests.serving.helpers import customer_id, customers_frame, item_id, items_frame, make_bundle
 
@@ -173,10 +173,9 @@ def test_export_equals_api(
 
     if "apply_rules" not in inspect.getsource(ranking):
         # The API's ranking hook is not switched to the rules engine on this branch yet: wire
-        # it the way serving.picks.rank_with_rules does (same rules, same fallback lists).
+        # it to serving.rules.apply.rank_with_rules, the call the hook is meant to make.
         def hook(cands, ctx, items, k, exclude_idx):  # type: ignore[no-untyped-def]
-            pt, pop = fallback_lists(model, ctx.tier)
-            return apply_rules(cands, ctx, items, rules, k, exclude_idx, pt, pop)
+            return rank_with_rules(model, cands, ctx, rules, k, exclude_idx)
 
         monkeypatch.setattr(ranking, "rank", hook)
 
