@@ -138,3 +138,35 @@ def import_cdnow(
             "out": str(out),
         }
     )
+
+
+@data_app.command("synth")
+@command
+def synth_cmd(
+    customers: int = typer.Option(10_000, "--customers", min=1, help="Number of customers."),
+    items: int = typer.Option(2_000, "--items", min=1, help="Number of catalog items."),
+    events: int = typer.Option(200_000, "--events", min=0, help="Number of purchase events."),
+    seed: int = typer.Option(42, "--seed", help="Same seed and sizes give the same files."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Output folder (default PATRON_WORK_DIR/data/synth)."
+    ),
+) -> None:
+    """Synthetic events, catalog and customers with realistic structure (see docs/data.md)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from features.synth import SynthConfig, generate
+
+    cfg = SynthConfig(customers=customers, items=items, events=events, seed=seed)
+    out = out or _default_out("synth")
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("generating events", total=events)
+        result = generate(cfg, out, progress=lambda n: bar.advance(task, n))
+    emit(
+        {
+            **result,
+            "events_path": str(out / "events.parquet"),
+            "catalog_path": str(out / "catalog.parquet"),
+            "customers_path": str(out / "customers.parquet"),
+        }
+    )

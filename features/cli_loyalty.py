@@ -87,3 +87,124 @@ def clv_fit(
     result = fit_from_events(read_events(events).collect(), cal, hold)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     emit(result)
+
+
+def _read_table(path: Path, what: str) -> pl.LazyFrame:
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path}")
+    if path.suffix.lower() == ".parquet":
+        return pl.scan_parquet(path)
+    if path.suffix.lower() == ".csv":
+        return pl.scan_csv(path, schema_overrides={"customer_id": pl.String, "item_id": pl.String})
+    raise UserError(f"{path}: {what} must be .parquet or .csv")
+
+
+def _parse_as_of(value: str | None, events: pl.LazyFrame) -> datetime:
+    """A date means the end of that day (UTC); default: the latest event time."""
+    from datetime import UTC, timedelta
+
+    if value is None:
+        latest = events.select(pl.col("ts").max()).collect().item()
+        if latest is None:
+            raise UserError("the events file holds no events")
+        return latest  # type: ignore[no-any-return]
+    try:
+        if len(value) == 10:
+            d = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+            return d + timedelta(days=1) - timedelta(microseconds=1)
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except ValueError:
+        raise UserError(
+            f"--as-of must be a date (1998-06-30) or ISO datetime, got {value!r}"
+        ) from None
+
+
+@features_app.command("build")
+@command
+def features_build(
+    events: Path = typer.Option(..., "--events", help="Validated events (Parquet/CSV/CDNOW .txt)."),
+    out: Path = typer.Option(..., "--out", help="Output folder for customers/items.parquet."),
+    catalog: Path | None = typer.Option(None, "--catalog", help="Catalog Parquet/CSV."),
+    customers: Path | None = typer.Option(
+        None, "--customers", help="Customers file (consent, nps, tier_floor)."
+    ),
+    as_of: str | None = typer.Option(None, "--as-of", help="Default: the latest event time."),
+    tiers_file: Path | None = typer.Option(
+        None, "--tiers", help="Tier rules YAML (default: built-in, same as config/tiers.yaml)."
+    ),
+    previous: Path | None = typer.Option(
+        None, "--previous", help="Previous customers.parquet (for grace periods/downgrades)."
+    ),
+    horizon_weeks: int = typer.Option(52, "--horizon-weeks", min=1, help="CLV horizon."),
+    discount: float = typer.Option(0.10, "--discount", min=0.0, help="Annual discount rate."),
+) -> None:
+    """Build customers.parquet and items.parquet."""
+    from features.customers import ClvOptions, build_customers
+    from features.items import build_items
+    from features.tiers import load_rules
+
+    t0 = time.perf_counter()
+    rules = load_rules(tiers_file)
+    ev = read_events(events).collect().lazy()  # read once, reused by every table
+    cat = _read_table(catalog, "catalog").collect().lazy() if catalog else None
+    people = _read_table(customers, "customers") if customers else None
+    prev = _read_table(previous, "previous customers") if previous else None
+    when = _parse_as_of(as_of, ev)
+    table, info = build_customers(
+        ev, when, rules, cat, people, prev, ClvOptions(horizon_weeks, discount)
+    )
+    items = build_items(ev, table, when, cat)
+    out.mkdir(parents=True, exist_ok=True)
+    table.write_parquet(out / "customers.parquet")
+    items.write_parquet(out / "items.parquet")
+    emit(
+        {
+            "as_of": when.isoformat(),
+            "customers_path": str(out / "customers.parquet"),
+            "items_path": str(out / "items.parquet"),
+            "items": items.height,
+            **info,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+    )
+
+
+@features_app.command("publish")
+@command
+def features_publish(
+    features: Path = typer.Option(..., "--features", help="Folder from `patron features build`."),
+    redis_url: str | None = typer.Option(None, "--redis-url", help="Default: PATRON_REDIS_URL."),
+    namespace: str | None = typer.Option(
+        None, "--namespace", help="Default: PATRON_REDIS_NAMESPACE."
+    ),
+    ttl_s: int = typer.Option(86_400, "--ttl", min=1, help="Seconds the previous version lives."),
+) -> None:
+    """Publish customer features and item flags to Redis as a new version, atomically."""
+    import redis
+
+    from features.online import OnlineStore
+    from patron.settings import get_settings
+
+    s = get_settings()
+    cust_path, items_path = features / "customers.parquet", features / "items.parquet"
+    if not cust_path.is_file():
+        raise UserError(f"{cust_path} not found; run `patron features build --out {features}`")
+    customers = pl.read_parquet(cust_path)
+    items = pl.read_parquet(items_path) if items_path.is_file() else pl.DataFrame()
+    client = redis.Redis.from_url(redis_url or s.redis_url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise UserError(f"cannot reach Redis at {redis_url or s.redis_url}: {exc}") from None
+    report = OnlineStore(client, namespace or s.redis_namespace).publish(customers, items, ttl_s)
+    emit(
+        {
+            "version": report.version,
+            "customers": report.customers,
+            "items": report.items,
+            "seconds": round(report.seconds, 3),
+            "bytes_per_customer": report.bytes_per_customer,
+            **report.extra,
+        }
+    )

@@ -64,20 +64,64 @@ def _check_bgnbd_input(x: F, t_x: F, T: F) -> None:
 
 def bgnbd_log_likelihood_terms(params: F, x: F, t_x: F, T: F) -> F:
     """Per-customer BG/NBD log-likelihood (FHL 2005 eq. 6), in log space."""
+    data = _BGData(
+        np.asarray(x, np.float64), np.asarray(t_x, np.float64), np.asarray(T, np.float64)
+    )
+    ll, _ = _bgnbd_ll_grad(np.asarray(params, dtype=np.float64), data, grad=False)
+    return ll
+
+
+class _BGData:
+    """Customers indexed by their distinct x, t_x and T values (few on a daily grid), so
+    each likelihood evaluation computes special functions and logs once per distinct value."""
+
+    def __init__(self, x: F, t_x: F, T: F) -> None:
+        self.x = x
+        self.ux, self.ix = np.unique(x, return_inverse=True)
+        self.ut, self.it = np.unique(t_x, return_inverse=True)
+        self.uT, self.iT = np.unique(T, return_inverse=True)
+
+
+def _bgnbd_ll_grad(params: F, d: _BGData, grad: bool = True) -> tuple[F, F | None]:
+    """Log-likelihood per row and (optionally) its gradient in (r, alpha, a, b) per row.
+
+    LL = ln G(r+x) - ln G(r) + r ln(alpha) + logaddexp(term1, term2) with
+    term1 = ln B(a, b+x) - ln B(a, b) - (r+x) ln(alpha+T),
+    term2 = ln B(a+1, b+x-1) - ln B(a, b) - (r+x) ln(alpha+t_x) (only when x > 0).
+    """
     r, alpha, a, b = (float(v) for v in params)
-    ux, inv = np.unique(x, return_inverse=True)
-    # x-only parts, once per distinct x
+    ux, inv = d.ux, d.ix
     base = special.gammaln(r + ux) - special.gammaln(r) + r * np.log(alpha)
     lb_ab = special.betaln(a, b)
+    pos = ux > 0
     l1x = special.betaln(a, b + ux) - lb_ab
-    with np.errstate(divide="ignore", invalid="ignore"):
-        l2x = np.where(
-            ux > 0, special.betaln(a + 1, np.maximum(b + ux - 1, 1e-300)) - lb_ab, -np.inf
-        )
-    rx = (r + x).astype(np.float64)
-    term1 = l1x[inv] - rx * np.log(alpha + T)
-    term2 = l2x[inv] - rx * np.log(alpha + t_x)
-    return np.asarray(base[inv] + np.logaddexp(term1, term2), dtype=np.float64)
+    l2x = np.full(ux.shape, -np.inf)
+    l2x[pos] = special.betaln(a + 1, b + ux[pos] - 1) - lb_ab
+    rx = r + d.x
+    log_aT = np.log(alpha + d.uT)[d.iT]
+    log_at = np.log(alpha + d.ut)[d.it]
+    term1 = l1x[inv] - rx * log_aT
+    term2 = l2x[inv] - rx * log_at
+    lse = np.logaddexp(term1, term2)
+    ll = np.asarray(base[inv] + lse, dtype=np.float64)
+    if not grad:
+        return ll, None
+    w1 = np.exp(term1 - lse)
+    w2 = 1.0 - w1
+    dg = special.digamma
+    d_r = (dg(r + ux) - dg(r))[inv] + np.log(alpha) - w1 * log_aT - w2 * log_at
+    d_alpha = r / alpha - rx * (w1 / (alpha + d.uT)[d.iT] + w2 / (alpha + d.ut)[d.it])
+    psi_ab = dg(a + b)
+    psi_abx = dg(a + b + ux)
+    d1a = psi_ab - psi_abx
+    d1b = dg(b + ux) - psi_abx - dg(b) + psi_ab
+    d2a = np.zeros_like(ux)
+    d2b = np.zeros_like(ux)
+    d2a[pos] = dg(a + 1) - psi_abx[pos] - dg(a) + psi_ab
+    d2b[pos] = dg(b + ux[pos] - 1) - psi_abx[pos] - dg(b) + psi_ab
+    d_a = d1a[inv] + w2 * (d2a - d1a)[inv]
+    d_b = d1b[inv] + w2 * (d2b - d1b)[inv]
+    return ll, np.vstack([d_r, d_alpha, d_a, d_b])
 
 
 def fit_bgnbd(
@@ -94,31 +138,37 @@ def fit_bgnbd(
         (xa, ta, Ta), w = compress(xa, ta, Ta)
     else:
         w = np.asarray(weights, dtype=np.float64)
+    data = _BGData(xa, ta, Ta)
     scale = 1.0 / max(float(np.sum(w)), 1.0)
 
-    def nll(logp: F) -> float:
-        ll = bgnbd_log_likelihood_terms(np.exp(logp), xa, ta, Ta)
+    def nll(logp: F) -> tuple[float, F]:
+        p = np.exp(logp)
+        with np.errstate(all="ignore"):
+            ll, g = _bgnbd_ll_grad(p, data)
+        assert g is not None
         v = -float(np.dot(w, ll)) * scale
-        return v if np.isfinite(v) else 1e300
+        grad = -(g @ w) * scale * p  # chain rule for log parameters
+        if not (np.isfinite(v) and np.all(np.isfinite(grad))):
+            return 1e30, np.zeros_like(logp)
+        return v, grad
 
     best = _minimize(nll, np.log(np.asarray(init, dtype=np.float64)))
     p = np.exp(best)
-    ll = float(np.dot(w, bgnbd_log_likelihood_terms(p, xa, ta, Ta)))
-    return BGNBD(float(p[0]), float(p[1]), float(p[2]), float(p[3]), ll)
+    ll, _ = _bgnbd_ll_grad(p, data, grad=False)
+    return BGNBD(float(p[0]), float(p[1]), float(p[2]), float(p[3]), float(np.dot(w, ll)))
 
 
 def _minimize(fun: Any, x0: F) -> F:
-    """Nelder-Mead polish after L-BFGS-B: robust on the flat valleys these likelihoods have."""
-    bounds = [(-15.0, 15.0)] * len(x0)
-    res = optimize.minimize(fun, x0, method="L-BFGS-B", bounds=bounds)
-    res2 = optimize.minimize(
+    """L-BFGS-B with analytic gradients on log parameters, to tight tolerances."""
+    res = optimize.minimize(
         fun,
-        res.x,
-        method="Nelder-Mead",
-        options={"xatol": 1e-7, "fatol": 1e-11, "maxiter": 4000, "adaptive": True},
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(-15.0, 15.0)] * len(x0),
+        options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000},
     )
-    out = res2.x if res2.fun <= res.fun else res.x
-    return np.asarray(out, dtype=np.float64)
+    return np.asarray(res.x, dtype=np.float64)
 
 
 def p_alive(params: BGNBD, x: F, t_x: F, T: F) -> F:
@@ -183,20 +233,40 @@ def expected_transactions(params: BGNBD, t: float, x: F, t_x: F, T: F) -> F:
     return np.asarray(np.where(np.isfinite(out), np.maximum(out, 0.0), 0.0), dtype=np.float64)
 
 
+class _GGData:
+    """Repeat customers with per-distinct-x indexing and the logs that never change."""
+
+    def __init__(self, x: F, m: F) -> None:
+        self.x, self.m = x, m
+        self.ux, self.ix = np.unique(x, return_inverse=True)
+        self.log_m = np.log(m)
+        self.log_x = np.log(x)
+
+
+def _gg_ll_grad(params: F, d: _GGData, grad: bool = True) -> tuple[F, F | None]:
+    """ln G(px+q) - ln G(px) - ln G(q) + q ln g + (px-1) ln m + px ln x - (px+q) ln(g+mx)."""
+    p, q, g = (float(v) for v in params)
+    ux, inv = d.ux, d.ix
+    pux = p * ux
+    per_x = special.gammaln(pux + q) - special.gammaln(pux) - special.gammaln(q) + q * np.log(g)
+    px = p * d.x
+    gmx = g + d.m * d.x
+    log_gmx = np.log(gmx)
+    ll = per_x[inv] + (px - 1.0) * d.log_m + px * d.log_x - (px + q) * log_gmx
+    if not grad:
+        return np.asarray(ll, dtype=np.float64), None
+    dg = special.digamma
+    psi = dg(pux + q)
+    d_p = d.x * ((psi - dg(pux))[inv] + d.log_m + d.log_x - log_gmx)
+    d_q = (psi - dg(q) + np.log(g))[inv] - log_gmx
+    d_g = q / g - (px + q) / gmx
+    return np.asarray(ll, dtype=np.float64), np.vstack([d_p, d_q, d_g])
+
+
 def gamma_gamma_log_likelihood_terms(params: F, x: F, m: F) -> F:
     """Per-customer Gamma-Gamma log-likelihood of the mean spend m over x transactions."""
-    p, q, g = (float(v) for v in params)
-    px = p * x
-    return np.asarray(
-        special.gammaln(px + q)
-        - special.gammaln(px)
-        - special.gammaln(q)
-        + q * np.log(g)
-        + (px - 1.0) * np.log(m)
-        + px * np.log(x)
-        - (px + q) * np.log(g + m * x),
-        dtype=np.float64,
-    )
+    d = _GGData(np.asarray(x, np.float64), np.asarray(m, np.float64))
+    return _gg_ll_grad(np.asarray(params, dtype=np.float64), d, grad=False)[0]
 
 
 def fit_gamma_gamma(
@@ -221,13 +291,21 @@ def fit_gamma_gamma(
     else:
         w = w_in
     scale = 1.0 / float(np.sum(w))
+    data = _GGData(xa, ma)
 
-    def nll(logp: F) -> float:
-        v = -float(np.dot(w, gamma_gamma_log_likelihood_terms(np.exp(logp), xa, ma))) * scale
-        return v if np.isfinite(v) else 1e300
+    def nll(logp: F) -> tuple[float, F]:
+        p = np.exp(logp)
+        with np.errstate(all="ignore"):
+            ll, g = _gg_ll_grad(p, data)
+        assert g is not None
+        v = -float(np.dot(w, ll)) * scale
+        grad = -(g @ w) * scale * p
+        if not (np.isfinite(v) and np.all(np.isfinite(grad))):
+            return 1e30, np.zeros_like(logp)
+        return v, grad
 
     best = np.exp(_minimize(nll, np.log(np.asarray(init, dtype=np.float64))))
-    ll = float(np.dot(w, gamma_gamma_log_likelihood_terms(best, xa, ma)))
+    ll = float(np.dot(w, _gg_ll_grad(best, data, grad=False)[0]))
     return GammaGamma(float(best[0]), float(best[1]), float(best[2]), ll)
 
 
@@ -250,7 +328,7 @@ def discounted_clv(
     m: F,
     horizon_weeks: int = 52,
     annual_discount: float = 0.10,
-    step_weeks: int = 4,
+    step_weeks: int = 13,
 ) -> F:
     """Sum over steps of (expected purchases in the step) * spend / (1+d)^(time in years).
 
@@ -278,3 +356,47 @@ def _row_index(sorted_unique: F, rows: F) -> npt.NDArray[np.int64]:
     view_u = np.ascontiguousarray(sorted_unique).view([("", np.float64)] * 3).ravel()
     view_r = np.ascontiguousarray(rows).view([("", np.float64)] * 3).ravel()
     return np.asarray(np.searchsorted(view_u, view_r), dtype=np.int64)
+
+
+def expected_repeat_transactions_new(params: BGNBD, t: npt.ArrayLike) -> F:
+    """E[X(t)]: expected repeat purchases of a new customer within t weeks of the first one.
+
+    FHL 2005 eq. 7, (a+b-1)/(a-1) * [1 - (alpha/(alpha+t))^r * 2F1(r, b; a+b-1; t/(alpha+t))],
+    with the same Euler transformation as ``expected_transactions`` (it is that function at
+    x = t_x = T = 0), vectorised over t. Used for tracking plots of a whole cohort.
+    """
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    if abs(a - 1.0) < 1e-8:
+        a = 1.0 + 1e-8
+    ta = np.atleast_1d(np.asarray(t, dtype=np.float64))
+    tt = np.maximum(ta, 0.0)
+    z = tt / (alpha + tt)
+    c = np.full_like(z, a + b - 1.0)
+    with np.errstate(all="ignore"):
+        h = special.hyp2f1(a + b - 1.0 - r, a - 1.0, c, z)
+        bad = ~np.isfinite(h)
+        if np.any(bad):
+            n = int(bad.sum())
+            h[bad] = _hyp2f1_series(
+                np.full(n, a + b - 1.0 - r), np.full(n, a - 1.0), c[bad], z[bad]
+            )
+        out = (a + b - 1.0) / (a - 1.0) * (1.0 - np.exp((a - 1.0) * np.log1p(-z)) * h)
+    out = np.where((ta > 0) & np.isfinite(out), np.maximum(out, 0.0), 0.0)
+    return np.asarray(out.reshape(np.shape(t)), dtype=np.float64)
+
+
+def expected_cohort_repeat_transactions(
+    params: BGNBD, first_purchase: npt.ArrayLike, at: npt.ArrayLike
+) -> F:
+    """Expected cumulative repeat purchases of a cohort by each time in ``at``.
+
+    ``first_purchase`` holds each customer's first-purchase time and ``at`` the evaluation
+    times, both in weeks from the same origin; the result is sum_i E[X(at - first_i)]
+    (customers not yet acquired contribute 0). This is the model line of the BG/NBD
+    tracking plot (FHL 2005 fig. 3). Evaluated once per distinct first-purchase time.
+    """
+    births, counts = np.unique(np.asarray(first_purchase, dtype=np.float64), return_counts=True)
+    times = np.atleast_1d(np.asarray(at, dtype=np.float64))
+    grid = times[:, None] - births[None, :]
+    ex = expected_repeat_transactions_new(params, grid.ravel()).reshape(grid.shape)
+    return np.asarray(ex @ counts.astype(np.float64), dtype=np.float64)

@@ -23,12 +23,17 @@ SPEND = pl.col("quantity").fill_null(1.0) * pl.col("unit_price").fill_null(0.0)
 
 
 def daily_transactions(events: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """One row per (customer_id, day) with the day's net spend."""
+    """One row per (customer_id, day) with a purchase, with the day's net spend.
+
+    A day holding only returns is not a transaction (its refund is not counted here).
+    """
     return (
         events.lazy()
         .with_columns(day=pl.col("ts").dt.date(), spend=SPEND)
         .group_by("customer_id", "day")
-        .agg(pl.col("spend").sum())
+        .agg(pl.col("spend").sum(), bought=(pl.col("quantity").fill_null(1.0) > 0).any())
+        .filter(pl.col("bought"))
+        .drop("bought")
     )
 
 

@@ -17,3 +17,7 @@ class Unavailable(ServingError):
 
 class NotReady(ServingError):
     """No model is loaded yet (HTTP 503)."""
+
+
+class ReloadRefused(ServingError):
+    """The new bundle failed verification; the previous models keep serving (HTTP 409)."""

@@ -65,7 +65,7 @@ class ServingSettings(Settings):
         return self
 
     def cache_dir(self) -> Path:
-        return self.bundle_cache_dir or (self.work_dir / "bundles")
+        return self.bundle_cache_dir or (self.work_dir / "bundle-cache")
 
 
 @lru_cache

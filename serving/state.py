@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from patron.bundle import read_manifest
-from serving.errors import NotFound, NotReady
+from patron.bundle import BundleError, read_manifest
+from serving.errors import NotFound, NotReady, ReloadRefused
 from serving.model import LoadedModel, load_model
 from serving.registry_client import RegistryClient, ResolvedBundle
 from serving.settings import ServingSettings
@@ -101,7 +101,14 @@ class ModelHolder:
         """Build the new models in a worker thread, then swap the reference atomically."""
         async with self._lock:
             prev = self.current
-            new = await asyncio.to_thread(self.load)
+            try:
+                new = await asyncio.to_thread(self.load)
+            except (BundleError, ValueError) as exc:
+                if prev is None:
+                    raise
+                raise ReloadRefused(
+                    f"new bundle refused ({exc}); still serving version {prev.champion.version}"
+                ) from None
             self.current = new
         changed = prev is None or (
             new.champion is not prev.champion or new.challenger is not prev.challenger

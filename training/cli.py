@@ -2,28 +2,266 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
 import typer
 
-from patron.cliutil import UserError, command
+from patron.cliutil import UserError, command, emit
 
 models_app = typer.Typer(no_args_is_help=True)
 
 
-@command
-def train() -> None:
-    raise UserError("not implemented yet")
+def _settings() -> Any:
+    from patron.settings import get_settings
+
+    return get_settings()
+
+
+def _config(path: Path | None) -> Any:
+    from training.config import TrainConfig
+
+    return TrainConfig.from_file(path)
 
 
 @command
-def evaluate() -> None:
-    raise UserError("not implemented yet")
+def train(
+    events: Path = typer.Option(..., "--events", help="Validated events (EVENTS schema, Parquet)."),
+    catalog: Path | None = typer.Option(None, "--catalog", help="Catalog Parquet (CATALOG)."),
+    customer_features: Path | None = typer.Option(
+        None, "--customer-features", help="Customer features with customer_id, tier."
+    ),
+    config: Path | None = typer.Option(None, "--config", help="JSON from `patron tune`."),
+    register: bool = typer.Option(False, "--register", help="Register in the MLflow registry."),
+    out: Path | None = typer.Option(None, "--out", help="Bundle directory to write."),
+    eval_customers: int = typer.Option(50_000, help="Customers sampled for validation."),
+    no_eval: bool = typer.Option(False, "--no-eval", help="Skip validation (gate will refuse)."),
+    faiss_index: bool = typer.Option(True, "--faiss/--no-faiss", help="Prebuild FAISS index."),
+) -> None:
+    """Train ALS + co-purchase + popularity, write the bundle, log to MLflow."""
+    from training.pipeline import read_table
+    from training.pipeline import train as run_train
+    from training.registry import log_training_run
+
+    s = _settings()
+    ev = read_table(events, "events")
+    cat = read_table(catalog, "catalog") if catalog else None
+    cust = read_table(customer_features, "customer features") if customer_features else None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    out_dir = out or (s.work_dir / "bundles" / stamp)
+    result = run_train(
+        ev,
+        out_dir=out_dir,
+        config=_config(config),
+        catalog=cat,
+        customers=cust,
+        model_name=s.model_name,
+        eval_customers=eval_customers,
+        evaluate=not no_eval,
+        with_faiss=faiss_index,
+    )
+    logged = log_training_run(
+        tracking_uri=s.tracking_uri(),
+        experiment=s.experiment,
+        model_name=s.model_name,
+        bundle_dir=result.bundle,
+        params=result.params,
+        metrics=result.metrics,
+        tags=result.tags,
+        register=register,
+        artifact_location=None if s.mlflow_tracking_uri else s.artifact_root(),
+    )
+    emit(
+        {
+            **logged,
+            "bundle": str(result.bundle),
+            "metrics": result.metrics,
+            "timings": result.timings,
+        }
+    )
 
 
 @command
-def tune() -> None:
-    raise UserError("not implemented yet")
+def evaluate(
+    protocol: str = typer.Option("ml100k", help="ml100k (protocol a) or temporal (protocol b)."),
+    events: Path | None = typer.Option(
+        None, "--events", help="Events for temporal (default ML-100K)."
+    ),
+    customer_features: Path | None = typer.Option(None, "--customer-features"),
+    config: Path | None = typer.Option(None, "--config", help="JSON from `patron tune`."),
+    seeds: str = typer.Option(
+        "42", help="Comma-separated split seeds for ml100k, e.g. 42,1,2,3,4,5."
+    ),
+    k: int = typer.Option(10, help="List length."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the report JSON here."),
+) -> None:
+    """Report every model and the popularity baseline side by side."""
+    from training.evaluate import protocol_ml100k, protocol_temporal
+    from training.pipeline import read_table
+
+    cfg = _config(config)
+    if protocol == "ml100k":
+        try:
+            seed_list = tuple(int(x) for x in seeds.split(",") if x.strip())
+        except ValueError:
+            raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+        report = protocol_ml100k(_settings().data_dir, cfg, seeds=seed_list, k=k)
+    elif protocol == "temporal":
+        ev = read_table(events, "events") if events else _ml100k_events()
+        cust = read_table(customer_features, "customer features") if customer_features else None
+        report = protocol_temporal(ev, cfg, customers=cust, k=k)
+    else:
+        raise UserError(f"unknown --protocol {protocol!r}; use ml100k or temporal")
+    report["config"] = cfg.to_dict()
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+    emit(report)
+
+
+def _ml100k_events() -> Any:
+    import polars as pl
+
+    from training.evaluate import ml100k_rows
+
+    rows = ml100k_rows(_settings().data_dir)
+    return rows.with_columns(pl.from_epoch("ts", time_unit="s").dt.replace_time_zone("UTC"))
 
 
 @command
-def recommend() -> None:
-    raise UserError("not implemented yet")
+def tune(
+    protocol: str = typer.Option(
+        "ml100k", help="ml100k or temporal (validation carved from train)."
+    ),
+    events: Path | None = typer.Option(None, "--events", help="Events for temporal."),
+    out: Path = typer.Option(Path("tune.json"), "--out", help="Chosen config + every trial."),
+    mlflow_log: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log trials to MLflow."),
+) -> None:
+    """Grid search on validation data only; writes the chosen config for `train --config`."""
+    from training.evaluate import ml100k_validation_folds, prepare
+    from training.splits import temporal_split
+    from training.tune import best_of, mlflow_trial_logger
+    from training.tune import tune as run_tune
+
+    s = _settings()
+    if protocol == "ml100k":
+        folds = ml100k_validation_folds(s.data_dir)
+    elif protocol == "temporal":
+        from training.pipeline import read_table
+
+        ev = read_table(events, "events") if events else _ml100k_events()
+        train_part, _ = temporal_split(ev.filter(ev["item_id"].is_not_null()))
+        folds = [temporal_split(train_part)]
+    else:
+        raise UserError(f"unknown --protocol {protocol!r}; use ml100k or temporal")
+    logger = (
+        mlflow_trial_logger(s.experiment, s.tracking_uri(), f"tune-{protocol}")
+        if mlflow_log
+        else None
+    )
+    config, trials = run_tune([prepare(a, b) for a, b in folds], log_trial=logger)
+    if mlflow_log:
+        import mlflow
+
+        mlflow.end_run()
+    best = {stage: best_of(trials, stage) for stage in ("copurchase", "als", "blend")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps({"config": config.to_dict(), "best": best, "trials": trials}, indent=2)
+    )
+    emit({"config": config.to_dict(), "best": best, "trials": len(trials), "out": str(out)})
+
+
+@command
+def recommend(
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle directory."),
+    k: int = typer.Option(10, "--k", help="Picks per customer."),
+    no_rules: bool = typer.Option(False, "--no-rules", help="Model picks without business rules."),
+    out: Path = typer.Option(..., "--out", help="CSV: customer_id,rank,item_id,score."),
+) -> None:
+    """Top-k picks for every customer in the bundle, excluding items bought in training."""
+    import numpy as np
+    import polars as pl
+
+    from patron.bundle import BundleError, load_bundle
+    from training.bundle_scoring import recommend_from_bundle
+
+    if not no_rules:
+        raise UserError(
+            "rule-aware picks are `patron picks export`; pass --no-rules for model picks"
+        )
+    if k <= 0:
+        raise UserError(f"--k must be positive, got {k}")
+    try:
+        b = load_bundle(bundle)
+    except BundleError as exc:
+        raise UserError(str(exc)) from None
+    users = np.arange(len(b.customer_ids))
+    ids, scores = recommend_from_bundle(b, users, k)
+    ok = ids >= 0
+    rows, ranks = np.nonzero(ok)
+    frame = pl.DataFrame(
+        {
+            "customer_id": b.customer_ids.astype(str)[rows],
+            "rank": (ranks + 1).astype(np.int32),
+            "item_id": b.item_ids.astype(str)[ids[ok]],
+            "score": scores[ok].astype(np.float64),
+        }
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_csv(out)
+    emit({"out": str(out), "customers": len(users), "rows": frame.height, "k": k})
+
+
+@models_app.command("list")
+@command
+def models_list() -> None:
+    """Registered versions with aliases and validation nDCG@10."""
+    from training.registry import list_versions
+
+    s = _settings()
+    emit({"model_name": s.model_name, "versions": list_versions(s.tracking_uri(), s.model_name)})
+
+
+@models_app.command("promote")
+@command
+def models_promote(
+    version: str | None = typer.Option(None, "--version", help="Version (default: challenger)."),
+    tolerance: float = typer.Option(0.01, help="Allowed relative nDCG@10 drop vs champion."),
+    min_coverage: float = typer.Option(0.01, help="Catalog coverage floor (sanity check)."),
+    force: bool = typer.Option(False, "--force", help="Skip the metric comparison."),
+    reason: str | None = typer.Option(None, "--reason", help="Required with --force; logged."),
+) -> None:
+    """Move the champion alias if the gate passes."""
+    from training.registry import GateError, promote
+
+    s = _settings()
+    try:
+        result = promote(
+            s.tracking_uri(),
+            s.model_name,
+            version=version,
+            tolerance=tolerance,
+            min_coverage=min_coverage,
+            force=force,
+            reason=reason,
+            workdir=s.work_dir / "registry",
+        )
+    except GateError as exc:
+        raise UserError(str(exc)) from None
+    emit(result)
+
+
+@models_app.command("rollback")
+@command
+def models_rollback() -> None:
+    """Point champion back to the previous champion."""
+    from training.registry import GateError, rollback
+
+    s = _settings()
+    try:
+        emit(rollback(s.tracking_uri(), s.model_name))
+    except GateError as exc:
+        raise UserError(str(exc)) from None

@@ -55,7 +55,11 @@ async def model_info(models: ModelsDep, settings: SettingsDep) -> ModelInfoRespo
 @admin_router.post(
     "/reload",
     response_model=ReloadResponse,
-    responses={401: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses={
+        401: {"model": ErrorResponse},
+        409: {"model": ErrorResponse},
+        503: {"model": ErrorResponse},
+    },
     summary="Re-resolve the alias (or bundle dir) and swap models atomically",
 )
 async def reload(_: AdminDep, holder: HolderDep, metrics: MetricsDep) -> ReloadResponse:

@@ -1,0 +1,190 @@
+"""Scale benchmark for loyalty features.
+
+1. CLV: 1M synthetic customers drawn from the BG/NBD generative process (numpy); fit time
+   (target < 30 s) and parameter recovery, against a baseline measured in the same run: the
+   same likelihood fitted on raw, uncompressed rows of a 100k subsample (per-customer rate).
+2. Build: ``patron features build`` on synthetic events (default 20M events, 1M customers);
+   wall time (target < 120 s) and peak RSS (target < 8 GiB), against a baseline in the same
+   run: one polars scan + group_by of the same Parquet (the floor any build must pay).
+
+Usage: python benchmarks/features_scale.py [--customers 1000000] [--events-per-customer 20]
+       [--skip-build] [--skip-clv] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from features import clv  # noqa: E402
+
+TRUE = {"r": 0.6, "alpha": 5.0, "a": 0.8, "b": 2.5}
+
+
+def simulate_bgnbd(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, t_x, T in weeks on a daily grid (T = 1..546 days), vectorised over customers."""
+    rng = np.random.default_rng(seed)
+    lam = rng.gamma(TRUE["r"], 1.0 / TRUE["alpha"], n)  # purchases per week
+    p = rng.beta(TRUE["a"], TRUE["b"], n)
+    T_days = rng.integers(1, 547, n)
+    T = T_days / 7.0
+    x = np.zeros(n)
+    t_x = np.zeros(n)
+    t = np.zeros(n)
+    alive = np.ones(n, dtype=bool)
+    while alive.any():
+        idx = np.flatnonzero(alive)
+        t[idx] += rng.exponential(1.0 / lam[idx])
+        ok = t[idx] <= T[idx]
+        buy = idx[ok]
+        x[buy] += 1
+        t_x[buy] = np.floor(t[buy] * 7.0) / 7.0  # purchase day
+        alive[idx[~ok]] = False
+        die = rng.random(buy.size) < p[buy]
+        alive[buy[die]] = False
+    return x, t_x, T
+
+
+def bench_clv(n: int) -> dict[str, object]:
+    t0 = time.perf_counter()
+    x, t_x, T = simulate_bgnbd(n)
+    gen_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit = clv.fit_bgnbd(x, t_x, T)
+    fit_s = time.perf_counter() - t0
+    (ux, _, _), _w = clv.compress(x, t_x, T)
+    sub = min(n, 100_000)
+    t0 = time.perf_counter()
+    clv.fit_bgnbd(x[:sub], t_x[:sub], T[:sub], weights=np.ones(sub))  # raw rows
+    base_s = time.perf_counter() - t0
+    got = fit.as_dict()
+    rel = {k: abs(got[k] - v) / v for k, v in TRUE.items()}
+    return {
+        "customers": n,
+        "unique_rows": int(ux.size),
+        "simulate_s": round(gen_s, 2),
+        "fit_s": round(fit_s, 2),
+        "fit_target_s": 30,
+        "baseline_raw_rows_fit_s_per_100k": round(base_s, 2),
+        "customers_per_s": round(n / fit_s),
+        "baseline_customers_per_s": round(sub / base_s),
+        "speedup_vs_baseline": round((n / fit_s) / (sub / base_s), 1),
+        "true": TRUE,
+        "fitted": {k: round(float(got[k]), 4) for k in TRUE},
+        "max_rel_error": round(max(rel.values()), 4),
+    }
+
+
+def make_events(path: Path, customers: int, per_customer: int, seed: int = 2) -> int:
+    """Synthetic events with numpy: Zipf items, Poisson counts, two years of timestamps."""
+    rng = np.random.default_rng(seed)
+    counts = 1 + rng.poisson(per_customer - 1, customers) * (rng.random(customers) < 0.9)
+    n = int(counts.sum())
+    cust = np.repeat(np.arange(customers), counts)
+    start = datetime(2023, 1, 1, tzinfo=UTC).timestamp()
+    first = rng.uniform(0, 600, customers)[cust]
+    ts = start + (first + rng.random(n) * (730 - first)) * 86_400
+    items = rng.zipf(1.3, n) % 50_000
+    qty = np.where(rng.random(n) < 0.01, -1.0, rng.integers(1, 4, n).astype(float))
+    price = np.round(rng.gamma(3.0, 7.0, 50_000), 2)[items]
+    df = pl.DataFrame(
+        {
+            "customer_id": pl.Series(cust).cast(pl.String),
+            "item_id": pl.Series(items).cast(pl.String),
+            "ts": pl.Series((ts * 1e6).astype(np.int64)).cast(pl.Datetime("us", "UTC")),
+            "quantity": qty,
+            "unit_price": price,
+        }
+    ).with_columns(order_id=pl.lit(None, dtype=pl.String), channel=pl.lit(None, dtype=pl.String))
+    df.write_parquet(path)
+    pl.DataFrame(
+        {
+            "item_id": pl.Series(np.arange(50_000)).cast(pl.String),
+            "category": pl.Series(np.arange(50_000) % 40).cast(pl.String),
+            "price": np.round(rng.gamma(3.0, 7.0, 50_000), 2),
+            "in_stock": rng.random(50_000) < 0.95,
+        }
+    ).write_parquet(path.with_name("catalog.parquet"))
+    return n
+
+
+def bench_build(workdir: Path, customers: int, per_customer: int) -> dict[str, object]:
+    ev = workdir / "events.parquet"
+    t0 = time.perf_counter()
+    n = make_events(ev, customers, per_customer)
+    gen_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pl.scan_parquet(ev).group_by("customer_id").agg(
+        pl.len(), pl.col("ts").max(), (pl.col("quantity") * pl.col("unit_price")).sum()
+    ).collect()
+    base_s = time.perf_counter() - t0
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "patron",
+        "features",
+        "build",
+        "--events",
+        str(ev),
+        "--catalog",
+        str(workdir / "catalog.parquet"),
+        "--out",
+        str(workdir / "out"),
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    build_s = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"build failed: {proc.stderr[-2000:]}")
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {
+        "events": n,
+        "customers": result["customers"],
+        "generate_s": round(gen_s, 1),
+        "build_s": round(build_s, 1),
+        "build_target_s": 120,
+        "peak_rss_gib": round(peak_kib / 2**20, 2),
+        "rss_target_gib": 8,
+        "baseline_scan_groupby_s": round(base_s, 2),
+        "ratio_build_to_baseline": round(build_s / base_s, 1),
+        "segments": result.get("segments"),
+        "tiers": result.get("tiers"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--customers", type=int, default=1_000_000)
+    ap.add_argument("--events-per-customer", type=int, default=20)
+    ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--skip-clv", action="store_true")
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    out: dict[str, object] = {}
+    if not args.skip_clv:
+        out["clv"] = bench_clv(args.customers)
+        print(json.dumps(out["clv"]), file=sys.stderr)
+    if not args.skip_build:
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            out["build"] = bench_build(Path(tmp), args.customers, args.events_per_customer)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Build the customer feature table (customers.parquet): behaviour, RFM, tier, loyalty index,
+CLV (BG/NBD + Gamma-Gamma), churn risk, segment and marketing consent.
+
+Everything is polars (lazy where it helps) except the CLV arithmetic, which runs on numpy
+arrays over unique (x, t_x, T) rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+
+from features import clv, clv_data, loyalty, rfm, segments, tiers
+
+log = logging.getLogger("patron.features")
+
+COLUMNS = (
+    "customer_id",
+    "recency_days",
+    "frequency",
+    "monetary_total",
+    "monetary_avg",
+    "items_per_order",
+    "category_count",
+    "top_category_share",
+    "tenure_days",
+    "spend_12m",
+    "typical_spend",
+    "returns",
+    "r_score",
+    "f_score",
+    "m_score",
+    "rfm_cell",
+    "tier",
+    "tier_rank",
+    "tier_below_since",
+    "next_tier",
+    "progress_to_next",
+    "loyalty_index",
+    "expected_transactions",
+    "p_alive",
+    "churn_risk",
+    "expected_spend",
+    "clv",
+    "clv_band",
+    "segment",
+    "marketing_consent",
+    "nps",
+    "first_purchase",
+    "last_purchase",
+)
+
+
+@dataclass(frozen=True)
+class ClvOptions:
+    horizon_weeks: int = 52
+    annual_discount: float = 0.10
+
+
+def _check_tier_names(df: pl.DataFrame, col: str, names: list[str]) -> None:
+    if col not in df.columns:
+        return
+    bad = df.filter(pl.col(col).is_not_null() & ~pl.col(col).is_in(names))[col].unique()
+    if bad.len():
+        raise ValueError(
+            f"{col} holds unknown tier(s) {bad.head(5).to_list()}; known tiers: {names}"
+        )
+
+
+def add_clv(
+    df: pl.DataFrame, events: pl.LazyFrame, as_of: datetime, opts: ClvOptions
+) -> tuple[pl.DataFrame, dict[str, object]]:
+    """Fit BG/NBD + Gamma-Gamma on all history up to ``as_of`` and score every customer."""
+    daily = clv_data.daily_transactions(events.filter(pl.col("ts") <= as_of))
+    summ = clv_data.calibration_summary(daily, as_of.date()).collect()
+    joined = df.select("customer_id").join(summ, on="customer_id", how="left")
+    x = joined["x"].fill_null(0).to_numpy()
+    t_x = joined["t_x"].fill_null(0).to_numpy()
+    T = joined["T"].fill_null(0).to_numpy()
+    m = joined["monetary"].to_numpy().astype(np.float64)
+    info: dict[str, object] = {}
+    nan = np.full(df.height, np.nan)
+    exp_tx = pa = spend = value = nan
+    try:
+        bg = clv.fit_bgnbd(x, t_x, T)
+        info["bgnbd"] = bg.as_dict()
+        exp_tx = clv.expected_transactions(bg, float(opts.horizon_weeks), x, t_x, T)
+        pa = clv.p_alive(bg, x, t_x, T)
+        gg = clv.fit_gamma_gamma(x, m)
+        info["gamma_gamma"] = gg.as_dict()
+        spend = clv.expected_spend(gg, x, m)
+        value = clv.discounted_clv(bg, gg, x, t_x, T, m, opts.horizon_weeks, opts.annual_discount)
+    except ValueError as exc:  # too little history: features without CLV, said loudly
+        log.warning("CLV models not fitted: %s", exc)
+        info["clv_error"] = str(exc)
+    out = df.with_columns(
+        expected_transactions=pl.Series(exp_tx).fill_nan(None),
+        p_alive=pl.Series(pa).fill_nan(None),
+        expected_spend=pl.Series(spend).fill_nan(None),
+        clv=pl.Series(value).fill_nan(None),
+    ).with_columns(churn_risk=1.0 - pl.col("p_alive"))
+    return out, info
+
+
+def fill_prices(events: pl.LazyFrame, catalog: pl.LazyFrame | None) -> pl.LazyFrame:
+    """Unknown unit prices fall back to the catalog price (e.g. ratings data as purchases)."""
+    if catalog is None or "price" not in catalog.collect_schema().names():
+        return events
+    prices = catalog.select("item_id", pl.col("price").cast(pl.Float64).alias("_price"))
+    return (
+        events.join(prices, on="item_id", how="left")
+        .with_columns(unit_price=pl.coalesce("unit_price", "_price"))
+        .drop("_price")
+    )
+
+
+def build_customers(
+    events: pl.LazyFrame,
+    as_of: datetime,
+    rules: tiers.TierRules,
+    catalog: pl.LazyFrame | None = None,
+    people: pl.LazyFrame | None = None,
+    previous: pl.LazyFrame | None = None,
+    clv_opts: ClvOptions = ClvOptions(),
+) -> tuple[pl.DataFrame, dict[str, object]]:
+    """The customer table and a small report (counts, fitted CLV parameters)."""
+    events = fill_prices(events, catalog)
+    base = rfm.rfm_scores(rfm.behaviour(events, as_of, catalog, rules.window_days))
+    if people is not None:
+        pcols = people.collect_schema().names()
+        keep = [
+            c for c in ("marketing_consent", "nps", "tier_floor", "previous_tier") if c in pcols
+        ]
+        base = base.join(people.select("customer_id", *keep), on="customer_id", how="left")
+    if previous is not None:
+        prev = previous.select(
+            "customer_id",
+            pl.col("tier").alias("previous_tier"),
+            pl.col("tier_below_since").alias("previous_below_since"),
+        )
+        drop = [c for c in ("previous_tier",) if c in base.collect_schema().names()]
+        base = base.drop(drop).join(prev, on="customer_id", how="left")
+    df = base.collect()
+    for col in ("tier_floor", "previous_tier"):
+        _check_tier_names(df, col, rules.names)
+    df = tiers.assign_tiers(df.lazy(), rules, as_of).collect()
+    df, info = add_clv(df, events, as_of, clv_opts)
+    df = (
+        loyalty.loyalty_index(df.lazy())
+        .with_columns(clv_band=segments.clv_band())
+        .with_columns(segment=segments.segment())
+        .collect()
+    )
+    if "marketing_consent" not in df.columns:
+        df = df.with_columns(marketing_consent=pl.lit(False))
+    if "nps" not in df.columns:
+        df = df.with_columns(nps=pl.lit(None, dtype=pl.Float64))
+    df = df.with_columns(
+        pl.col("marketing_consent").cast(pl.Boolean).fill_null(False),  # absent = no consent
+        pl.col("nps").cast(pl.Float64),
+    )
+    df = df.select(COLUMNS).sort("customer_id")
+    info.update(
+        customers=df.height,
+        tiers=dict(df.group_by("tier").len().iter_rows()),
+        segments=dict(df.group_by("segment").len().iter_rows()),
+    )
+    return df, info

@@ -1,0 +1,100 @@
+"""Item feature table (items.parquet): popularity overall, trending, per tier and segment,
+and category repeat-purchase behaviour (which categories may be re-recommended).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from features.rfm import QTY
+
+TRENDING_DAYS = 30
+
+
+def category_repeat(buys: pl.LazyFrame) -> pl.LazyFrame:
+    """Per category: share of its buyers who bought it on 2+ days, and the median over those
+    buyers of their mean days between purchase days ((last - first) / (days - 1))."""
+    per_buyer = (
+        buys.with_columns(day=pl.col("ts").dt.date())
+        .group_by("category", "customer_id")
+        .agg(n_days=pl.col("day").n_unique(), first=pl.col("day").min(), last=pl.col("day").max())
+        .with_columns(
+            interval=pl.when(pl.col("n_days") >= 2)
+            .then((pl.col("last") - pl.col("first")).dt.total_days() / (pl.col("n_days") - 1))
+            .otherwise(None)
+        )
+    )
+    return per_buyer.group_by("category").agg(
+        category_repeat_rate=(pl.col("n_days") >= 2).mean(),
+        category_repurchase_days=pl.col("interval").median(),
+    )
+
+
+def build_items(
+    events: pl.LazyFrame,
+    customers: pl.DataFrame,
+    as_of: datetime,
+    catalog: pl.LazyFrame | None = None,
+    trending_days: int = TRENDING_DAYS,
+) -> pl.DataFrame:
+    """One row per item bought (or listed in the catalog)."""
+    ev = events.filter((pl.col("ts") <= as_of) & pl.col("item_id").is_not_null() & (QTY > 0))
+    if catalog is not None:
+        ev = ev.join(catalog.select("item_id", "category"), on="item_id", how="left")
+    else:
+        ev = ev.with_columns(category=pl.lit(None, dtype=pl.String))
+    ev = ev.collect().lazy()  # reused by every aggregate below
+    since = as_of - timedelta(days=trending_days)
+    pop = ev.group_by("item_id").agg(
+        purchases=QTY.sum(),
+        buyers=pl.col("customer_id").n_unique().cast(pl.Int64),
+        recent_buyers=pl.col("customer_id").filter(pl.col("ts") > since).n_unique().cast(pl.Int64),
+        category=pl.col("category").first(),
+    )
+    total_days = ev.select((pl.col("ts").max() - pl.col("ts").min()).dt.total_days() + 1)
+    span = max(int(total_days.collect().item() or 1), 1)
+    window = min(trending_days, span)
+    pop = pop.with_columns(
+        popularity=pl.col("buyers").rank("average") / pl.len(),
+        # recent share of buyers relative to the share expected from a flat history
+        trending=(pl.col("recent_buyers") / pl.col("buyers")) * (span / window),
+    )
+    seg = customers.lazy().select("customer_id", "tier", "segment")
+    tagged = ev.select("item_id", "customer_id").join(seg, on="customer_id", how="left")
+    per_tier = (
+        tagged.group_by("item_id", "tier")
+        .agg(n=pl.col("customer_id").n_unique())
+        .collect()
+        .pivot(on="tier", index="item_id", values="n")
+    )
+    per_tier = per_tier.rename({c: f"buyers_tier_{c}" for c in per_tier.columns if c != "item_id"})
+    per_seg = (
+        tagged.group_by("item_id", "segment")
+        .agg(n=pl.col("customer_id").n_unique())
+        .collect()
+        .pivot(on="segment", index="item_id", values="n")
+    )
+    per_seg = per_seg.rename({c: f"buyers_segment_{c}" for c in per_seg.columns if c != "item_id"})
+    out = (
+        pop.join(
+            category_repeat(ev.filter(pl.col("category").is_not_null())), on="category", how="left"
+        )
+        .collect()
+        .join(per_tier, on="item_id", how="left")
+        .join(per_seg, on="item_id", how="left")
+    )
+    if catalog is not None:
+        cat = catalog.collect()
+        flags = [
+            c for c in ("in_stock", "min_tier", "premium", "on_promo", "price") if c in cat.columns
+        ]
+        out = cat.select("item_id", pl.col("category").alias("_cat"), *flags).join(
+            out, on="item_id", how="left"
+        )
+        out = out.with_columns(category=pl.coalesce("category", "_cat")).drop("_cat")
+    counts = [
+        c for c in out.columns if c.startswith("buyers") or c in ("purchases", "recent_buyers")
+    ]
+    return out.with_columns(pl.col(counts).fill_null(0)).sort("item_id")

@@ -1,0 +1,96 @@
+"""One contract suite run against every recommender on block-structured data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from training.als import ALSParams, ALSRecommender
+from training.blend import BlendRecommender
+from training.copurchase import CoPurchaseParams, CoPurchaseRecommender
+from training.popularity import PopularityRecommender
+from training.recommender import Recommender
+
+N_BLOCK_ITEMS = 8
+
+
+def make(kind: str) -> Any:
+    if kind == "als":
+        return ALSRecommender(ALSParams(factors=8, regularization=0.1, alpha=5, iterations=20))
+    if kind == "ease":
+        return CoPurchaseRecommender(CoPurchaseParams(method="ease", ease_lambda=5.0, top_n=10))
+    if kind == "bm25":
+        return CoPurchaseRecommender(CoPurchaseParams(method="bm25", top_n=10))
+    if kind == "popular":
+        return PopularityRecommender()
+    sources = {"als": make("als"), "copurchase": make("ease"), "popular": make("popular")}
+    return BlendRecommender(sources, {"als": 0.5, "copurchase": 1.0, "popular": 0.01})
+
+
+KINDS = ["als", "ease", "bm25", "popular", "blend"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_contract(kind: str, block_matrix: sparse.csr_matrix, tmp_path: Path) -> None:
+    x = block_matrix
+    model = make(kind).fit(x)
+    assert isinstance(model, Recommender)
+    users = np.arange(x.shape[0])
+    ids, scores = model.recommend(users, x, n=2)
+    assert ids.shape == scores.shape == (x.shape[0], 2)
+    bought = x.toarray() > 0
+    # never recommends an already-bought item
+    assert not bought[users[:, None], np.maximum(ids, 0)][ids >= 0].any()
+    # scores are sorted best first
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+    if kind != "popular":  # personalised models fill the holes of the customer's own block
+        block = users // 12
+        assert (ids // N_BLOCK_ITEMS == block[:, None]).mean() > 0.95
+    # save / load round trip without pickle gives the same picks
+    model.save(tmp_path / kind)
+    assert not list((tmp_path / kind).rglob("*.pkl"))
+    again = type(model).load(tmp_path / kind)
+    ids2, scores2 = again.recommend(users, x, n=2)
+    np.testing.assert_array_equal(ids, ids2)
+    np.testing.assert_allclose(scores, scores2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["als", "ease", "bm25"])
+def test_similar_items_stay_in_block(kind: str, block_matrix: sparse.csr_matrix) -> None:
+    model = make(kind).fit(block_matrix)
+    items = np.arange(block_matrix.shape[1])
+    ids, _ = model.similar_items(items, n=3)
+    assert not (ids == items[:, None]).any()
+    valid = ids >= 0
+    same = (ids // N_BLOCK_ITEMS == (items // N_BLOCK_ITEMS)[:, None]) & valid
+    assert same.sum() / valid.sum() > 0.9
+
+
+def test_unfiltered_recommend_can_return_bought(block_matrix: sparse.csr_matrix) -> None:
+    model = make("popular").fit(block_matrix)
+    ids, _ = model.recommend(np.array([0]), block_matrix, n=5, filter_already_bought=False)
+    assert block_matrix[0, ids[0]].toarray().any()
+
+
+def test_ease_refuses_large_dense() -> None:
+    model = CoPurchaseRecommender(CoPurchaseParams(method="ease", dense_max_items=10))
+    with pytest.raises(ValueError, match="dense_max_items"):
+        model.fit(sparse.random(5, 20, density=0.5, format="csr", random_state=0))
+
+
+def test_copurchase_auto_switches_to_sparse_above_limit() -> None:
+    x = sparse.random(50, 40, density=0.2, format="csr", random_state=0)
+    model = CoPurchaseRecommender(CoPurchaseParams(dense_max_items=30, top_n=5)).fit(x)
+    assert model.method_used == "bm25"
+    assert np.diff(model.table.indptr).max() <= 5
+
+
+def test_tier_popularity() -> None:
+    x = sparse.csr_matrix(np.array([[1, 0, 0], [1, 0, 0], [0, 1, 1], [0, 0, 1]], np.float32))
+    pop = PopularityRecommender(np.array([0, 0, 2, 2])).fit(x)
+    ids, _ = pop.recommend(np.array([0, 2]), sparse.csr_matrix((4, 3)), n=1)
+    assert ids[:, 0].tolist() == [0, 2]  # bronze likes item 0, gold likes item 2

@@ -1,0 +1,123 @@
+"""Trained models -> ``patron.bundle.BundleData`` -> bundle directory (+ optional FAISS index).
+
+FAISS: an exact ``IndexFlatIP`` over the float32 item factors for catalogs up to
+``HNSW_MIN_ITEMS`` (50,000) items, an ``IndexHNSWFlat`` (inner product, M=32) above that,
+where exact search per request gets too slow. Serving may also build its own; a prebuilt
+index just saves start-up time.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from features.schemas import CATALOG
+from patron.bundle import BundleData, Manifest, write_bundle
+from training.als import ALSRecommender
+from training.config import TrainConfig
+from training.copurchase import CoPurchaseRecommender
+from training.interactions import Interactions
+from training.popularity import PopularityRecommender
+
+log = logging.getLogger(__name__)
+
+HNSW_MIN_ITEMS = 50_000
+
+
+def catalog_snapshot(item_ids: np.ndarray, catalog: pl.DataFrame | None) -> pl.DataFrame:
+    """One CATALOG-schema row per item index (items missing from the catalog get nulls)."""
+    ids = pl.DataFrame({"item_id": np.asarray(item_ids).astype(str)})
+    if catalog is None:
+        snap = ids
+    else:
+        if "item_id" not in catalog.columns:
+            raise ValueError("catalog needs an 'item_id' column (CATALOG schema)")
+        snap = ids.join(
+            catalog.with_columns(pl.col("item_id").cast(pl.String)).unique(
+                "item_id", keep="first", maintain_order=True
+            ),
+            on="item_id",
+            how="left",
+            maintain_order="left",
+        )
+    cols = [
+        (pl.col(c).cast(dtype) if c in snap.columns else pl.lit(None, dtype=dtype)).alias(c)
+        for c, dtype in CATALOG.items()
+    ]
+    return snap.select(cols)
+
+
+def build_faiss_index(item_factors: np.ndarray, path: Path) -> str:
+    """Write a FAISS inner-product index over ``item_factors``; returns its kind."""
+    import faiss
+
+    vecs = np.ascontiguousarray(item_factors, dtype=np.float32)
+    d = vecs.shape[1]
+    index: Any
+    if len(vecs) > HNSW_MIN_ITEMS:
+        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        kind = "hnsw32"
+    else:
+        index = faiss.IndexFlatIP(d)
+        kind = "flat_ip"
+    index.add(vecs)
+    faiss.write_index(index, str(path))
+    return kind
+
+
+def build_bundle_data(
+    inter: Interactions,
+    als: ALSRecommender,
+    copurchase: CoPurchaseRecommender,
+    popularity: PopularityRecommender,
+    config: TrainConfig,
+    *,
+    catalog: pl.DataFrame | None = None,
+    model_name: str = "patron-recommender",
+    data_fingerprint: str = "",
+    metrics: dict[str, Any] | None = None,
+    extra_params: dict[str, Any] | None = None,
+) -> BundleData:
+    """Assemble the in-memory bundle from fitted models."""
+    pop_table = popularity.table(catalog_snapshot(inter.item_ids, catalog), keep=1000)
+    overall_all = popularity.table(None, keep=len(inter.item_ids)).filter(
+        pl.col("scope") == "overall"
+    )
+    pop_table = pl.concat([overall_all, pop_table.filter(pl.col("scope") != "overall")])
+    params = {**config.flat(), "copurchase.method_used": copurchase.method_used}
+    params.update(extra_params or {})
+    manifest = Manifest(
+        model_name=model_name,
+        data_fingerprint=data_fingerprint,
+        params=params,
+        metrics=metrics or {},
+        blend=dict(config.blend),
+    )
+    return BundleData(
+        customer_ids=inter.customer_ids,
+        item_ids=inter.item_ids,
+        user_factors=als.user_factors.astype(np.float32),
+        item_factors=als.item_factors.astype(np.float32),
+        copurchase=copurchase.table,
+        user_items=inter.binary(),
+        popularity=pop_table,
+        catalog=catalog_snapshot(inter.item_ids, catalog),
+        manifest=manifest,
+    )
+
+
+def write(data: BundleData, out_dir: Path, with_faiss: bool = True) -> Manifest:
+    """Write the bundle (and a FAISS index when asked) atomically to ``out_dir``."""
+    if not with_faiss:
+        return write_bundle(data, out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        index_path = Path(tmp) / "faiss.index"
+        kind = build_faiss_index(data.item_factors, index_path)
+        data.manifest.params["faiss.index"] = kind
+        return write_bundle(data, out_dir, faiss_index_file=index_path)

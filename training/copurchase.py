@@ -1,0 +1,183 @@
+"""Co-purchase model: item -> top-N associated items, kept as a sparse table.
+
+Learned from baskets (one row per order when order ids exist, else one row per customer).
+Two documented weightings, chosen by catalog size:
+
+- ``ease`` (catalogs up to ``dense_max_items`` items, default 6,000): the closed-form
+  item-item regression EASE (Steck 2019), B = I - P / diag(P) with P = (X^T X + lambda I)^-1.
+  It needs a dense items x items matrix (6,000 items = 288 MB float64), so it is refused
+  above the limit.
+- ``bm25`` (any size, the default above the limit): BM25-weighted item-item cosine computed
+  sparsely by ``implicit``'s nearest-neighbour code, keeping the top N per item. Memory is
+  O(nnz + items * N); it scales to 100k+ items.
+
+Either way only the best ``top_n`` positive neighbours per item are kept (CSR rows, best first),
+which is what the bundle stores and serving uses. A customer's scores are the sum of the
+neighbour rows of the items they bought (``recent`` items in serving).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Self
+
+import numpy as np
+from scipy import sparse
+
+from training.recommender import recommend_by_scoring, similar_from_table
+
+log = logging.getLogger(__name__)
+
+Method = Literal["auto", "ease", "bm25", "cosine"]
+
+
+@dataclass
+class CoPurchaseParams:
+    """Defaults chosen by ``patron tune`` on ML-100K validation data (docs/training.md)."""
+
+    method: Method = "auto"
+    ease_lambda: float = 400.0
+    top_n: int = 200
+    dense_max_items: int = 6000
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    num_threads: int = 0
+
+
+def _keep_top_n(dense_or_sparse: np.ndarray | sparse.csr_matrix, n: int) -> sparse.csr_matrix:
+    """Best ``n`` positive entries per row as CSR, rows sorted best first, diagonal removed."""
+    if sparse.issparse(dense_or_sparse):
+        m = sparse.csr_matrix(dense_or_sparse, dtype=np.float32)
+        m.setdiag(0)
+        m.eliminate_zeros()
+        m.data[m.data < 0] = 0
+        m.eliminate_zeros()
+        m.sort_indices()
+        rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+        order = np.lexsort((-m.data, rows))  # by row, then best first
+        rows, cols, vals = rows[order], m.indices[order], m.data[order]
+        rank = np.arange(len(rows)) - m.indptr[rows]
+        keep = rank < n
+        counts = np.bincount(rows[keep], minlength=m.shape[0])
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return sparse.csr_matrix(
+            (vals[keep].astype(np.float32), cols[keep].astype(np.int32), indptr), shape=m.shape
+        )
+    dense = np.array(dense_or_sparse, dtype=np.float32)
+    np.fill_diagonal(dense, 0.0)
+    k = min(n, dense.shape[1])
+    part = np.argpartition(-dense, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(dense, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    cols = np.take_along_axis(part, order, axis=1)
+    vals = np.take_along_axis(vals, order, axis=1)
+    keep = vals > 0
+    counts = keep.sum(axis=1)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return sparse.csr_matrix(
+        (vals[keep].astype(np.float32), cols[keep].astype(np.int32), indptr), shape=dense.shape
+    )
+
+
+def ease_weights(x: sparse.csr_matrix, lam: float) -> np.ndarray:
+    """Dense EASE item-item weights (diagonal zero) from a binary baskets x items matrix."""
+    g = (x.T @ x).toarray().astype(np.float64)
+    g[np.diag_indices_from(g)] += lam
+    p = np.linalg.inv(g)
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
+class CoPurchaseRecommender:
+    """Item-to-item association; ``table[i, j]`` is how strongly buying i suggests j."""
+
+    name = "copurchase"
+
+    def __init__(self, params: CoPurchaseParams | None = None) -> None:
+        self.params = params or CoPurchaseParams()
+        self.table = sparse.csr_matrix((0, 0), dtype=np.float32)
+        self.method_used = ""
+
+    def resolve_method(self, n_items: int) -> str:
+        m = self.params.method
+        if m == "auto":
+            return "ease" if n_items <= self.params.dense_max_items else "bm25"
+        if m == "ease" and n_items > self.params.dense_max_items:
+            raise ValueError(
+                f"EASE needs a dense {n_items} x {n_items} matrix; above dense_max_items="
+                f"{self.params.dense_max_items} use method 'bm25' (sparse) or 'auto'"
+            )
+        return m
+
+    def fit(self, user_items: sparse.csr_matrix, baskets: sparse.csr_matrix | None = None) -> Self:
+        """Learn from ``baskets`` (orders x items) when given, else from customers x items."""
+        x = (baskets if baskets is not None else user_items).tocsr().astype(np.float32)
+        x.data = np.ones_like(x.data)
+        n_items = x.shape[1]
+        method = self.resolve_method(n_items)
+        p = self.params
+        if method == "ease":
+            self.table = _keep_top_n(ease_weights(x, p.ease_lambda), p.top_n)
+        else:
+            from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
+
+            knn = (
+                BM25Recommender(K=p.top_n + 1, K1=p.bm25_k1, B=p.bm25_b, num_threads=p.num_threads)
+                if method == "bm25"
+                else CosineRecommender(K=p.top_n + 1, num_threads=p.num_threads)
+            )
+            with warnings.catch_warnings():  # implicit converts its own COO output
+                warnings.simplefilter("ignore", category=UserWarning)
+                knn.fit(x, show_progress=False)
+            self.table = _keep_top_n(knn.similarity.tocsr(), p.top_n)
+        self.method_used = method
+        return self
+
+    def score(self, user_idx: np.ndarray, user_items: sparse.csr_matrix) -> np.ndarray:
+        rows = user_items[np.asarray(user_idx)].tocsr().astype(np.float32)
+        rows.data = np.ones_like(rows.data)
+        return np.asarray((rows @ self.table).toarray(), dtype=np.float32)
+
+    def recommend(
+        self,
+        user_idx: np.ndarray,
+        user_items: sparse.csr_matrix,
+        n: int = 10,
+        filter_already_bought: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return recommend_by_scoring(self, user_idx, user_items, n, filter_already_bought)
+
+    def similar_items(self, item_idx: np.ndarray, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        return similar_from_table(self.table, item_idx, n)
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        t = self.table.tocsr()
+        np.save(path / "copurchase_indptr.npy", t.indptr.astype(np.int64), allow_pickle=False)
+        np.save(path / "copurchase_indices.npy", t.indices.astype(np.int32), allow_pickle=False)
+        np.save(path / "copurchase_scores.npy", t.data.astype(np.float32), allow_pickle=False)
+        meta = {"params": asdict(self.params), "method_used": self.method_used, "n": t.shape[0]}
+        (path / "copurchase.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        path = Path(path)
+        meta = json.loads((path / "copurchase.json").read_text())
+        model = cls(CoPurchaseParams(**meta["params"]))
+        n = int(meta["n"])
+        model.table = sparse.csr_matrix(
+            (
+                np.load(path / "copurchase_scores.npy", allow_pickle=False),
+                np.load(path / "copurchase_indices.npy", allow_pickle=False),
+                np.load(path / "copurchase_indptr.npy", allow_pickle=False),
+            ),
+            shape=(n, n),
+        )
+        model.method_used = meta["method_used"]
+        return model

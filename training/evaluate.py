@@ -1,0 +1,212 @@
+"""Offline evaluation: fit every model on a train part, rank top-k, score on the held-out part.
+
+Models reported side by side: ``als``, ``copurchase``, ``popular`` and the served ``blend``.
+Rules shared by both protocols:
+
+- rank over items seen in training, excluding each customer's training items;
+- evaluated customers are those with a training row and at least one held-out item they did
+  not already buy in training (re-purchases cannot be recommended, so they are not counted);
+- metrics are training/metrics.py (Microsoft Recommenders definitions), plus catalog coverage
+  and, when customer tiers are known, nDCG@k per tier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy import sparse
+
+from training.als import ALSRecommender
+from training.blend import BlendRecommender
+from training.config import TrainConfig
+from training.copurchase import CoPurchaseRecommender
+from training.interactions import Interactions, build_interactions
+from training.metrics import catalog_coverage, per_user_metrics, ranking_metrics
+from training.popularity import PopularityRecommender, tiers_for
+from training.recommender import Recommender
+from training.splits import read_ml100k_inter, stratified_split, temporal_split
+
+log = logging.getLogger(__name__)
+
+MODEL_ORDER = ("popular", "als", "copurchase", "blend")
+
+
+@dataclass
+class EvalData:
+    """A train part as interactions plus the held-out truth aligned to its rows and columns."""
+
+    inter: Interactions
+    truth: sparse.csr_matrix
+    users: np.ndarray  # customers evaluated (row indices)
+    user_tiers: np.ndarray | None
+    fingerprint: str
+
+
+def fingerprint_rows(rows: pl.DataFrame, cols: tuple[str, ...] = ("customer_id", "item_id")) -> str:
+    """sha256 over the sorted (customer, item) pairs: identifies evaluation data."""
+    keyed = rows.select([pl.col(c).cast(pl.String) for c in cols]).sort(list(cols))
+    h = hashlib.sha256()
+    h.update(str(keyed.height).encode())
+    h.update(keyed.hash_rows(seed=0).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def prepare(
+    train_rows: pl.DataFrame,
+    test_rows: pl.DataFrame,
+    *,
+    config: TrainConfig | None = None,
+    customers: pl.DataFrame | None = None,
+) -> EvalData:
+    """Interactions from ``train_rows``; truth = new (customer, item) pairs of ``test_rows``."""
+    config = config or TrainConfig()
+    inter = build_interactions(
+        train_rows, half_life_days=config.half_life_days, log_scale=config.log_scale
+    )
+    held = (
+        test_rows.select(pl.col("customer_id").cast(pl.String), pl.col("item_id").cast(pl.String))
+        .unique()
+        .join(inter.customer_index(), on="customer_id")
+        .join(inter.item_index(), on="item_id")
+    )
+    truth = sparse.csr_matrix(
+        (np.ones(held.height, np.float32), (held["u"].to_numpy(), held["i"].to_numpy())),
+        shape=inter.shape,
+    )
+    truth = truth - truth.multiply(inter.binary())  # drop re-purchases
+    truth.eliminate_zeros()
+    users = np.flatnonzero(np.diff(truth.tocsr().indptr) > 0)
+    return EvalData(
+        inter=inter,
+        truth=truth.tocsr(),
+        users=users,
+        user_tiers=tiers_for(inter.customer_ids, customers),
+        fingerprint=fingerprint_rows(test_rows),
+    )
+
+
+def fit_models(
+    inter: Interactions,
+    config: TrainConfig,
+    user_tiers: np.ndarray | None = None,
+    baskets: sparse.csr_matrix | None = None,
+    show_progress: bool = False,
+) -> dict[str, Recommender]:
+    """Fit ALS, co-purchase and popularity once, and the blend over them."""
+    x = inter.matrix
+    als = ALSRecommender(config.als, show_progress=show_progress).fit(x)
+    cp = CoPurchaseRecommender(config.copurchase).fit(inter.binary(), baskets=baskets)
+    pop = PopularityRecommender(user_tiers).fit(inter.binary())
+    sources: dict[str, Recommender] = {"als": als, "copurchase": cp, "popular": pop}
+    return {**sources, "blend": BlendRecommender(sources, config.blend)}
+
+
+def evaluate_models(
+    models: dict[str, Recommender], data: EvalData, k: int = 10
+) -> dict[str, dict[str, float]]:
+    """Metrics per model on ``data`` (models must be fitted on ``data.inter``)."""
+    x = data.inter.binary()
+    truth_rows = data.truth[data.users]
+    report: dict[str, dict[str, float]] = {}
+    for name in [m for m in MODEL_ORDER if m in models] + [
+        m for m in models if m not in MODEL_ORDER
+    ]:
+        ids, _ = models[name].recommend(data.users, x, n=k, filter_already_bought=True)
+        metrics = ranking_metrics(ids, truth_rows, k)
+        metrics["coverage"] = catalog_coverage(ids, x.shape[1])
+        if data.user_tiers is not None:
+            per = per_user_metrics(ids, truth_rows, k)
+            tiers = data.user_tiers[data.users]
+            pop = models.get("popular")
+            names = getattr(pop, "tiers", ())
+            for t, tier in enumerate(names):
+                mask = (tiers == t) & per["evaluated"]
+                if mask.any():
+                    metrics[f"ndcg@{k}.{tier}"] = float(per["ndcg"][mask].mean())
+        report[name] = metrics
+    return report
+
+
+def ml100k_rows(data_dir: Path) -> pl.DataFrame:
+    return read_ml100k_inter(Path(data_dir) / "ml-100k" / "ml-100k.inter")
+
+
+def ml100k_validation_folds(
+    data_dir: Path,
+    seed: int = 42,
+    val_seeds: tuple[int, ...] = (43, 44, 45),
+    val_ratio: float = 0.9,
+) -> list[tuple[pl.DataFrame, pl.DataFrame]]:
+    """Protocol-(a) train part split again the same way, once per validation seed.
+
+    Only 10% of the train part is held out per fold so the fit part stays close to the size of
+    the final training data (the best regularisation strength depends on it).
+    """
+    train, _ = stratified_split(ml100k_rows(data_dir), ratio=0.75, filter_by="item", seed=seed)
+    return [stratified_split(train, ratio=val_ratio, filter_by="item", seed=s) for s in val_seeds]
+
+
+def protocol_ml100k(
+    data_dir: Path, config: TrainConfig, seeds: tuple[int, ...] = (42,), k: int = 10
+) -> dict[str, Any]:
+    """Protocol (a): Microsoft Recommenders ML-100K split, one report per split seed."""
+    rows = ml100k_rows(data_dir)
+    per_seed: dict[str, dict[str, dict[str, float]]] = {}
+    for seed in seeds:
+        train, test = stratified_split(rows, ratio=0.75, filter_by="item", seed=seed)
+        data = prepare(train, test, config=config)
+        models = fit_models(data.inter, config)
+        per_seed[str(seed)] = evaluate_models(models, data, k)
+        per_seed[str(seed)]["_split"] = {"train": train.height, "test": test.height}
+        log.info("seed %s: blend ndcg@%d %.4f", seed, k, per_seed[str(seed)]["blend"][f"ndcg@{k}"])
+    return {"protocol": "ml100k", "k": k, "seeds": per_seed, "spread": spread(per_seed)}
+
+
+def spread(per_seed: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
+    """Mean, std, min and max of every metric of every model over the seeds."""
+    out: dict[str, dict[str, Any]] = {}
+    seeds = list(per_seed)
+    for model in per_seed[seeds[0]]:
+        if model.startswith("_"):
+            continue
+        for metric in per_seed[seeds[0]][model]:
+            vals = np.array([per_seed[s][model][metric] for s in seeds], dtype=np.float64)
+            out.setdefault(model, {})[metric] = {
+                "mean": float(vals.mean()),
+                "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                "min": float(vals.min()),
+                "max": float(vals.max()),
+            }
+    return out
+
+
+def protocol_temporal(
+    events: pl.DataFrame,
+    config: TrainConfig,
+    customers: pl.DataFrame | None = None,
+    test_fraction: float = 0.2,
+    k: int = 10,
+) -> dict[str, Any]:
+    """Protocol (b): each customer's last ``test_fraction`` of purchases is held out."""
+    purchases = events.filter(pl.col("item_id").is_not_null())
+    if "quantity" in purchases.columns:
+        purchases = purchases.filter(pl.col("quantity").fill_null(1.0) > 0)
+    train, test = temporal_split(purchases, test_fraction=test_fraction)
+    data = prepare(train, test, config=config, customers=customers)
+    models = fit_models(data.inter, config, data.user_tiers)
+    report = evaluate_models(models, data, k)
+    pop = report["popular"][f"ndcg@{k}"]
+    return {
+        "protocol": "temporal",
+        "k": k,
+        "test_fraction": test_fraction,
+        "split": {"train": train.height, "test": test.height, "customers": len(data.users)},
+        "models": report,
+        "blend_vs_popular_ndcg": report["blend"][f"ndcg@{k}"] / pop if pop > 0 else None,
+    }
