@@ -132,6 +132,211 @@ def batch_candidates(
     return sets, excl
 
 
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + n)`` for every (s, n), vectorised."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + (np.arange(total) - offsets)
+
+
+@dataclass
+class _Hits:
+    """Flat hits of one source for a batch: row, item, raw score, anchor."""
+
+    row: np.ndarray
+    item: np.ndarray
+    score: np.ndarray  # float32
+    anchor: np.ndarray
+    source: np.ndarray  # int8
+
+
+def _als_flat(model: LoadedModel, vecs: np.ndarray, has: np.ndarray, want: np.ndarray) -> _Hits:
+    rows = np.flatnonzero(has)
+    if rows.size == 0:
+        z = np.zeros(0, np.int64)
+        return _Hits(
+            z, z.astype(np.int32), z.astype(np.float32), z.astype(np.int32), z.astype(np.int8)
+        )
+    depth = max(1, min(int(want[rows].max()), int(model.index.ntotal)))
+    scores, idx = model.index.search(np.ascontiguousarray(vecs[rows]), depth)
+    keep = (np.arange(depth)[None, :] < want[rows][:, None]) & (idx >= 0)
+    r = np.broadcast_to(rows[:, None], idx.shape)[keep]
+    return _Hits(
+        r.astype(np.int64),
+        idx[keep].astype(np.int32),
+        scores[keep].astype(np.float32),
+        np.full(int(keep.sum()), -1, np.int32),
+        np.full(int(keep.sum()), int(Source.ALS), np.int8),
+    )
+
+
+def _copurchase_flat(
+    model: LoadedModel,
+    anchor_ptr: np.ndarray,
+    anchor_idx: np.ndarray,
+    max_anchors: int = 10,
+    per_anchor: int = 20,
+) -> _Hits:
+    """``copurchase_hits`` for every row at once (same order and scores)."""
+    n = len(anchor_ptr) - 1
+    lens = np.minimum(np.diff(anchor_ptr), max_anchors)
+    a_pos = _ranges(anchor_ptr[:-1], lens)  # positions in anchor_idx
+    a_row = np.repeat(np.arange(n, dtype=np.int64), lens)
+    a_rank = a_pos - np.repeat(anchor_ptr[:-1], lens)  # 0 = most recent
+    anchors = anchor_idx[a_pos].astype(np.int64)
+    cp = model.data.copurchase
+    lo = cp.indptr[anchors]
+    cnt = np.minimum(cp.indptr[anchors + 1] - lo, per_anchor)
+    nb = _ranges(lo, cnt)
+    div = np.repeat((1.0 + a_rank).astype(np.float32), cnt)
+    return _Hits(
+        np.repeat(a_row, cnt),
+        cp.indices[nb].astype(np.int32),
+        (cp.data[nb].astype(np.float32) / div).astype(np.float32),
+        np.repeat(anchors, cnt).astype(np.int32),
+        np.full(int(cnt.sum()), int(Source.COPURCHASE), np.int8),
+    )
+
+
+def _popular_flat(model: LoadedModel, tiers: Sequence[str], n_pop: np.ndarray) -> _Hits:
+    rows, items, scores, srcs = [], [], [], []
+    for tier in sorted(set(tiers)):
+        sel = np.flatnonzero(np.asarray(tiers, dtype=object) == tier)
+        pop = model.popular_for(tier, None)
+        src = Source.POPULAR_TIER if tier in model.popular_tier else Source.POPULAR
+        m = np.minimum(n_pop[sel], len(pop.item_idx))
+        pos = _ranges(np.zeros(len(sel), np.int64), m)
+        rows.append(np.repeat(sel, m))
+        items.append(pop.item_idx[pos])
+        scores.append(pop.score[pos])
+        srcs.append(np.full(len(pos), int(src), np.int8))
+    row = np.concatenate(rows).astype(np.int64)
+    return _Hits(
+        row,
+        np.concatenate(items).astype(np.int32),
+        np.concatenate(scores).astype(np.float32),
+        np.full(len(row), -1, np.int32),
+        np.concatenate(srcs),
+    )
+
+
+def _blend_flat(hits: list[_Hits], weights: dict[str, float], n: int) -> CandidateBatch:
+    """``serving.candidates.blend`` for every row at once: per (row, source) min-max scaling
+    to [0.5, 1] times the source weight, summed per item; the source and anchor of an item
+    are those of its largest contribution; rows best first (ties by item index)."""
+    from serving.candidates import BLEND_KEYS
+
+    parts = [h for h in hits if len(h.row)]
+    if not parts:
+        return CandidateBatch.from_sets([CandidateSet.empty()] * n)
+    # order of the flat table: by row, then source part (ALS, co-purchase, popular), then hit
+    part_no = np.concatenate([np.full(len(h.row), i, np.int64) for i, h in enumerate(parts)])
+    row = np.concatenate([h.row for h in parts])
+    order = np.lexsort((np.arange(len(row)), part_no, row))
+    row, part_no = row[order], part_no[order]
+    item = np.concatenate([h.item for h in parts])[order]
+    raw = np.concatenate([h.score for h in parts])[order]
+    anchor = np.concatenate([h.anchor for h in parts])[order]
+    source = np.concatenate([h.source for h in parts])[order]
+    m = len(row)
+    # per (row, part) segment: min-max scaling in float32 as _scaled does
+    seg_start = np.flatnonzero(np.r_[True, (row[1:] != row[:-1]) | (part_no[1:] != part_no[:-1])])
+    seg_len = np.diff(np.r_[seg_start, m])
+    lo = np.minimum.reduceat(raw, seg_start).astype(np.float64)
+    hi = np.maximum.reduceat(raw, seg_start).astype(np.float64)
+    span = hi - lo
+    lo_e = np.repeat(lo.astype(np.float32), seg_len)
+    span_e = np.repeat(span.astype(np.float32), seg_len)
+    flat = np.repeat(span <= 1e-12, seg_len)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = (np.float32(0.5) + np.float32(0.5) * (raw - lo_e) / span_e).astype(np.float32)
+    scaled[flat] = np.float32(1.0)
+    w = np.array(
+        [np.float32(float(weights.get(BLEND_KEYS[Source(int(h.source[0]))], 0.0))) for h in parts],
+        np.float32,
+    )
+    contrib = (scaled * w[part_no]).astype(np.float32)
+    pos = np.arange(m)
+    # per (row, item): total (float64, in table order) and the best contribution
+    by_item = np.lexsort((pos, item, row))
+    r_s, i_s = row[by_item], item[by_item]
+    start = np.flatnonzero(np.r_[True, (r_s[1:] != r_s[:-1]) | (i_s[1:] != i_s[:-1])])
+    total = np.add.reduceat(contrib[by_item].astype(np.float64), start)
+    best_order = np.lexsort((pos, -contrib, item, row))
+    best = best_order[start]  # first of each (row, item) group: max contrib, first position
+    u_row, u_item = r_s[start], i_s[start]
+    rank = np.lexsort((u_item, -total, u_row))
+    u_row, u_item, total, best = u_row[rank], u_item[rank], total[rank], best[rank]
+    counts = np.bincount(u_row, minlength=n)
+    width = int(counts.max()) if n else 0
+    col = np.arange(len(u_row)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out = CandidateBatch(
+        item_idx=np.full((n, width), -1, np.int32),
+        score=np.zeros((n, width), np.float32),
+        source=np.full((n, width), int(Source.ALS), np.int8),
+        anchor_idx=np.full((n, width), -1, np.int32),
+    )
+    out.item_idx[u_row, col] = u_item
+    out.score[u_row, col] = total.astype(np.float32)
+    out.source[u_row, col] = source[best]
+    out.anchor_idx[u_row, col] = anchor[best]
+    return out
+
+
+def batch_candidates_flat(
+    model: LoadedModel,
+    ids: Sequence[str],
+    ctxs: Sequence[CustomerContext],
+    recent_ptr: np.ndarray,
+    recent_idx: np.ndarray,
+    k: int,
+) -> tuple[CandidateBatch, np.ndarray, np.ndarray]:
+    """Vectorised ``candidates_for`` over a batch: (candidates, exclude indptr, exclude idx).
+
+    ``recent_ptr``/``recent_idx`` are the customers' recent purchases (CSR, newest first).
+    """
+    from serving.rules.engine import _csr_take
+
+    n = len(ids)
+    ui = model.data.user_items
+    pos = np.array([model.customer_pos.get(c, -1) for c in ids], np.int64)
+    known = pos >= 0
+    # training purchases of each customer (none for unknown customers)
+    safe = np.where(known, pos, 0)
+    tr_ptr, tr_idx = _csr_take(ui.indptr.astype(np.int64), ui.indices, safe)
+    tr_len = np.where(known, np.diff(tr_ptr), 0)
+    tr_ptr2 = np.zeros(n + 1, np.int64)
+    np.cumsum(tr_len, out=tr_ptr2[1:])
+    tr_idx = tr_idx[_ranges(tr_ptr[:-1], tr_len)].astype(np.int32)
+    rec_len = np.diff(recent_ptr)
+    n_blocked = tr_len + rec_len
+    n_items = len(model.item_pos)
+    want = np.minimum(n_items, np.maximum(4 * k, k + n_blocked + 20))
+    n_pop = np.maximum(50, 2 * k + n_blocked)
+    vecs, has = _user_vectors(model, ids, ctxs)
+    # anchors: recent purchases, else the first 10 training purchases
+    use_recent = rec_len > 0
+    a_len = np.where(use_recent, rec_len, np.minimum(tr_len, 10))
+    a_start = np.where(use_recent, recent_ptr[:-1], tr_ptr2[:-1])
+    a_src = np.where(np.repeat(use_recent, a_len), 1, 0)
+    a_pos = _ranges(a_start, a_len)
+    merged = np.where(
+        a_src == 1,
+        recent_idx[np.minimum(a_pos, max(len(recent_idx) - 1, 0))] if len(recent_idx) else 0,
+        tr_idx[np.minimum(a_pos, max(len(tr_idx) - 1, 0))] if len(tr_idx) else 0,
+    ).astype(np.int32)
+    a_ptr = np.zeros(n + 1, np.int64)
+    np.cumsum(a_len, out=a_ptr[1:])
+    hits = [
+        _als_flat(model, vecs, has, want),
+        _copurchase_flat(model, a_ptr, merged),
+        _popular_flat(model, [c.tier for c in ctxs], n_pop),
+    ]
+    return _blend_flat(hits, dict(model.manifest.blend), n), tr_ptr2, tr_idx
+
+
 # ------------------------------------------------------------------------------ contexts
 def contexts_from_frame(frame: pl.DataFrame, model: LoadedModel) -> list[CustomerContext]:
     """Contexts from customers.parquet rows (no real-time purchases: nothing recent)."""
@@ -177,13 +382,12 @@ def contexts_from_online(
 
 # ------------------------------------------------------------------------------ ranking
 def _no_rules_batch(
-    sets: list[CandidateSet], excl: list[np.ndarray], k: int, items: ItemTable
+    cb: CandidateBatch, ex_ptr: np.ndarray, ex_idx: np.ndarray, k: int, items: ItemTable
 ) -> BatchPicks:
     """Baseline without business rules: the first k candidates not already bought."""
-    cb = CandidateBatch.from_sets(sets)
     n, w = cb.item_idx.shape
-    ex_rows = np.repeat(np.arange(n, dtype=np.int64), [len(e) for e in excl])
-    ex_keys = ex_rows * len(items) + (np.concatenate(excl) if excl else np.zeros(0, np.int64))
+    ex_rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(ex_ptr))
+    ex_keys = ex_rows * len(items) + ex_idx.astype(np.int64)
     keys = np.arange(n, dtype=np.int64)[:, None] * len(items) + np.maximum(cb.item_idx, 0)
     ok = (cb.item_idx >= 0) & ~np.isin(keys, ex_keys)
     kk = min(k, w)
@@ -217,20 +421,25 @@ def _no_rules_batch(
 def _rules_batch(
     model: LoadedModel,
     rules: LoadedRules,
-    sets: list[CandidateSet],
-    excl: list[np.ndarray],
+    cands: CandidateBatch,
+    ex_ptr: np.ndarray,
+    ex_idx: np.ndarray,
     ctxs: list[CustomerContext],
     k: int,
 ) -> BatchPicks:
     compiled = compiled_for(rules, model.items)
-    customers: CustomerBatch = customers_from_contexts(ctxs, compiled, list(excl))
-    lists = [fallback_lists(model, c.tier) for c in ctxs]
-    width = max((len(t) for t, _ in lists), default=0)
-    pop_tier = np.full((len(ctxs), width), -1, np.int32)
-    for i, (t, _) in enumerate(lists):
-        pop_tier[i, : len(t)] = t
+    customers: CustomerBatch = customers_from_contexts(ctxs, compiled)
+    customers.exclude_indptr, customers.exclude_idx = ex_ptr, ex_idx.astype(np.int32)
+    tiers = sorted({c.tier for c in ctxs})
+    lists = [fallback_lists(model, t)[0] for t in tiers]
+    width = max((len(t) for t in lists), default=0)
+    per_tier = np.full((len(tiers), width), -1, np.int32)
+    for i, t in enumerate(lists):
+        per_tier[i, : len(t)] = t
+    code = {t: i for i, t in enumerate(tiers)}
+    pop_tier = per_tier[np.array([code[c.tier] for c in ctxs], np.int64)]
     return apply_rules_batch(
-        CandidateBatch.from_sets(sets),
+        cands,
         customers,
         compiled,
         k,
@@ -437,11 +646,18 @@ def export_picks(
                 ctxs = contexts_from_frame(part, model)
             if not ids:
                 continue
-            sets, excl = batch_candidates(model, ids, ctxs, k)
+            rec_ptr = np.zeros(len(ctxs) + 1, np.int64)
+            rec_ptr[1:] = np.cumsum([len(c.recent_item_idx) for c in ctxs])
+            rec_idx = (
+                np.concatenate([c.recent_item_idx for c in ctxs]).astype(np.int32)
+                if rec_ptr[-1]
+                else np.zeros(0, np.int32)
+            )
+            cands, ex_ptr, ex_idx = batch_candidates_flat(model, ids, ctxs, rec_ptr, rec_idx, k)
             res = (
-                _rules_batch(model, rules, sets, excl, ctxs, k)
+                _rules_batch(model, rules, cands, ex_ptr, ex_idx, ctxs, k)
                 if rules is not None
-                else _no_rules_batch(sets, excl, k, model.items)
+                else _no_rules_batch(cands, ex_ptr, ex_idx, k, model.items)
             )
             frame = picks_frame(res, ids, ctxs, item_ids)
             writer.write(frame)

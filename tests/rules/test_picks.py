@@ -212,3 +212,40 @@ def test_export_equals_api(
     # the customer who bought item 3 yesterday does not get it back
     c0 = exported.filter(pl.col("customer_id") == customer_id(0))
     assert item_id(3) not in c0["item_id"].to_list()
+
+
+def test_vectorised_candidates_equal_the_api_blend(model: LoadedModel) -> None:
+    """The export's batch candidate generation equals serving.candidates.blend per customer."""
+    from serving.picks import batch_candidates, batch_candidates_flat, contexts_from_frame
+    from serving.rules.engine import CustomerContext
+
+    frame = _customers(60)
+    ctxs = contexts_from_frame(frame, model)
+    rng = np.random.default_rng(5)
+    # some customers with recent purchases (anchors for co-purchase), one unknown (fold-in)
+    with_recent = []
+    for i, c in enumerate(ctxs):
+        if i % 3 == 0:
+            rec = rng.choice(240, size=int(rng.integers(1, 6)), replace=False).astype(np.int32)
+            c = CustomerContext(
+                **{
+                    **c.__dict__,
+                    "recent_item_idx": rec,
+                    "recent_days_ago": np.ones(len(rec), np.float32),
+                }
+            )
+        with_recent.append(c)
+    ids = frame["customer_id"].to_list()
+    sets, excl = batch_candidates(model, ids, with_recent, 8)
+    ptr = np.zeros(len(ids) + 1, np.int64)
+    ptr[1:] = np.cumsum([len(c.recent_item_idx) for c in with_recent])
+    rec_idx = np.concatenate([c.recent_item_idx for c in with_recent]).astype(np.int32)
+    flat, ex_ptr, ex_idx = batch_candidates_flat(model, ids, with_recent, ptr, rec_idx, 8)
+    for i, s in enumerate(sets):
+        m = len(s)
+        assert flat.item_idx[i, :m].tolist() == s.item_idx.tolist(), i
+        assert (flat.item_idx[i, m:] == -1).all()
+        assert np.array_equal(flat.score[i, :m], s.score), i
+        assert flat.source[i, :m].tolist() == s.source.tolist(), i
+        assert flat.anchor_idx[i, :m].tolist() == s.anchor_idx.tolist(), i
+        assert ex_idx[ex_ptr[i] : ex_ptr[i + 1]].tolist() == excl[i].tolist()
