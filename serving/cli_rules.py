@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -58,6 +59,9 @@ def picks_export(
         None, "--rules", help="Rule file (default PATRON_RULES_FILE or config/rules.yaml)."
     ),
     batch_size: int = typer.Option(2048, min=1, help="Customers per vectorised batch."),
+    threads: int = typer.Option(
+        0, min=0, help="FAISS threads for the batch search (0 = all cores)."
+    ),
 ) -> None:
     """Write k picks per consenting customer (item ids, scores, reasons, tier, segment)."""
     import polars as pl
@@ -127,5 +131,6 @@ def picks_export(
             read_online=read_online,
             batch_size=batch_size,
             progress=lambda n: bar.advance(task, n),
+            threads=threads or (os.cpu_count() or 1),
         )
     emit(report.as_dict())
