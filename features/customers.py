@@ -55,6 +55,9 @@ COLUMNS = (
 )
 
 
+MIN_CLV_CUSTOMERS = 20
+
+
 @dataclass(frozen=True)
 class ClvOptions:
     horizon_weeks: int = 52
@@ -86,6 +89,11 @@ def add_clv(
     nan = np.full(df.height, np.nan)
     exp_tx = pa = spend = value = nan
     try:
+        if df.height < MIN_CLV_CUSTOMERS or int((x > 0).sum()) < 2:
+            raise ValueError(
+                f"need at least {MIN_CLV_CUSTOMERS} customers and 2 repeat buyers to fit "
+                f"CLV models, got {df.height} and {int((x > 0).sum())}"
+            )
         bg = clv.fit_bgnbd(x, t_x, T)
         info["bgnbd"] = bg.as_dict()
         exp_tx = clv.expected_transactions(bg, float(opts.horizon_weeks), x, t_x, T)
