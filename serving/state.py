@@ -107,6 +107,9 @@ class ModelHolder:
             except (BundleError, ValueError) as exc:
                 if prev is None:
                     raise
+                log.error(
+                    "reload refused: %s; still serving version %s", exc, prev.champion.version
+                )
                 raise ReloadRefused(
                     f"new bundle refused ({exc}); still serving version {prev.champion.version}"
                 ) from None

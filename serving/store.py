@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from features.online import CustomerOnline, PurchaseEvent
 from serving.errors import Unavailable
@@ -45,13 +46,16 @@ def default_store_factory(client: Any, namespace: str) -> AsyncStore:
 
 
 def make_client(url: str, timeout_ms: int) -> aioredis.Redis:
-    """An async pool that fails fast: no retries, socket and connect timeouts of timeout_ms."""
+    """An async pool that fails fast: socket and connect timeouts of timeout_ms, timeouts
+    never retried. A connection error is retried once, at once, on a fresh connection:
+    after a Redis restart every pooled connection is dead, and without the retry each one
+    failed its next command, answering degraded long after Redis was back."""
     timeout = timeout_ms / 1000.0
     return aioredis.Redis.from_url(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         retry_on_timeout=False,
         health_check_interval=0,
         max_connections=256,
