@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from pydantic import BaseModel
 
 from serving.routes.deps import AdminDep
+from serving.routes.schemas import ErrorResponse
 from serving.rules.holder import RulesHolder
 from serving.rules.models import RuleError
 
@@ -50,7 +51,12 @@ def _out(holder: RulesHolder) -> RulesOut:
     )
 
 
-@router.get("/rules", response_model=RulesOut, summary="Active business rules and version")
+@router.get(
+    "/rules",
+    response_model=RulesOut,
+    responses={401: {"model": ErrorResponse}},
+    summary="Active business rules and version",
+)
 def get_rules(_: AdminDep, holder: RulesDep) -> RulesOut:
     return _out(holder)
 
@@ -59,7 +65,14 @@ def get_rules(_: AdminDep, holder: RulesDep) -> RulesOut:
     "/rules",
     response_model=RulesOut,
     summary="Validate and activate a new rule set (the current one stays on error)",
-    responses={422: {"description": "The rule set is invalid; the message names rule/field"}},
+    responses={
+        400: {"model": ErrorResponse, "description": "The body is not JSON"},
+        401: {"model": ErrorResponse},
+        422: {
+            "model": ErrorResponse,
+            "description": "The rule set is invalid; the message names rule/field",
+        },
+    },
 )
 def put_rules(
     _: AdminDep,

@@ -13,6 +13,8 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request
 
 from serving.metrics import Metrics
+from serving.rules.holder import RulesHolder
+from serving.rules.loader import LoadedRules
 from serving.settings import ServingSettings
 from serving.state import ModelHolder, Models
 from serving.store import OnlineGateway
@@ -27,6 +29,7 @@ class Services:
     holder: ModelHolder
     gateway: OnlineGateway
     metrics: Metrics
+    rules: RulesHolder
 
 
 async def get_services(request: Request) -> Services:
@@ -55,6 +58,12 @@ async def get_gateway(request: Request) -> OnlineGateway:
     return gateway
 
 
+async def get_rules(request: Request) -> LoadedRules:
+    """The rule set this request uses from start to end (a PUT cannot change it midway)."""
+    holder: RulesHolder = request.app.state.rules
+    return holder.current()
+
+
 async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -78,5 +87,6 @@ SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 ModelsDep = Annotated[Models, Depends(get_models)]
 GatewayDep = Annotated[OnlineGateway, Depends(get_gateway)]
+RulesDep = Annotated[LoadedRules, Depends(get_rules)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AdminDep = Annotated[None, Depends(require_admin)]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from features.online import CustomerOnline
 from serving import service
-from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep
+from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep, RulesDep
 from serving.routes.schemas import (
     Category,
     ErrorResponse,
@@ -54,6 +54,7 @@ async def similar(
     models: ModelsDep,
     gateway: GatewayDep,
     metrics: MetricsDep,
+    rules: RulesDep,
     k: K = 10,
     customer_id: OptCustomerId = None,
 ) -> ItemListResponse:
@@ -62,7 +63,7 @@ async def similar(
     online, degraded = await _online(gateway, customer_id)
     if degraded:
         metrics.degraded.labels("similar").inc()
-    res = service.similar(model, item_id, k, customer_id, online)
+    res = service.similar(model, item_id, k, customer_id, online, rules)
     return ItemListResponse(
         item_id=item_id,
         customer_id=customer_id,
@@ -84,6 +85,7 @@ async def bought_together(
     models: ModelsDep,
     gateway: GatewayDep,
     metrics: MetricsDep,
+    rules: RulesDep,
     k: K = 10,
     customer_id: OptCustomerId = None,
 ) -> ItemListResponse:
@@ -92,7 +94,7 @@ async def bought_together(
     online, degraded = await _online(gateway, customer_id)
     if degraded:
         metrics.degraded.labels("bought_together").inc()
-    res = service.bought_together(model, item_id, k, customer_id, online)
+    res = service.bought_together(model, item_id, k, customer_id, online, rules)
     return ItemListResponse(
         item_id=item_id,
         customer_id=customer_id,
@@ -111,10 +113,11 @@ async def bought_together(
 )
 async def popular(
     models: ModelsDep,
+    rules: RulesDep,
     k: K = 10,
     tier: Annotated[Tier | None, Query()] = None,
     category: Category = None,
 ) -> ItemListResponse:
     model = models.champion
-    res = service.popular(model, k, tier, category)
+    res = service.popular(model, k, tier, category, rules)
     return ItemListResponse(tier=res.tier, model_version=model.version, items=_items(res))

@@ -102,6 +102,7 @@ async def recommendations(
         category=category,
         exclude=excluded,
         context_item=context_item,
+        rules=svc.rules.current(),
     )
 
 
@@ -119,13 +120,14 @@ async def batch(
     settings, gateway, metrics = svc.settings, svc.gateway, svc.metrics
     if len(body.customer_ids) > settings.max_batch:
         raise HTTPException(422, f"customer_ids: at most {settings.max_batch} per batch")
+    rules = svc.rules.current()
     rows = await gateway.customers(body.customer_ids)
     if any(r is None for r in rows):
         metrics.degraded.labels("batch").inc()
     # CPU-bound for large batches: keep the event loop free for single requests
     results = await asyncio.to_thread(
         lambda: [
-            _one(models, settings, metrics, cid, row, body.k)
+            _one(models, settings, metrics, cid, row, body.k, rules=rules)
             for cid, row in zip(body.customer_ids, rows, strict=True)
         ]
     )

@@ -20,6 +20,13 @@ from tests.serving.helpers import (
 
 ADMIN_KEY = "test-admin-key-123"
 NS = "patrontest"
+MECHANICS_RULES = Path(__file__).with_name("rules_mechanics.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _mechanics_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serving tests check candidates and plumbing: hard filters only (see the YAML)."""
+    monkeypatch.setenv("PATRON_RULES_FILE", str(MECHANICS_RULES))
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,7 @@ def test_exclude_category_and_context(client: TestClient) -> None:
 def test_unknown_customer_gets_popular(client: TestClient) -> None:
     body = client.get("/v1/customers/newbie/recommendations", params={"k": 5}).json()
     assert body["tier"] == "bronze" and len(body["items"]) == 5
-    assert all("popular" in it["reasons"] for it in body["items"])
+    assert all(any("popular" in r for r in it["reasons"]) for it in body["items"])
 
 
 def test_fold_in_new_customer_after_event(client: TestClient) -> None:
