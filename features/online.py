@@ -188,9 +188,13 @@ def pack_customers(customers: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, lis
     filled = customers.select(
         pl.col("customer_id").cast(pl.String),
         *[
-            (pl.col(c) if c in cols else pl.lit(None)).cast(pl.String if c in CODED else pl.Float64)
-            if c != "marketing_consent"
-            else (pl.col(c) if c in cols else pl.lit(False)).cast(pl.Boolean).fill_null(False)
+            (
+                (pl.col(c) if c in cols else pl.lit(None)).cast(
+                    pl.String if c in CODED else pl.Float64
+                )
+                if c != "marketing_consent"
+                else (pl.col(c) if c in cols else pl.lit(False)).cast(pl.Boolean).fill_null(False)
+            ).alias(c)  # a missing optional column becomes nulls under its own name
             for c in PACKED_FIELDS
         ],
     )
