@@ -59,7 +59,9 @@ step "6. train ALS + co-purchase, register in the local MLflow store, promote to
 
 step "7. serve the champion and ask for recommendations"
 APORT=$(free_port)
-PATRON_ENV=dev "$PATRON" serve --host 127.0.0.1 --port "$APORT" --workers 1 \
+# The embedded server starts a Lua interpreter per connection on first use (slow), so the
+# demo allows a longer Redis timeout than production's default of 50 ms.
+PATRON_ENV=dev PATRON_REDIS_TIMEOUT_MS=2000 "$PATRON" serve --host 127.0.0.1 --port "$APORT" --workers 1 \
   2>"$W/serve.log" &
 PIDS+=($!)
 BASE="http://127.0.0.1:$APORT"
@@ -76,6 +78,16 @@ NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 FIRST=$(curl -fsS "$BASE/v1/customers/13/recommendations?k=1" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["item_id"])')
 curl -fsS -X POST "$BASE/v1/events" -H 'content-type: application/json' \
   -d "{\"events\":[{\"customer_id\":\"13\",\"item_id\":\"$FIRST\",\"ts\":\"$NOW\",\"quantity\":1,\"unit_price\":25.0}]}"; echo
-curl -fsS "$BASE/v1/customers/13/recommendations?k=5"; echo
+AFTER=$(curl -fsS "$BASE/v1/customers/13/recommendations?k=5")
+echo "$AFTER"
+curl -fsS "$BASE/v1/customers/13/profile"; echo
+echo "$AFTER" | "$PY" -c '
+import json, sys
+recs = json.load(sys.stdin)
+ids = [i["item_id"] for i in recs["items"]]
+ok = sys.argv[1] not in ids and not recs["degraded"] and len(ids) == 5
+print(json.dumps({"demo": "ok" if ok else "failed", "purchased": sys.argv[1],
+                  "recommended_after_purchase": ids}))
+sys.exit(0 if ok else 1)' "$FIRST"
 
 step "demo finished; outputs are under $W"

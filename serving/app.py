@@ -21,6 +21,7 @@ from serving.routes import (
     profile,
     recommendations,
 )
+from serving.routes.deps import Services
 from serving.settings import ServingSettings, get_serving_settings
 from serving.state import ModelHolder
 from serving.store import OnlineGateway, StoreFactory, default_store_factory, make_client
@@ -68,6 +69,7 @@ def create_app(
         app.state.holder = holder
         app.state.gateway = gateway
         app.state.metrics = metrics
+        app.state.services = Services(settings, holder, gateway, metrics)
         task = None
         if settings.reload_interval_s > 0:
             task = asyncio.create_task(_poll(app, holder, settings.reload_interval_s, metrics))

@@ -84,6 +84,7 @@ class ModelHolder:
             alias=r.alias,
             source=r.source,
             hnsw_min_items=self.settings.hnsw_min_items,
+            ef_search=self.settings.hnsw_ef_search,
         )
 
     def load(self) -> Models:

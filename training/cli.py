@@ -36,7 +36,7 @@ def train(
     config: Path | None = typer.Option(None, "--config", help="JSON from `patron tune`."),
     register: bool = typer.Option(False, "--register", help="Register in the MLflow registry."),
     out: Path | None = typer.Option(None, "--out", help="Bundle directory to write."),
-    eval_customers: int = typer.Option(50_000, help="Customers sampled for validation."),
+    eval_customers: int = typer.Option(10_000, help="Customers sampled for validation."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip validation (gate will refuse)."),
     faiss_index: bool = typer.Option(True, "--faiss/--no-faiss", help="Prebuild FAISS index."),
 ) -> None:
@@ -122,12 +122,10 @@ def evaluate(
 
 
 def _ml100k_events() -> Any:
-    import polars as pl
+    from features.adapters.ml100k import read_ml100k
 
-    from training.evaluate import ml100k_rows
-
-    rows = ml100k_rows(_settings().data_dir)
-    return rows.with_columns(pl.from_epoch("ts", time_unit="s").dt.replace_time_zone("UTC"))
+    events, _ = read_ml100k(_settings().data_dir / "ml-100k")
+    return events
 
 
 @command

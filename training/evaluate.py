@@ -30,7 +30,7 @@ from training.interactions import Interactions, build_interactions
 from training.metrics import catalog_coverage, per_user_metrics, ranking_metrics
 from training.popularity import PopularityRecommender, tiers_for
 from training.recommender import Recommender
-from training.splits import read_ml100k_inter, stratified_split, temporal_split
+from training.splits import stratified_split, temporal_split
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,11 @@ def evaluate_models(
 
 
 def ml100k_rows(data_dir: Path) -> pl.DataFrame:
-    return read_ml100k_inter(Path(data_dir) / "ml-100k" / "ml-100k.inter")
+    """ML-100K ratings in file order (the split depends on it): customer_id, item_id, rating, ts."""
+    from features.adapters.ml100k import read_ml100k_ratings
+
+    rows = read_ml100k_ratings(Path(data_dir) / "ml-100k")
+    return rows.rename({"user_id": "customer_id", "timestamp": "ts"})
 
 
 def ml100k_validation_folds(

@@ -124,7 +124,7 @@ def train(
     catalog: pl.DataFrame | None = None,
     customers: pl.DataFrame | None = None,
     model_name: str = "patron-recommender",
-    eval_customers: int = 50_000,
+    eval_customers: int = 10_000,
     evaluate: bool = True,
     with_faiss: bool = True,
     k: int = 10,

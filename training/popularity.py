@@ -142,6 +142,5 @@ def tiers_for(
         how="left",
         maintain_order="left",
     )
-    return np.asarray(
-        [lut.get(t, 0) if t is not None else 0 for t in frame["tier"].to_list()], dtype=np.int16
-    )
+    idx = frame["tier"].replace_strict(lut, default=0, return_dtype=pl.Int16).fill_null(0)
+    return idx.to_numpy()

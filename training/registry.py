@@ -35,6 +35,26 @@ HISTORY_TAG = "champion_history"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
+PIP_REQUIREMENTS = ["mlflow", "numpy", "scipy", "pandas", "polars", "pyarrow", "pydantic"]
+
+
+def _signature() -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "customer_id")]),
+        outputs=Schema(
+            [
+                ColSpec("string", "customer_id"),
+                ColSpec("long", "rank"),
+                ColSpec("string", "item_id"),
+                ColSpec("double", "score"),
+            ]
+        ),
+    )
+
+
 class GateError(Exception):
     """Promotion refused; the message says why and what to do."""
 
@@ -87,6 +107,8 @@ def log_training_run(
                 python_model=str(PYFUNC_CODE),
                 artifacts={"bundle": str(bundle_dir)},
                 registered_model_name=model_name,
+                pip_requirements=PIP_REQUIREMENTS,  # explicit: skips slow inference
+                signature=_signature(),
             )
             version = str(info.registered_model_version)
     if version is not None:
@@ -123,7 +145,10 @@ def list_versions(tracking_uri: str, name: str) -> list[dict[str, Any]]:
     """Every registered version, newest first, with aliases and the gate metric."""
     client = _client(tracking_uri)
     versions = client.search_model_versions(f"name='{name}'")
-    infos = [_version_info(client, name, mv) for mv in versions]
+    # search results carry no aliases; fetch each version for them
+    infos = [
+        _version_info(client, name, client.get_model_version(name, mv.version)) for mv in versions
+    ]
     infos.sort(key=lambda v: int(v.version), reverse=True)
     return [vars(v) for v in infos]
 

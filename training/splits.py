@@ -11,7 +11,6 @@ ML-100K file order with ratio 0.75, item groups and seed 42 this gives 75,066 / 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -78,21 +77,3 @@ def temporal_split(
     train = ranked.filter(in_train).drop("_row", "_rank", "_cut")
     test = ranked.filter(~in_train).drop("_row", "_rank", "_cut")
     return train, test
-
-
-def read_ml100k_inter(path: Path) -> pl.DataFrame:
-    """Rows of ``ml-100k.inter`` in file order as customer_id, item_id, rating, ts (Unix s).
-
-    Only the split needs the raw file order; everything else reads events via the adapter.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: ML-100K ratings file not found (set PATRON_DATA_DIR)")
-    raw = pl.read_csv(path, separator="\t", has_header=True, infer_schema=False)
-    raw.columns = [c.split(":")[0] for c in raw.columns]
-    return raw.select(
-        pl.col("user_id").alias("customer_id"),
-        pl.col("item_id"),
-        pl.col("rating").cast(pl.Float64),
-        pl.col("timestamp").cast(pl.Float64).cast(pl.Int64).alias("ts"),
-    )

@@ -6,29 +6,16 @@ request creates one from ``PATRON_RULES_FILE`` (default config/rules.yaml).
 
 from __future__ import annotations
 
-import os
-import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from pydantic import BaseModel
 
+from serving.routes.deps import AdminDep
 from serving.rules.holder import RulesHolder
 from serving.rules.models import RuleError
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-
-
-def require_admin(x_api_key: Annotated[str | None, Header(max_length=256)] = None) -> None:
-    """X-API-Key must equal PATRON_ADMIN_API_KEY (no key configured: admin routes refused).
-
-    Stand-in until the serving package's shared ``require_admin`` dependency is used here.
-    """
-    expected = os.environ.get("PATRON_ADMIN_API_KEY")
-    if not expected:
-        raise HTTPException(status_code=503, detail="admin API disabled: no PATRON_ADMIN_API_KEY")
-    if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected.encode()):
-        raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
 
 
 def get_rules_holder(request: Request) -> RulesHolder:
@@ -39,7 +26,6 @@ def get_rules_holder(request: Request) -> RulesHolder:
     return holder
 
 
-AdminDep = Annotated[None, Depends(require_admin)]
 RulesDep = Annotated[RulesHolder, Depends(get_rules_holder)]
 
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from features.online import PurchaseEvent
 from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep
 from serving.routes.schemas import (
+    BodyErrorResponse,
     ErrorResponse,
     EventIn,
     EventResult,
@@ -63,7 +64,14 @@ def check_event(
 @router.post(
     "/events",
     response_model=EventsResponse,
-    responses={422: {"model": EventsResponse}, 503: {"model": ErrorResponse}},
+    responses={
+        400: {"model": ErrorResponse, "description": "The body is not JSON"},
+        422: {
+            "model": EventsResponse | BodyErrorResponse,  # per-event report, or a bad body
+            "description": "Some events were rejected (the valid ones were recorded)",
+        },
+        503: {"model": ErrorResponse},
+    },
     summary="Record purchases/returns (recent-purchase exclusions, trending, tier progress)",
 )
 async def events(

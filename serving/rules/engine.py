@@ -137,6 +137,11 @@ class CustomerBatch:
         return len(self.tier_rank)
 
 
+@functools.lru_cache(maxsize=1024)
+def _label(value: str | None) -> str:
+    return norm_label(value) if value else ""
+
+
 def tier_rank_for(tier: str, fallback_rank: int, tiers: tuple[str, ...]) -> int:
     """Rank of a tier name in the rule set's order; the given rank when the name is unknown."""
     try:
@@ -168,13 +173,11 @@ def customers_from_contexts(
         tier_rank=np.array(
             [tier_rank_for(c.tier, c.tier_rank, compiled.tiers) for c in ctxs], np.int16
         ),
-        segment=np.array([norm_label(c.segment) if c.segment else "" for c in ctxs], dtype=object),
+        segment=np.array([_label(c.segment) for c in ctxs], dtype=object),
         churn_risk=np.array(
             [np.nan if c.churn_risk is None else c.churn_risk for c in ctxs], np.float64
         ),
-        clv_band=np.array(
-            [norm_label(c.clv_band) if c.clv_band else "" for c in ctxs], dtype=object
-        ),
+        clv_band=np.array([_label(c.clv_band) for c in ctxs], dtype=object),
         typical_spend=np.array(
             [np.nan if c.typical_spend is None else c.typical_spend for c in ctxs], np.float64
         ),
@@ -198,9 +201,9 @@ def _one_customer(
     ex = np.zeros(0, np.int32) if exclude is None else np.asarray(exclude, np.int32)
     return CustomerBatch(
         tier_rank=np.array([tier_rank_for(ctx.tier, ctx.tier_rank, compiled.tiers)], np.int16),
-        segment=np.array([norm_label(ctx.segment) if ctx.segment else ""], dtype=object),
+        segment=np.array([_label(ctx.segment)], dtype=object),
         churn_risk=np.array([np.nan if ctx.churn_risk is None else ctx.churn_risk], np.float64),
-        clv_band=np.array([norm_label(ctx.clv_band) if ctx.clv_band else ""], dtype=object),
+        clv_band=np.array([_label(ctx.clv_band)], dtype=object),
         typical_spend=np.array(
             [np.nan if ctx.typical_spend is None else ctx.typical_spend], np.float64
         ),
@@ -564,6 +567,8 @@ def _label_in(labels: np.ndarray, allowed: frozenset[str]) -> np.ndarray:
 
 
 def _row_keys(indptr: np.ndarray, values: np.ndarray, stride: int) -> np.ndarray:
+    if len(indptr) == 2:  # one row: key = value
+        return values.astype(np.int64)
     rows = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
     return rows * stride + values.astype(np.int64)
 
@@ -683,10 +688,16 @@ def _apply_core(
         if pad is None or pad.size == 0:
             continue
         pad = np.asarray(pad, np.int32)
-        pad2 = np.broadcast_to(pad, (n, pad.shape[-1])) if pad.ndim == 1 else pad
+        if pad.ndim == 2:
+            pad2 = pad
+        elif n == 1:
+            pad2 = pad[None, :]
+        else:
+            pad2 = np.broadcast_to(pad, (n, pad.shape[-1]))
         w = pad2.shape[1]
         blocks_m.append(pad2)
-        blocks_s.append(np.broadcast_to(_pad_scores(w), (n, w)))
+        ps = _pad_scores(w)
+        blocks_s.append(ps[None, :] if n == 1 else np.broadcast_to(ps, (n, w)))
         pad_src = Source.POPULAR_TIER if name == "popular_tier" else Source.POPULAR
         blocks_src.append(np.full((n, w), int(pad_src), np.int8))
         blocks_a.append(np.full((n, w), -1, np.int32))

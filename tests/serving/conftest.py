@@ -75,7 +75,7 @@ def settings_for(bundle: Path, redis_url: str, **kw: object) -> ServingSettings:
         "redis_namespace": NS,
         "admin_api_key": ADMIN_KEY,
         "env": "test",
-        "redis_timeout_ms": 200,
+        "redis_timeout_ms": 1_000,
         "redis_retry_s": 0.2,
     }
     base.update(kw)

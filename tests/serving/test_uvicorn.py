@@ -68,6 +68,7 @@ def _serve(live_bundle: Path, redis_url: str, poll_s: float) -> Iterator[str]:
             "PATRON_REDIS_NAMESPACE": NS,
             "PATRON_ADMIN_API_KEY": ADMIN_KEY,
             "PATRON_ENV": "test",
+            "PATRON_REDIS_TIMEOUT_MS": "1000",
             "PATRON_RELOAD_INTERVAL_S": str(poll_s),
         },
         port,

@@ -69,7 +69,8 @@ def block_matrix() -> sparse.csr_matrix:
 @pytest.fixture(scope="session")
 def ml100k_split(data_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Protocol (a) split of ML-100K as raw rows (customer_id, item_id, rating, ts)."""
-    from training.splits import read_ml100k_inter, stratified_split
+    from training.evaluate import ml100k_rows
+    from training.splits import stratified_split
 
-    rows = read_ml100k_inter(data_dir / "ml-100k" / "ml-100k.inter")
+    rows = ml100k_rows(data_dir)
     return stratified_split(rows, ratio=0.75, filter_by="item", seed=42)
