@@ -24,8 +24,7 @@ from features.online import OnlineStore
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.reliability.conftest import ROWS, ScenarioRow
-from tests.reliability.harness import Server, serve
-from tests.reliability.test_load_fault import customers_table, stop_redis
+from tests.reliability.harness import Server, customers_table, serve, stop_redis
 from tests.services import RedisServer, redis_server
 from tests.serving.conftest import ADMIN_KEY
 from tests.serving.helpers import items_frame, make_bundle
