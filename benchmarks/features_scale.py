@@ -97,7 +97,9 @@ def make_events(path: Path, customers: int, per_customer: int, seed: int = 2) ->
     ts = start + (first + rng.random(n) * (730 - first)) * 86_400
     items = rng.zipf(1.3, n) % 50_000
     qty = np.where(rng.random(n) < 0.01, -1.0, rng.integers(1, 4, n).astype(float))
-    price = np.round(rng.gamma(3.0, 7.0, 50_000), 2)[items]
+    # list price times a per-customer spend level (customers differ in what they pay)
+    level = rng.gamma(4.0, 0.25, customers)[cust]
+    price = np.round(rng.gamma(3.0, 7.0, 50_000)[items] * level, 2)
     df = pl.DataFrame(
         {
             "customer_id": pl.Series(cust).cast(pl.String),

@@ -40,6 +40,8 @@ def build_items(
     trending_days: int = TRENDING_DAYS,
 ) -> pl.DataFrame:
     """One row per item bought (or listed in the catalog)."""
+    if catalog is not None and "category" not in catalog.collect_schema().names():
+        catalog = catalog.with_columns(category=pl.lit(None, dtype=pl.String))
     ev = events.filter((pl.col("ts") <= as_of) & pl.col("item_id").is_not_null() & (QTY > 0))
     if catalog is not None:
         ev = ev.join(catalog.select("item_id", "category"), on="item_id", how="left")

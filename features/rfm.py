@@ -64,7 +64,7 @@ def behaviour(
             frequency=(_distinct("order_key") + _distinct("day_key")).cast(pl.Int64),
         )
     )
-    if catalog is not None:
+    if catalog is not None and "category" in catalog.collect_schema().names():
         cat = (
             ev.filter(buy)
             .select("customer_id", "item_id", "spend")

@@ -83,7 +83,9 @@ def context_for(
     )
 
 
-def _picks(model: LoadedModel, cands: CandidateSet, ctx: CustomerContext, k: int, excl: np.ndarray):  # type: ignore[no-untyped-def]
+def _picks(
+    model: LoadedModel, cands: CandidateSet, ctx: CustomerContext, k: int, excl: np.ndarray
+) -> tuple[list[Pick], str]:
     p = ranking.rank(cands, ctx, model.items, k, excl)
     ids = model.items.item_ids
     items = [

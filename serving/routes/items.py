@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from features.online import CustomerOnline
 from serving import service
 from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep
 from serving.routes.schemas import (
@@ -32,7 +33,10 @@ def _items(res: RecResult) -> list[RecItem]:
     return [RecItem(item_id=p.item_id, score=p.score, reasons=p.reasons) for p in res.items]
 
 
-async def _online(gateway: OnlineGateway, customer_id: str | None):  # type: ignore[no-untyped-def]
+async def _online(
+    gateway: OnlineGateway, customer_id: str | None
+) -> tuple[CustomerOnline | None, bool]:
+    """The customer's online row (None without a customer) and whether Redis failed."""
     if customer_id is None:
         return None, False
     row = await gateway.customer(customer_id)

@@ -272,18 +272,20 @@ class BatchPicks:
 
     def reasons_of(self, row: int, item_ids: np.ndarray) -> list[list[str]]:
         """The reasons of one row's picks as strings (API responses, tests)."""
+        c = int(self.count[row])
+        table = self.reason_table
+        anchors = self.anchor_idx[row, :c].tolist()
         out: list[list[str]] = []
-        for j in range(int(self.count[row])):
-            texts = []
-            for rid in self.reason_ids[row, j]:
-                if rid < 0:
-                    continue
-                if rid == COPURCHASE_REASON:
-                    anchor = int(self.anchor_idx[row, j])
-                    texts.append(self.copurchase_template.format(anchor=item_ids[anchor]))
-                else:
-                    texts.append(self.reason_table[rid])
-            out.append(texts)
+        for j, ids in enumerate(self.reason_ids[row, :c].tolist()):
+            out.append(
+                [
+                    self.copurchase_template.format(anchor=item_ids[anchors[j]])
+                    if rid == COPURCHASE_REASON
+                    else table[rid]
+                    for rid in ids
+                    if rid >= 0
+                ]
+            )
         return out
 
 
@@ -583,6 +585,8 @@ def _pad_scores(width: int) -> np.ndarray:
 
 def _tk(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``take_along_axis(a, idx, axis=1)`` without its per-call overhead."""
+    if a.shape[0] == 1:
+        return a[0][idx]
     return a[np.arange(a.shape[0])[:, None], idx]
 
 
@@ -779,7 +783,9 @@ def _apply_core(
         if not cm.any():
             applied.append(None)
             continue
-        hit = b.static[mi] & cm[:, None] & eligible
+        hit = b.static[mi] & eligible
+        if n > 1:
+            hit &= cm[:, None]
         if b.sources is not None:
             hit &= b.sources[src.astype(np.int64) + 1]
         if b.past_categories is not None:
@@ -795,15 +801,14 @@ def _apply_core(
                 if b.price_max is not None:
                     inside &= ratio <= b.price_max
             hit &= inside
-        mult[hit] *= b.multiply
+        np.multiply(mult, b.multiply, out=mult, where=hit)
         applied.append(hit)
     boosted = np.where(score >= 0, score * mult, score / mult)
 
     # order: group, then boosted score (desc) among candidates, then column; ineligible last.
     # Fallback lists keep their popularity order so a cut prefix orders exactly like the whole.
     g = np.where(eligible, group, _LAST_GROUP).astype(np.int16)
-    order = _stable_order(np.where(group == 0, -boosted, 0.0))
-    order = np.take_along_axis(order, _stable_order(_tk(g, order)), axis=1)
+    order = np.lexsort((np.where(group == 0, -boosted, 0.0), g), axis=1)
     elig_s = _tk(eligible, order)
     keep = elig_s
     if cr.max_per_category is not None:

@@ -259,3 +259,17 @@ def test_openapi_documents_endpoints(client: TestClient) -> None:
     ):
         assert p in paths
     assert np.isfinite(1.0)
+
+
+def test_events_use_batch_validator_rules(client: TestClient) -> None:
+    """Same rules as features.validation: duplicates in one request, returns made negative."""
+    ts = datetime.now(UTC).isoformat()
+    buy = {"customer_id": "c00001", "item_id": "i0009", "ts": ts, "quantity": 2, "unit_price": 5.0}
+    ret = {**buy, "type": "return", "quantity": 1}
+    r = client.post("/v1/events", json={"events": [buy, buy, ret]})
+    assert r.status_code == 422
+    res = r.json()["results"]
+    assert [x["accepted"] for x in res] == [True, False, True]
+    assert "duplicate" in res[1]["errors"][0]
+    # spend since the build: +10 for the purchase, -5 for the return
+    assert client.get("/v1/customers/c00001/profile").json()["spend_since_build"] == 5.0
