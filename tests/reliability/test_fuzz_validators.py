@@ -1,5 +1,5 @@
 """Hypothesis on the validators: arbitrary frames into ``features.validation.validate``,
-arbitrary JSON into the API request models and the per-event check, arbitrary customer
+arbitrary JSON into the API request models and the events validator, arbitrary customer
 tables into ``pack_customers``. Each either answers or raises its documented input error
 (InputError / ValidationError / ValueError), never anything else, and never loses a row."""
 
@@ -19,7 +19,7 @@ from features.io import InputError
 from features.online import PACKED_FIELDS, pack_customers
 from features.schemas import EVENTS
 from features.validation import REASONS, validate
-from serving.routes.events import check_event
+from serving.events import check_events
 from serving.routes.schemas import BatchRequest, EventIn, EventsRequest
 
 pytestmark = pytest.mark.reliability
@@ -90,12 +90,14 @@ RAW_EVENTS = st.dictionaries(
 
 
 @FUZZ
-@given(raw=RAW_EVENTS)
-def test_event_check_answers_every_payload(raw: dict[str, Any]) -> None:
-    ev, errors = check_event(raw, {"i0001": 0})
-    assert (ev is None) == bool(errors)
-    if ev is not None:
-        assert ev.item_id == "i0001" and ev.quantity != 0 and ev.ts.tzinfo is not None
+@given(raw=st.lists(RAW_EVENTS, max_size=6))
+def test_event_check_answers_every_payload(raw: list[dict[str, Any]]) -> None:
+    """/v1/events' validator: one verdict per event, accepted ones are sound."""
+    events, verdicts = check_events(raw, pl.Series("item_id", ["i0001", "i0002"]))
+    assert [v.index for v in verdicts] == list(range(len(raw)))
+    assert len(events) == sum(not v.errors for v in verdicts)
+    for ev in events:
+        assert ev.item_id in ("i0001", "i0002") and ev.quantity != 0 and ev.ts.tzinfo is not None
         assert (ev.quantity > 0) == (ev.type == "purchase")
 
 
