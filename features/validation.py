@@ -61,6 +61,14 @@ def _reason_expr(checks: list[tuple[str, pl.Expr]]) -> pl.Expr:
     return expr.otherwise(pl.lit(None, dtype=pl.String))
 
 
+def _as_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    """An input column as text for the quarantine file; nested values (lists, structs from
+    Parquet) as JSON, since polars cannot cast them to strings."""
+    if dtype.is_nested():
+        return pl.struct(pl.col(name)).struct.json_encode().alias(name)
+    return pl.col(name).cast(pl.String, strict=False)
+
+
 def _output_name(name: str, taken: set[str]) -> str:
     while name in taken:
         name = f"{name}_input"
@@ -210,7 +218,7 @@ def validate(
     reason_name = _output_name("reason", taken)
     quarantined = raw_bad.select(
         row.cast(pl.Int64).alias(row_name),
-        *[pl.col(n).cast(pl.String, strict=False) for n in original],
+        *[_as_text(n, schema[n]) for n in original],
         reason.alias(reason_name),
     )
     counts = dict(quarantined.group_by(reason_name).len().iter_rows())

@@ -65,7 +65,7 @@ def _fmt_outcomes(outcomes: dict[str, int]) -> str:
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
     if not ROWS:
         return
-    head = ("scenario", "requests", "outcomes", "faults injected", "data lost", "result")
+    head = ("scenario", "requests/reads", "outcomes", "faults injected", "data lost", "result")
     rows = [
         (
             r.scenario,
@@ -87,7 +87,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
         tr.write_line(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     total_lost = sum(r.data_lost for r in ROWS)
     total_req = sum(r.requests for r in ROWS)
-    tr.write_line(f"total: {total_req} requests, data lost = {total_lost}")
+    tr.write_line(f"total: {total_req} requests/reads checked, data lost = {total_lost}")
     for r in ROWS:
         if r.notes:
             tr.write_line(f"  {r.scenario}: {r.notes}")

@@ -1,5 +1,6 @@
-"""Reliability harness: a real ``patron serve`` process with its log captured to a file,
-and a bounded, steady-rate load generator over loopback that records every outcome."""
+"""Reliability harness: the published customer table, a Redis stop that keeps its data,
+a real ``patron serve`` process with its log captured to a file, and a bounded,
+steady-rate load generator over loopback that records every outcome."""
 
 from __future__ import annotations
 
@@ -17,10 +18,45 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import polars as pl
+import redis
 
-from tests.services import free_port
+from tests.services import RedisServer, free_port
+from tests.serving.helpers import customer_id
 
 ROOT = Path(__file__).resolve().parents[2]
+N_CUSTOMERS = 300  # the customers of tests.serving.helpers.make_bundle
+TIERS = ("bronze", "silver", "gold", "platinum")
+
+
+def customers_table() -> pl.DataFrame:
+    """Tiers cycle silver/gold/platinum so a known customer is never the default 'bronze'."""
+    ids = [customer_id(u) for u in range(N_CUSTOMERS)]
+    return pl.DataFrame(
+        {
+            "customer_id": ids,
+            "tier": [TIERS[1 + u % 3] for u in range(N_CUSTOMERS)],
+            "segment": [f"seg{u % 4}" for u in range(N_CUSTOMERS)],
+            "churn_risk": [round(u / N_CUSTOMERS, 3) for u in range(N_CUSTOMERS)],
+            "clv_band": ["mid"] * N_CUSTOMERS,
+            "loyalty_index": [float(u % 100) for u in range(N_CUSTOMERS)],
+            "marketing_consent": [u % 2 == 0 for u in range(N_CUSTOMERS)],
+            "next_tier": [TIERS[min(3, 2 + u % 3)] for u in range(N_CUSTOMERS)],
+            "progress_to_next": [100.0 + u for u in range(N_CUSTOMERS)],
+            "typical_spend": [20.0] * N_CUSTOMERS,
+        }
+    )
+
+
+def stop_redis(srv: RedisServer) -> None:
+    """Stop redis-server the way a restart of a persistent instance does (SHUTDOWN SAVE):
+    the data comes back with it, so what is measured is the API, not Redis durability."""
+    c = redis.Redis.from_url(srv.url)
+    c.shutdown(save=True)
+    c.close()
+    assert srv.proc is not None
+    srv.proc.wait(10)
+    srv.proc = None
 
 
 @dataclass

@@ -20,15 +20,24 @@ import redis
 
 from features.online import OnlineStore
 from tests.reliability.conftest import Report
-from tests.reliability.harness import Call, Outcome, SteadyLoad, is_degraded, serve
-from tests.services import RedisServer, redis_server
+from tests.reliability.harness import (
+    N_CUSTOMERS,
+    TIERS,
+    Call,
+    Outcome,
+    SteadyLoad,
+    customers_table,
+    is_degraded,
+    serve,
+    stop_redis,
+)
+from tests.services import redis_server
 from tests.serving.conftest import ADMIN_KEY
 from tests.serving.helpers import customer_id, item_id, items_frame, make_bundle
 
 pytestmark = pytest.mark.reliability
 
 NS = "rel"
-N_CUSTOMERS = 300
 RATE = 50.0  # requests per second
 SECONDS = 60.0
 FAULT_AT = 20.0  # seconds into the load
@@ -39,26 +48,6 @@ RETRY_S = 0.5
 # time a request can wait on Redis (2 timeouts): documented margin.
 RECOVERY_MARGIN = RETRY_S + 2 * TIMEOUT_MS / 1000 + 0.5
 FULL_SERVICE_WITHIN = 5.0
-TIERS = ("bronze", "silver", "gold", "platinum")
-
-
-def customers_table() -> pl.DataFrame:
-    """Tiers cycle silver/gold/platinum so a known customer is never the default 'bronze'."""
-    ids = [customer_id(u) for u in range(N_CUSTOMERS)]
-    return pl.DataFrame(
-        {
-            "customer_id": ids,
-            "tier": [TIERS[1 + u % 3] for u in range(N_CUSTOMERS)],
-            "segment": [f"seg{u % 4}" for u in range(N_CUSTOMERS)],
-            "churn_risk": [round(u / N_CUSTOMERS, 3) for u in range(N_CUSTOMERS)],
-            "clv_band": ["mid"] * N_CUSTOMERS,
-            "loyalty_index": [float(u % 100) for u in range(N_CUSTOMERS)],
-            "marketing_consent": [u % 2 == 0 for u in range(N_CUSTOMERS)],
-            "next_tier": [TIERS[min(3, 2 + u % 3)] for u in range(N_CUSTOMERS)],
-            "progress_to_next": [100.0 + u for u in range(N_CUSTOMERS)],
-            "typical_spend": [20.0] * N_CUSTOMERS,
-        }
-    )
 
 
 def make_call(i: int) -> Call:
@@ -83,17 +72,6 @@ def make_call(i: int) -> Call:
         }
         return Call("POST", "/v1/events", {"events": [ev]}, tag="event")
     return Call("GET", "/v1/popular?k=5&tier=gold", tag="popular")
-
-
-def stop_redis(srv: RedisServer) -> None:
-    """Stop redis-server the way a restart of a persistent instance does (SHUTDOWN SAVE):
-    the data comes back with it, so what is measured is the API, not Redis durability."""
-    c = redis.Redis.from_url(srv.url)
-    c.shutdown(save=True)
-    c.close()
-    assert srv.proc is not None
-    srv.proc.wait(10)
-    srv.proc = None
 
 
 def expected_tier(cid: str) -> str:

@@ -15,7 +15,7 @@ import redis
 from features.online import OnlineStore
 from serving.app import create_app
 from tests.reliability.conftest import Report
-from tests.reliability.test_load_fault import customers_table, stop_redis
+from tests.reliability.harness import customers_table, stop_redis
 from tests.services import redis_server
 from tests.serving.conftest import settings_for
 from tests.serving.helpers import customer_id, items_frame, make_bundle

@@ -14,7 +14,7 @@ import redis
 from features.online import OnlineStore
 from serving.registry_client import RegistryClient
 from tests.reliability.conftest import Report
-from tests.reliability.harness import Call, Server, SteadyLoad, serve, spawn
+from tests.reliability.harness import Call, Server, SteadyLoad, customers_table, serve, spawn
 from tests.services import free_port
 from tests.serving.conftest import ADMIN_KEY
 from tests.serving.helpers import customer_id, items_frame, make_bundle
@@ -46,8 +46,6 @@ def server_env(redis_url: str, cache: Path, tracking_uri: str) -> dict[str, str]
 
 @pytest.fixture
 def features(redis_url: str) -> str:
-    from tests.reliability.test_load_fault import customers_table
-
     client = redis.Redis.from_url(redis_url)
     OnlineStore(client, NS).publish(customers_table(), items_frame(240))
     client.close()
