@@ -273,3 +273,10 @@ def test_events_use_batch_validator_rules(client: TestClient) -> None:
     assert "duplicate" in res[1]["errors"][0]
     # spend since the build: +10 for the purchase, -5 for the return
     assert client.get("/v1/customers/c00001/profile").json()["spend_since_build"] == 5.0
+
+
+def test_405_lists_every_method_of_the_path(client: TestClient) -> None:
+    r = client.request("OPTIONS", "/admin/rules")
+    assert r.status_code == 405
+    allowed = {m.strip() for m in r.headers["allow"].split(",")}
+    assert {"GET", "PUT"} <= allowed
