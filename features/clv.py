@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 from scipy import optimize, special
+from threadpoolctl import threadpool_limits
 
 F = npt.NDArray[np.float64]
 
@@ -48,9 +50,12 @@ class GammaGamma:
 
 def compress(*cols: npt.ArrayLike) -> tuple[list[F], F]:
     """Unique rows of the given columns and how often each occurs (the fit weights)."""
-    stacked = np.column_stack([np.asarray(c, dtype=np.float64) for c in cols])
-    uniq, counts = np.unique(stacked, axis=0, return_counts=True)
-    return [uniq[:, i] for i in range(uniq.shape[1])], counts.astype(np.float64)
+    names = [f"c{i}" for i in range(len(cols))]
+    df = pl.DataFrame(
+        {n: np.asarray(c, dtype=np.float64) for n, c in zip(names, cols, strict=True)}
+    )
+    g = df.group_by(names).len().sort(names)
+    return [g[n].to_numpy() for n in names], g["len"].to_numpy().astype(np.float64)
 
 
 def _check_bgnbd_input(x: F, t_x: F, T: F) -> None:
@@ -146,8 +151,8 @@ def fit_bgnbd(
         with np.errstate(all="ignore"):
             ll, g = _bgnbd_ll_grad(p, data)
         assert g is not None
-        v = -float(np.dot(w, ll)) * scale
-        grad = -(g @ w) * scale * p  # chain rule for log parameters
+        v = -float((w * ll).sum()) * scale
+        grad = -(g * w).sum(axis=1) * scale * p  # chain rule for log parameters
         if not (np.isfinite(v) and np.all(np.isfinite(grad))):
             return 1e30, np.zeros_like(logp)
         return v, grad
@@ -155,19 +160,21 @@ def fit_bgnbd(
     best = _minimize(nll, np.log(np.asarray(init, dtype=np.float64)))
     p = np.exp(best)
     ll, _ = _bgnbd_ll_grad(p, data, grad=False)
-    return BGNBD(float(p[0]), float(p[1]), float(p[2]), float(p[3]), float(np.dot(w, ll)))
+    return BGNBD(float(p[0]), float(p[1]), float(p[2]), float(p[3]), float((w * ll).sum()))
 
 
 def _minimize(fun: Any, x0: F) -> F:
     """L-BFGS-B with analytic gradients on log parameters, to tight tolerances."""
-    res = optimize.minimize(
-        fun,
-        x0,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=[(-15.0, 15.0)] * len(x0),
-        options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000},
-    )
+    # BLAS threads only add contention for 3-4 parameters (L-BFGS-B calls BLAS internally)
+    with threadpool_limits(limits=1, user_api="blas"):
+        res = optimize.minimize(
+            fun,
+            x0,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(-15.0, 15.0)] * len(x0),
+            options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000},
+        )
     return np.asarray(res.x, dtype=np.float64)
 
 
@@ -286,10 +293,7 @@ def fit_gamma_gamma(
             "Gamma-Gamma needs at least 2 repeat customers with positive spend; "
             "extend the calibration period or check unit_price"
         )
-    if w_in is None:
-        (xa, ma), w = compress(xa, ma)
-    else:
-        w = w_in
+    w = np.ones(xa.size) if w_in is None else w_in  # spend is continuous: no compression
     scale = 1.0 / float(np.sum(w))
     data = _GGData(xa, ma)
 
@@ -298,14 +302,14 @@ def fit_gamma_gamma(
         with np.errstate(all="ignore"):
             ll, g = _gg_ll_grad(p, data)
         assert g is not None
-        v = -float(np.dot(w, ll)) * scale
-        grad = -(g @ w) * scale * p
+        v = -float((w * ll).sum()) * scale
+        grad = -(g * w).sum(axis=1) * scale * p
         if not (np.isfinite(v) and np.all(np.isfinite(grad))):
             return 1e30, np.zeros_like(logp)
         return v, grad
 
     best = np.exp(_minimize(nll, np.log(np.asarray(init, dtype=np.float64))))
-    ll = float(np.dot(w, _gg_ll_grad(best, data, grad=False)[0]))
+    ll = float((w * _gg_ll_grad(best, data, grad=False)[0]).sum())
     return GammaGamma(float(best[0]), float(best[1]), float(best[2]), ll)
 
 

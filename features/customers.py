@@ -55,6 +55,9 @@ COLUMNS = (
 )
 
 
+MIN_CLV_CUSTOMERS = 20
+
+
 @dataclass(frozen=True)
 class ClvOptions:
     horizon_weeks: int = 52
@@ -86,6 +89,11 @@ def add_clv(
     nan = np.full(df.height, np.nan)
     exp_tx = pa = spend = value = nan
     try:
+        if df.height < MIN_CLV_CUSTOMERS or int((x > 0).sum()) < 2:
+            raise ValueError(
+                f"need at least {MIN_CLV_CUSTOMERS} customers and 2 repeat buyers to fit "
+                f"CLV models, got {df.height} and {int((x > 0).sum())}"
+            )
         bg = clv.fit_bgnbd(x, t_x, T)
         info["bgnbd"] = bg.as_dict()
         exp_tx = clv.expected_transactions(bg, float(opts.horizon_weeks), x, t_x, T)
@@ -110,6 +118,8 @@ def fill_prices(events: pl.LazyFrame, catalog: pl.LazyFrame | None) -> pl.LazyFr
     """Unknown unit prices fall back to the catalog price (e.g. ratings data as purchases)."""
     if catalog is None or "price" not in catalog.collect_schema().names():
         return events
+    if events.select(pl.col("unit_price").null_count()).collect().item() == 0:
+        return events  # nothing to fill: skip the join
     prices = catalog.select("item_id", pl.col("price").cast(pl.Float64).alias("_price"))
     return (
         events.join(prices, on="item_id", how="left")

@@ -29,8 +29,6 @@ PARQUET_MAGIC = b"PAR1"
 # Integer/decimal Unix seconds accepted by the timestamp parser (year 1970..2999).
 MAX_EPOCH_SECONDS = 32_503_680_000
 _EPOCH_RE = r"^\d+(\.\d*)?$"
-_TZ_FORMATS = ("%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M%z")
-_NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 
 
 class InputError(ValueError):
@@ -79,6 +77,8 @@ def scan_table(path: Path, required: Sequence[str] = ()) -> pl.LazyFrame:
     except (pl.exceptions.PolarsError, OSError) as exc:
         msg = " ".join(str(exc).split())[:200]
         raise InputError(f"{path}: cannot be read as {fmt.upper()}: {msg}") from None
+    if fmt == "csv" and any(_binary(c) for c in columns):
+        raise InputError(f"{path}: not a text CSV file (undecodable bytes in the header line)")
     stripped = [c.strip() for c in columns]
     if stripped != columns:
         lf = lf.rename(dict(zip(columns, stripped, strict=True)))
@@ -86,9 +86,26 @@ def scan_table(path: Path, required: Sequence[str] = ()) -> pl.LazyFrame:
     if missing:
         raise InputError(
             f"{path}: missing required column(s) {', '.join(missing)}; "
-            f"found {', '.join(stripped) or 'none'}"
+            f"found {show_columns(stripped)}"
         )
     return lf
+
+
+def _binary(text: str) -> bool:
+    """True when text decoded from a file holds bytes no text file would (replaced/control)."""
+    return "\ufffd" in text or any(ord(ch) < 32 and ch not in "\t\r\n" for ch in text)
+
+
+def show_columns(columns: Sequence[str], limit: int = 12) -> str:
+    """Column names for an error message: printable, short, at most ``limit`` of them."""
+    if not columns:
+        return "no columns"
+    shown = [
+        c if c.isprintable() and len(c) <= 40 else repr(c[:40]) + ("..." if len(c) > 40 else "")
+        for c in columns[:limit]
+    ]
+    more = f" (+{len(columns) - limit} more)" if len(columns) > limit else ""
+    return ", ".join(shown) + more
 
 
 def parse_string(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -136,11 +153,10 @@ def _epoch_seconds(val: pl.Expr) -> pl.Expr:
 
 
 def parse_timestamp(name: str, dtype: pl.DataType) -> pl.Expr:
-    """A timestamp column as Datetime(us, UTC).
+    """A non-text timestamp column as Datetime(us, UTC); text goes through with_timestamp.
 
-    Accepts datetimes (naive = UTC), dates, integer or decimal Unix seconds, and ISO-8601
-    strings (``YYYY-MM-DD``, ``YYYY-MM-DD[T ]HH:MM[:SS[.fff]]`` with optional ``Z``, ``UTC``
-    or ``±HH[:]MM`` offset). Anything else becomes null.
+    Datetimes (naive = UTC), dates, and integer or decimal Unix seconds are accepted; any
+    other dtype becomes null.
     """
     col = pl.col(name)
     if isinstance(dtype, pl.Datetime):
@@ -151,24 +167,72 @@ def parse_timestamp(name: str, dtype: pl.DataType) -> pl.Expr:
         return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
     if dtype.is_numeric():
         return _epoch_seconds(col.cast(pl.Float64))
+    if dtype == pl.String:
+        raise TypeError("text timestamps are parsed with with_timestamp()")
+    return pl.lit(None, dtype=TS)
+
+
+def with_timestamp(lf: pl.LazyFrame, src: str, dst: str) -> pl.LazyFrame:
+    """Add column ``dst`` = column ``src`` parsed as Datetime(us, UTC) (null if unparseable).
+
+    Text accepts ISO-8601 — ``YYYY-MM-DD``, ``YYYY-MM-DD[T ]HH:MM[:SS[.f]]`` with an optional
+    ``Z``, ``UTC`` or ``±HH[:]MM`` offset (none = UTC) — or integer/decimal Unix seconds.
+    Text is brought to one canonical layout in stages (one column per stage, so no step is
+    computed twice) and parsed with a single fixed format: ~10x faster than trying formats.
+    """
+    dtype = lf.collect_schema()[src]
     if dtype != pl.String:
-        return pl.lit(None, dtype=TS)
-    s = (
-        col.str.strip_chars()
-        .str.replace(r"^(\d{4}-\d{2}-\d{2})[Tt ]\s*", "$1 ")
-        .str.replace(r"\s*(Z|z|UTC)$", "+00:00")
+        return lf.with_columns(parse_timestamp(src, dtype).alias(dst))
+    t = [f"__ts_{dst}_{i}" for i in range(5)]
+    a, b, c, rest, raw = (pl.col(x) for x in t)
+    lf = lf.with_columns(pl.col(src).str.strip_chars().alias(t[4]))
+    lf = lf.with_columns(  # date/time separator T (or t) -> blank
+        pl.when(raw.str.slice(10, 1).is_in(["T", "t"]))
+        .then(raw.str.slice(0, 10) + " " + raw.str.slice(11))
+        .otherwise(raw)
+        .alias(t[0])
     )
-    parsed = [
-        s.str.to_datetime(f, strict=False, time_unit="us").dt.convert_time_zone("UTC")
-        for f in _TZ_FORMATS
-    ]
-    parsed += [
-        s.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC") for f in _NAIVE_FORMATS
-    ]
+    lf = lf.with_columns(  # Z / UTC suffix -> +00:00
+        pl.when(a.str.ends_with("Z") | a.str.ends_with("z"))
+        .then(a.str.head(-1) + "+00:00")
+        .when(a.str.ends_with("UTC"))
+        .then(a.str.head(-3).str.strip_chars_end() + "+00:00")
+        .otherwise(a)
+        .alias(t[1])
+    )
+    lf = lf.with_columns(  # date only -> midnight; HH:MM -> HH:MM:00
+        pl.when(b.str.len_bytes() == 10)
+        .then(b + " 00:00:00")
+        .when((b.str.slice(13, 1) == ":") & (b.str.slice(16, 1) != ":"))
+        .then(b.str.slice(0, 16) + ":00" + b.str.slice(16))
+        .otherwise(b)
+        .alias(t[2])
+    )
+    lf = lf.with_columns(c.str.slice(19).alias(t[3]))
+    frac = rest.str.extract(r"^\.(\d{1,9})", 1)
+    offset = rest.str.extract(r"([+-]\d{2}:?\d{2})$", 1).str.replace(":", "", literal=True)
+    micros = (frac + "000000").str.slice(0, 6).cast(pl.Int64, strict=False).fill_null(0)
+    sign = pl.when(offset.str.slice(0, 1) == "-").then(-1).otherwise(1)
+    off_min = (
+        sign
+        * (
+            offset.str.slice(1, 2).cast(pl.Int64, strict=False) * 60
+            + offset.str.slice(3, 2).cast(pl.Int64, strict=False)
+        )
+    ).fill_null(0)
+    iso = (
+        pl.when(rest.str.contains(r"^(\.\d{1,9})?([+-]\d{2}:?\d{2})?$"))
+        .then(
+            c.str.slice(0, 19).str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False, time_unit="us")
+            + pl.duration(microseconds=micros)
+            - pl.duration(minutes=off_min)
+        )
+        .dt.replace_time_zone("UTC")
+    )
     epoch = _epoch_seconds(
-        pl.when(s.str.contains(_EPOCH_RE)).then(s.cast(pl.Float64, strict=False))
+        pl.when(a.str.contains(_EPOCH_RE)).then(a.cast(pl.Float64, strict=False))
     )
-    return pl.coalesce([*parsed, epoch])
+    return lf.with_columns(pl.coalesce(iso, epoch).alias(dst)).drop(t)
 
 
 def conform(
@@ -194,7 +258,8 @@ def conform(
         elif dtype == pl.Boolean:
             expr = parse_bool(name, have[name])
         elif isinstance(dtype, pl.Datetime):
-            expr = parse_timestamp(name, have[name])
+            lf = with_timestamp(lf, name, f"__conform_{name}")
+            expr = pl.col(f"__conform_{name}")
         else:
             expr = pl.col(name).cast(dtype, strict=False)
         if name in defaults and name in have:

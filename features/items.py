@@ -40,17 +40,25 @@ def build_items(
     trending_days: int = TRENDING_DAYS,
 ) -> pl.DataFrame:
     """One row per item bought (or listed in the catalog)."""
+    if catalog is not None and "category" not in catalog.collect_schema().names():
+        catalog = catalog.with_columns(category=pl.lit(None, dtype=pl.String))
     ev = events.filter((pl.col("ts") <= as_of) & pl.col("item_id").is_not_null() & (QTY > 0))
     if catalog is not None:
         ev = ev.join(catalog.select("item_id", "category"), on="item_id", how="left")
     else:
         ev = ev.with_columns(category=pl.lit(None, dtype=pl.String))
-    ev = ev.collect().lazy()  # reused by every aggregate below
-    since = as_of - timedelta(days=trending_days)
-    pop = ev.group_by("item_id").agg(
-        purchases=QTY.sum(),
-        buyers=pl.col("customer_id").n_unique().cast(pl.Int64),
-        recent_buyers=pl.col("customer_id").filter(pl.col("ts") > since).n_unique().cast(pl.Int64),
+    since = pl.lit(as_of - timedelta(days=trending_days)).cast(pl.Datetime("us", "UTC"))
+    # one row per (item, buyer): every popularity count below is a plain fast-path aggregate
+    pairs = (
+        ev.group_by("item_id", "customer_id")
+        .agg(units=QTY.sum(), last_ts=pl.col("ts").max(), category=pl.col("category").first())
+        .collect()
+        .lazy()
+    )
+    pop = pairs.group_by("item_id").agg(
+        purchases=pl.col("units").sum(),
+        buyers=pl.len().cast(pl.Int64),
+        recent_buyers=(pl.col("last_ts") > since).sum().cast(pl.Int64),
         category=pl.col("category").first(),
     )
     total_days = ev.select((pl.col("ts").max() - pl.col("ts").min()).dt.total_days() + 1)
@@ -62,17 +70,17 @@ def build_items(
         trending=(pl.col("recent_buyers") / pl.col("buyers")) * (span / window),
     )
     seg = customers.lazy().select("customer_id", "tier", "segment")
-    tagged = ev.select("item_id", "customer_id").join(seg, on="customer_id", how="left")
+    tagged = pairs.select("item_id", "customer_id").join(seg, on="customer_id", how="left")
     per_tier = (
         tagged.group_by("item_id", "tier")
-        .agg(n=pl.col("customer_id").n_unique())
+        .agg(n=pl.len())
         .collect()
         .pivot(on="tier", index="item_id", values="n")
     )
     per_tier = per_tier.rename({c: f"buyers_tier_{c}" for c in per_tier.columns if c != "item_id"})
     per_seg = (
         tagged.group_by("item_id", "segment")
-        .agg(n=pl.col("customer_id").n_unique())
+        .agg(n=pl.len())
         .collect()
         .pivot(on="segment", index="item_id", values="n")
     )

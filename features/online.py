@@ -180,20 +180,33 @@ def _codebook(customers: pl.DataFrame) -> dict[str, list[str]]:
     }
 
 
+def _typed_customers(customers: pl.DataFrame, cols: list[str]) -> pl.DataFrame:
+    """customer_id and every packed field in its storage type (missing ones as nulls)."""
+    return customers.select(
+        pl.col("customer_id").cast(pl.String),
+        *[
+            (
+                (pl.col(c) if c in cols else pl.lit(None)).cast(
+                    pl.String if c in CODED else pl.Float64
+                )
+                if c != "marketing_consent"
+                else (pl.col(c) if c in cols else pl.lit(False)).cast(pl.Boolean).fill_null(False)
+            ).alias(c)  # a missing optional column becomes nulls under its own name
+            for c in PACKED_FIELDS
+        ],
+    )
+
+
 def pack_customers(customers: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, list[str]]]:
     """customer_id, packed value string (vectorised) and the codebook used for categoricals."""
     cols = customers.columns
     if "customer_id" not in cols:
         raise ValueError("customers table needs a customer_id column")
-    filled = customers.select(
-        pl.col("customer_id").cast(pl.String),
-        *[
-            (pl.col(c) if c in cols else pl.lit(None)).cast(pl.String if c in CODED else pl.Float64)
-            if c != "marketing_consent"
-            else (pl.col(c) if c in cols else pl.lit(False)).cast(pl.Boolean).fill_null(False)
-            for c in PACKED_FIELDS
-        ],
-    )
+    try:
+        filled = _typed_customers(customers, cols)
+    except pl.exceptions.PolarsError as exc:  # e.g. a text column where a number belongs
+        msg = " ".join(str(exc).split())[:200]
+        raise ValueError(f"customers table has a column of the wrong type: {msg}") from None
     book = _codebook(filled)
     parts: list[pl.Expr] = []
     for c in PACKED_FIELDS:

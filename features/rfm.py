@@ -20,6 +20,11 @@ def _days(delta: pl.Expr) -> pl.Expr:
     return delta.dt.total_microseconds().cast(pl.Float64) / (DAY_S * 1e6)
 
 
+def _distinct(col: str) -> pl.Expr:
+    """Distinct non-null values (n_unique counts null as a value; this stays on the fast path)."""
+    return pl.col(col).n_unique() - (pl.col(col).null_count() > 0).cast(pl.UInt32)
+
+
 def behaviour(
     events: pl.LazyFrame,
     as_of: datetime,
@@ -33,10 +38,6 @@ def behaviour(
     ev = events.filter(pl.col("ts") <= as_of).with_columns(
         spend=SPEND, is_purchase=QTY > 0, day=pl.col("ts").dt.date()
     )
-    if catalog is not None:
-        ev = ev.join(catalog.select("item_id", "category"), on="item_id", how="left")
-    else:
-        ev = ev.with_columns(category=pl.lit(None, dtype=pl.String))
     buy = pl.col("is_purchase")
     cutoff = pl.lit(as_of - timedelta(days=window_days)).cast(pl.Datetime("us", "UTC"))
     # plain aggregations over pre-masked columns stay on polars' fast group-by path
@@ -47,6 +48,9 @@ def behaviour(
             gross=pl.when(buy).then(pl.col("spend")).otherwise(0.0),
             spend_12m=pl.when(pl.col("ts") > cutoff).then(pl.col("spend")).otherwise(0.0),
             is_return=(~buy).cast(pl.Int64),
+            # an order is its order_id, or the purchase day for rows without one
+            order_key=pl.when(buy).then(pl.col("order_id")),
+            day_key=pl.when(buy & pl.col("order_id").is_null()).then(pl.col("day")),
         )
         .group_by("customer_id")
         .agg(
@@ -57,36 +61,36 @@ def behaviour(
             monetary_total=pl.col("spend").sum(),
             spend_12m=pl.col("spend_12m").sum(),
             returns=pl.col("is_return").sum(),
+            frequency=(_distinct("order_key") + _distinct("day_key")).cast(pl.Int64),
         )
     )
-    # an order is its order_id, or the purchase day for rows without one
-    orders = (
-        ev.filter(buy)
-        .select(
-            "customer_id",
-            key=pl.when(pl.col("order_id").is_not_null())
-            .then(pl.col("order_id").hash())
-            .otherwise(pl.col("day").cast(pl.Int64).cast(pl.UInt64)),
+    if catalog is not None and "category" in catalog.collect_schema().names():
+        cat = (
+            ev.filter(buy)
+            .select("customer_id", "item_id", "spend")
+            .join(catalog.select("item_id", "category"), on="item_id", how="inner")
+            .filter(pl.col("category").is_not_null())
+            .group_by("customer_id", "category")
+            .agg(pl.col("spend").sum())
+            .group_by("customer_id")
+            .agg(
+                category_count=pl.len().cast(pl.Int64),
+                top_cat_spend=pl.col("spend").max(),
+                cat_spend=pl.col("spend").sum(),
+            )
         )
-        .unique()
-        .group_by("customer_id")
-        .agg(frequency=pl.len().cast(pl.Int64))
-    )
-    cat = (
-        ev.filter(buy & pl.col("category").is_not_null())
-        .group_by("customer_id", "category")
-        .agg(pl.col("spend").sum())
-        .group_by("customer_id")
-        .agg(
-            category_count=pl.len().cast(pl.Int64),
-            top_cat_spend=pl.col("spend").max(),
-            cat_spend=pl.col("spend").sum(),
+    else:
+        cat = pl.LazyFrame(
+            schema={
+                "customer_id": pl.String,
+                "category_count": pl.Int64,
+                "top_cat_spend": pl.Float64,
+                "cat_spend": pl.Float64,
+            }
         )
-    )
     as_of_lit = pl.lit(as_of).cast(pl.Datetime("us", "UTC"))
     return (
         per.filter(pl.col("first_ts").is_not_null())
-        .join(orders, on="customer_id", how="left")
         .join(cat, on="customer_id", how="left")
         .select(
             "customer_id",

@@ -6,7 +6,8 @@ Segments, checked in this order:
                   (BG/NBD puts P(alive) = 1 for one-time buyers, so recency backs it up);
 3. ``high_value`` clv_band == "top", or f_score == 5 and m_score >= 4;
 4. ``regular``    everyone else.
-CLV bands by rank of clv: top = best 10%, high = next 20%, medium = next 30%, low = rest.
+CLV bands by rank of clv: top = best 10%, high = next 20%, medium = next 30%, low = rest;
+null when CLV could not be computed (too little history).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ CLV_BANDS = (("top", 0.90), ("high", 0.70), ("medium", 0.40), ("low", 0.0))
 
 def clv_band(col: str = "clv") -> pl.Expr:
     """Band by percentile rank of CLV (ordinal rank keeps band sizes fixed under ties)."""
-    pct = pl.col(col).fill_null(0.0).rank("ordinal").cast(pl.Float64) / pl.len()
+    pct = pl.col(col).rank("ordinal").cast(pl.Float64) / pl.col(col).count()
     expr = pl.lit("low")
     for name, lo in reversed(CLV_BANDS[:-1]):
         expr = pl.when(pct > lo).then(pl.lit(name)).otherwise(expr)
-    return expr
+    return pl.when(pl.col(col).is_null()).then(pl.lit(None, dtype=pl.String)).otherwise(expr)
 
 
 def segment() -> pl.Expr:

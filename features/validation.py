@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from features.io import InputError, parse_number, parse_string, parse_timestamp
+from features.io import InputError, parse_number, parse_string, show_columns, with_timestamp
 from features.schemas import EVENTS, EVENTS_REQUIRED
 
 # Checked in this order; a row is quarantined with the first reason that applies.
@@ -61,6 +61,14 @@ def _reason_expr(checks: list[tuple[str, pl.Expr]]) -> pl.Expr:
     return expr.otherwise(pl.lit(None, dtype=pl.String))
 
 
+def _as_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    """An input column as text for the quarantine file; nested values (lists, structs from
+    Parquet) as JSON, since polars cannot cast them to strings."""
+    if dtype.is_nested():
+        return pl.struct(pl.col(name)).struct.json_encode().alias(name)
+    return pl.col(name).cast(pl.String, strict=False)
+
+
 def _output_name(name: str, taken: set[str]) -> str:
     while name in taken:
         name = f"{name}_input"
@@ -84,7 +92,7 @@ def validate(
     missing = [c for c in EVENTS_REQUIRED if c not in schema]
     if missing:
         raise InputError(
-            f"missing required column(s) {', '.join(missing)}; found {', '.join(schema.names())}"
+            f"missing required column(s) {', '.join(missing)}; found {show_columns(schema.names())}"
         )
     original = schema.names()
     now = now or datetime.now(UTC)
@@ -97,7 +105,6 @@ def validate(
 
     cust = parse_string("customer_id", schema["customer_id"])
     item = opt("item_id", parse_string, pl.String())
-    ts = parse_timestamp("ts", schema["ts"])
     qty = opt("quantity", parse_number, pl.Float64())
     price = opt("unit_price", parse_number, pl.Float64())
     qty_present = (
@@ -120,10 +127,10 @@ def validate(
     else:
         is_return = is_purchase = bad_etype = pl.lit(False)
 
-    base = lf.with_row_index(f"{_P}row", offset=1).with_columns(
+    base = with_timestamp(lf.with_row_index(f"{_P}row", offset=1), "ts", f"{_P}ts")
+    base = base.with_columns(
         cust.alias(f"{_P}customer_id"),
         item.alias(f"{_P}item_id"),
-        ts.alias(f"{_P}ts"),
         qty.alias(f"{_P}qty_parsed"),
         price.alias(f"{_P}unit_price"),
         qty_present.alias(f"{_P}qty_present"),
@@ -185,12 +192,22 @@ def validate(
         .otherwise(pl.col(f"{_P}reason"))
         .alias(f"{_P}reason")
     )
+    # Pass 1 keeps only the normalised columns (the raw text is dropped as soon as it is
+    # parsed); pass 2 re-reads the raw text of the rejected rows only. This bounds memory by
+    # the clean table, not clean + raw.
+    row, reason = pl.col(f"{_P}row"), pl.col(f"{_P}reason")
     try:
-        df = base.collect()
+        df = base.select(row, *ncols, reason).collect()
+        bad = df.filter(reason.is_not_null()).select(row, reason)
+        raw_bad = (
+            lf.with_row_index(f"{_P}row", offset=1)
+            .join(bad.lazy(), on=f"{_P}row", how="inner")
+            .sort(f"{_P}row")
+            .collect()
+        )
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read events: {' '.join(str(exc).split())[:200]}") from None
 
-    reason = pl.col(f"{_P}reason")
     accepted = (
         df.filter(reason.is_null())
         .select([pl.col(f"{_P}n_{name}").alias(name) for name in EVENTS])
@@ -199,9 +216,9 @@ def validate(
     taken = set(original)
     row_name = _output_name("row_number", taken)
     reason_name = _output_name("reason", taken)
-    quarantined = df.filter(reason.is_not_null()).select(
-        pl.col(f"{_P}row").cast(pl.Int64).alias(row_name),
-        *[pl.col(n).cast(pl.String, strict=False) for n in original],
+    quarantined = raw_bad.select(
+        row.cast(pl.Int64).alias(row_name),
+        *[_as_text(n, schema[n]) for n in original],
         reason.alias(reason_name),
     )
     counts = dict(quarantined.group_by(reason_name).len().iter_rows())

@@ -35,6 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
+import polars.selectors as cs
 from IPython.display import display
 
 from features import clv, clv_data, tiers
@@ -57,11 +58,12 @@ def save(fig: plt.Figure, name: str) -> None:
     fig.tight_layout()
     fig.savefig(REPORTS / f"{name}.png")
     plt.close(fig)
-    print(f"saved {REPORTS / name}.png")
+    print(f"saved {REPORTS.name}/{name}.png")
 
 
 def table(df: pl.DataFrame, name: str) -> pl.DataFrame:
     """Write a table as reports/loyalty_cdnow/<name>.csv and return it for display."""
+    df = df.with_columns(cs.float().round_sig_figs(6))  # no float noise in committed CSVs
     df.write_csv(REPORTS / f"{name}.csv")
     return df
 
@@ -212,16 +214,15 @@ fig, ax = plt.subplots(figsize=(7.5, 4.8))
 xs = np.arange(cond_tab.height)
 ax.plot(xs, cond_tab["actual"], "o-", color="black", label="actual (weeks 40-78)")
 ax.plot(xs, cond_tab["predicted"], "s--", color="tab:red", label="BG/NBD E[Y(39) | x, t_x, T]")
-ax.set_xticks(xs, cond_tab["x"].to_list())
+ax.set_xticks(
+    xs,
+    [f"{x}\n(n={n})" for x, n in zip(cond_tab["x"], cond_tab["customers"], strict=True)],
+)
 ax.set(
     title="CDNOW sample: conditional expectations",
-    xlabel="repeat transactions in calibration (weeks 1-39)",
+    xlabel="repeat transactions in calibration (weeks 1-39), customers per group",
     ylabel="mean transactions in holdout",
 )
-for i, n in enumerate(cond_tab["customers"]):
-    ax.annotate(
-        f"n={n}", (i, 0), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8
-    )
 ax.legend()
 save(fig, "conditional_expectations")
 
@@ -311,7 +312,7 @@ axes[0].grid(False)
 fig.colorbar(im, ax=axes[0], shrink=0.8)
 top = rfm_cells.sort("customers", descending=True).head(20)
 axes[1].barh(top["rfm_cell"].to_list()[::-1], top["customers"].to_list()[::-1], color="tab:blue")
-axes[1].set(title="20 largest RFM cells (RFM)", xlabel="customers")
+axes[1].set(title="20 largest RFM cells (label = R, F, M score)", xlabel="customers")
 save(fig, "rfm_cells")
 
 # %% [markdown]
@@ -342,7 +343,7 @@ colors = ["#b08d57", "#a8a9ad", "#d4af37", "#6f7c85"][: len(names)]
 bars = ax.bar(names, tier_tab["customers"], color=colors)
 for b, s in zip(bars, tier_tab["share"], strict=True):
     ax.annotate(
-        f"{100 * s:.1f}%",
+        f"{int(b.get_height())} ({100 * s:.1f}%)",
         (b.get_x() + b.get_width() / 2, b.get_height()),
         ha="center",
         va="bottom",
@@ -350,7 +351,8 @@ for b, s in zip(bars, tier_tab["share"], strict=True):
     )
 ax.set(
     title=f"Loyalty tiers as of {AS_OF.date()} (rolling {rules.window_days}-day {rules.basis})",
-    ylabel="customers",
+    ylabel="customers (log scale)",
+    yscale="log",
 )
 ax.set_xticks(
     range(len(names)),
@@ -429,4 +431,4 @@ axes[1].set(title="share of total CLV by segment", ylabel="% of total CLV")
 save(fig, "clv_by_segment")
 
 # %%
-print("outputs:", sorted(p.name for p in REPORTS.iterdir()))
+print("outputs:", sorted(p.name for p in REPORTS.iterdir() if p.suffix in (".png", ".csv")))

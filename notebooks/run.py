@@ -38,12 +38,12 @@ KERNEL = "patron-python3"
 CELL_TIMEOUT_S = 600
 
 
-def paired_notebook(name: str) -> nbformat.NotebookNode:
+def paired_notebook(name: str, nb_dir: Path = NB_DIR) -> nbformat.NotebookNode:
     """The .ipynb form of notebooks/<name>.py, without outputs (what --sync writes).
 
     Cell ids are numbered, not random, so regenerating the .ipynb gives the same file.
     """
-    nb = jupytext.read(NB_DIR / f"{name}.py")
+    nb = jupytext.read(nb_dir / f"{name}.py")
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"cell-{i:03d}"
     return nb
@@ -53,20 +53,20 @@ def _sources(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
     return [(c.cell_type, c.source) for c in nb.cells]
 
 
-def sync(names: list[str], check: bool) -> int:
+def sync(names: list[str], check: bool, nb_dir: Path = NB_DIR) -> int:
     """Write (or with check, compare) notebooks/<name>.ipynb from the .py script."""
     stale = []
     for name in names:
-        target = NB_DIR / f"{name}.ipynb"
-        nb = paired_notebook(name)
+        target = nb_dir / f"{name}.ipynb"
+        nb = paired_notebook(name, nb_dir)
         if check:
             if not target.is_file() or _sources(nbformat.read(target, as_version=4)) != _sources(
                 nb
             ):
-                stale.append(str(target.relative_to(ROOT)))
+                stale.append(os.path.relpath(target, ROOT))
         else:
             jupytext.write(nb, target)
-            print(f"wrote {target.relative_to(ROOT)}", file=sys.stderr)
+            print(f"wrote {os.path.relpath(target, ROOT)}", file=sys.stderr)
     if stale:
         print(
             f"out of date: {', '.join(stale)}; run `python notebooks/run.py --sync`",
@@ -93,17 +93,20 @@ def _kernel_env(tmp: Path) -> None:
     os.environ["JUPYTER_RUNTIME_DIR"] = str(tmp / "runtime")
     os.environ["IPYTHONDIR"] = str(tmp / "ipython")
     os.environ["MPLBACKEND"] = "Agg"
+    # tqdm.auto (imported by implicit) warns in a kernel without ipywidgets; not our output
+    extra = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = "ignore:IProgress not found" + (f",{extra}" if extra else "")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
 
 
-def execute(name: str, out_root: Path) -> tuple[bool, float, str]:
+def execute(name: str, out_root: Path, nb_dir: Path = NB_DIR) -> tuple[bool, float, str]:
     """Run one notebook; returns (ok, seconds, message)."""
     out_dir = out_root / name
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ["PATRON_REPORTS_DIR"] = str(out_dir)
-    nb = paired_notebook(name)
+    nb = paired_notebook(name, nb_dir)
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
     client = NotebookClient(
         nb,
@@ -129,18 +132,25 @@ def execute(name: str, out_root: Path) -> tuple[bool, float, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "reports", help="reports folder")
-    ap.add_argument("--only", action="append", choices=NOTEBOOKS, help="run just this one")
+    ap.add_argument("--only", action="append", metavar="NAME", help=f"one of {NOTEBOOKS}")
+    ap.add_argument("--dir", type=Path, default=NB_DIR, help="folder of the .py notebooks")
     ap.add_argument("--sync", action="store_true", help="rewrite notebooks/*.ipynb and stop")
     ap.add_argument("--check-sync", action="store_true", help="check notebooks/*.ipynb, stop")
     args = ap.parse_args(argv)
     names = list(args.only or NOTEBOOKS)
+    missing = [n for n in names if not (args.dir / f"{n}.py").is_file()]
+    if missing:
+        print(
+            f"no notebook {missing} in {args.dir}; known: {', '.join(NOTEBOOKS)}", file=sys.stderr
+        )
+        return 2
     if args.sync or args.check_sync:
-        return sync(names, check=args.check_sync)
+        return sync(names, check=args.check_sync, nb_dir=args.dir)
     failed = []
     with tempfile.TemporaryDirectory(prefix="patron-nb-") as tmp:
         _kernel_env(Path(tmp))
         for name in names:
-            ok, seconds, msg = execute(name, args.out.resolve())
+            ok, seconds, msg = execute(name, args.out.resolve(), args.dir)
             status = "ok" if ok else f"FAILED: {msg}"
             print(f"{name}: {status} ({seconds:.1f} s) -> {args.out / name}", file=sys.stderr)
             if not ok:

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from serving.metrics import LatencyMiddleware, Metrics
 from serving.routes import (
     admin,
+    admin_rules,
     events,
     health,
     install_error_handlers,
@@ -21,6 +22,8 @@ from serving.routes import (
     profile,
     recommendations,
 )
+from serving.routes.deps import Services
+from serving.rules.holder import RulesHolder
 from serving.settings import ServingSettings, get_serving_settings
 from serving.state import ModelHolder
 from serving.store import OnlineGateway, StoreFactory, default_store_factory, make_client
@@ -62,12 +65,15 @@ def create_app(
             settings.redis_timeout_ms,
             settings.redis_retry_s,
         )
+        rules = getattr(app.state, "rules", None) or RulesHolder.from_env()
         await holder.reload()
         admin.publish_model_gauge(metrics, holder.models())
         app.state.settings = settings
         app.state.holder = holder
         app.state.gateway = gateway
         app.state.metrics = metrics
+        app.state.rules = rules
+        app.state.services = Services(settings, holder, gateway, metrics, rules)
         task = None
         if settings.reload_interval_s > 0:
             task = asyncio.create_task(_poll(app, holder, settings.reload_interval_s, metrics))
@@ -98,6 +104,7 @@ def create_app(
     app.include_router(admin.router)
     if settings.admin_routes:
         app.include_router(admin.admin_router)
+        app.include_router(admin_rules.router)
     app.include_router(health.router)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     return app

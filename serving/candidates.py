@@ -138,12 +138,11 @@ def blend(hits: Sequence[SourceHits], weights: Mapping[str, float]) -> Candidate
         ]
     ).astype(np.int32)
     uniq, inv = np.unique(item, return_inverse=True)
-    total = np.zeros(len(uniq), dtype=np.float64)
-    np.add.at(total, inv, contrib)
+    total = np.bincount(inv, weights=contrib, minlength=len(uniq))
     # best single contribution per item decides source and anchor
     order = np.lexsort((-contrib, inv))
     first = order[np.r_[True, inv[order][1:] != inv[order][:-1]]]
-    best = first[np.argsort(inv[first])]
+    best = first  # sorted by inv, i.e. aligned with uniq
     rank = np.argsort(-total, kind="stable")
     return CandidateSet(
         item_idx=uniq[rank].astype(np.int32),

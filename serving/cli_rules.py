@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -10,6 +11,11 @@ from patron.cliutil import command, emit
 
 rules_app = typer.Typer(no_args_is_help=True)
 picks_app = typer.Typer(no_args_is_help=True)
+
+
+@picks_app.callback()
+def _picks() -> None:
+    """Personalised email picks (same candidates and rules as the API)."""
 
 
 @rules_app.command("check")
@@ -31,3 +37,100 @@ def rules_show() -> None:
     from serving.rules.loader import load_rules
 
     emit({"valid": True, **load_rules().summary()})
+
+
+@picks_app.command("export")
+@command
+def picks_export(
+    out: Path = typer.Option(..., "--out", help="Output file (written atomically)."),
+    k: int = typer.Option(8, "--k", min=1, max=100, help="Picks per customer."),
+    tier: str | None = typer.Option(None, "--tier", help="Only customers in this tier."),
+    segment: str | None = typer.Option(None, "--segment", help="Only customers in this segment."),
+    fmt: str = typer.Option("parquet", "--format", help="parquet | csv | jsonl"),
+    no_rules: bool = typer.Option(False, "--no-rules", help="Baseline without business rules."),
+    bundle: Path | None = typer.Option(None, "--bundle", help="Model bundle directory."),
+    features: Path | None = typer.Option(
+        None, "--features", help="Folder with customers.parquet (features build output)."
+    ),
+    redis_url: str | None = typer.Option(
+        None, "--redis-url", help="Read customers' online features (as the API does)."
+    ),
+    rules_file: Path | None = typer.Option(
+        None, "--rules", help="Rule file (default PATRON_RULES_FILE or config/rules.yaml)."
+    ),
+    batch_size: int = typer.Option(2048, min=1, help="Customers per vectorised batch."),
+    threads: int = typer.Option(
+        0, min=0, help="FAISS threads for the batch search (0 = all cores)."
+    ),
+) -> None:
+    """Write k picks per consenting customer (item ids, scores, reasons, tier, segment)."""
+    import polars as pl
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from patron.cliutil import UserError
+    from patron.settings import get_settings
+    from serving.picks import export_picks
+    from serving.rules.loader import load_rules
+
+    if fmt not in ("parquet", "csv", "jsonl"):
+        raise UserError(f"--format {fmt!r}: use parquet, csv or jsonl")
+    if bundle is None:
+        raise UserError("--bundle DIR is required (the model bundle to recommend from)")
+    if features is None and redis_url is None:
+        raise UserError("give --features DIR (customers.parquet) or --redis-url URL")
+    rules = None if no_rules else load_rules(rules_file)
+
+    from serving.model import load_model
+
+    model = load_model(bundle)
+    read_online = None
+    if redis_url is not None:
+        import redis
+
+        from features.online import OnlineStore
+        from serving.picks import RECENT_K
+
+        store = OnlineStore(redis.Redis.from_url(redis_url), get_settings().redis_namespace)
+
+        def read_online(ids: list[str]) -> list:  # type: ignore[type-arg]
+            return store.read_customers(ids, RECENT_K)
+
+    if features is not None:
+        path = features / "customers.parquet" if features.is_dir() else features
+        if not path.is_file():
+            raise UserError(f"{path} not found: run `patron features build` first")
+        customers = pl.read_parquet(path)
+        if "customer_id" not in customers.columns:
+            raise UserError(f"{path}: no customer_id column")
+    else:
+        if tier is not None or segment is not None:
+            raise UserError("--tier/--segment need --features (the customer table)")
+        # every customer of the model; consent is checked on each online row
+        customers = pl.DataFrame(
+            {"customer_id": model.data.customer_ids.astype(str), "marketing_consent": True}
+        )
+    with Progress(
+        TextColumn("picks"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("picks", total=customers.height)
+        report = export_picks(
+            model,
+            customers,
+            out,
+            rules=rules,
+            k=k,
+            fmt=fmt,  # type: ignore[arg-type]
+            tier=tier,
+            segment=segment,
+            read_online=read_online,
+            batch_size=batch_size,
+            progress=lambda n: bar.advance(task, n),
+            threads=threads or (os.cpu_count() or 1),
+        )
+    emit(report.as_dict())

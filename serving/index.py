@@ -36,6 +36,12 @@ def build_index(item_factors: np.ndarray, hnsw_min_items: int = 50_000) -> faiss
     return index
 
 
+def set_ef_search(index: faiss.Index, ef: int) -> None:
+    """Search depth of an HNSW index (no-op for exact indexes)."""
+    if isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = int(ef)
+
+
 def load_index(path: Path, n_items: int, dim: int) -> faiss.Index:
     """Read a prebuilt index, checking it covers the bundle's items."""
     index = faiss.read_index(str(path))
@@ -43,8 +49,7 @@ def load_index(path: Path, n_items: int, dim: int) -> faiss.Index:
         raise ValueError(
             f"{path}: index has {index.ntotal} x {index.d}, bundle has {n_items} x {dim}"
         )
-    if isinstance(index, faiss.IndexHNSW):
-        index.hnsw.efSearch = max(index.hnsw.efSearch, HNSW_EF_SEARCH)
+    set_ef_search(index, HNSW_EF_SEARCH)
     return index
 
 

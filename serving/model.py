@@ -19,7 +19,7 @@ from scipy import sparse
 
 from features.schemas import DEFAULT_TIERS
 from patron.bundle import BundleData, Manifest, load_bundle
-from serving.index import build_index, load_index
+from serving.index import HNSW_EF_SEARCH, build_index, load_index, set_ef_search
 from serving.rules.engine import ItemTable
 
 log = logging.getLogger("patron.serving")
@@ -164,6 +164,7 @@ def build_model(
     source: str = "",
     index_path: Path | None = None,
     hnsw_min_items: int = 50_000,
+    ef_search: int = HNSW_EF_SEARCH,
 ) -> LoadedModel:
     """Derive everything requests need from a loaded bundle (once per bundle)."""
     t0 = time.perf_counter()
@@ -172,9 +173,11 @@ def build_model(
         index = load_index(index_path, n_items, dim)
     else:
         index = build_index(np.asarray(data.item_factors), hnsw_min_items)
+    set_ef_search(index, ef_search)
     item_ids = data.item_ids.astype(str)
-    item_pos = {s: i for i, s in enumerate(item_ids.tolist())}
-    customer_pos = {s: i for i, s in enumerate(data.customer_ids.astype(str).tolist())}
+    item_pos = dict(zip(item_ids.tolist(), range(len(item_ids)), strict=True))
+    cids = data.customer_ids.astype(str).tolist()
+    customer_pos = dict(zip(cids, range(len(cids)), strict=True))
     y = np.asarray(data.item_factors, dtype=np.float64)
     scopes = _popular_scopes(data.popularity)
     overall = scopes.get(("overall", "")) or next(
@@ -218,6 +221,7 @@ def load_model(
     source: str | None = None,
     verify: bool = True,
     hnsw_min_items: int = 50_000,
+    ef_search: int = HNSW_EF_SEARCH,
 ) -> LoadedModel:
     """Verify and load a bundle directory (factors memory-mapped) into a LoadedModel."""
     bundle_dir = Path(bundle_dir)
@@ -229,4 +233,5 @@ def load_model(
         source=source or str(bundle_dir),
         index_path=bundle_dir / "faiss.index",
         hnsw_min_items=hnsw_min_items,
+        ef_search=ef_search,
     )

@@ -43,11 +43,10 @@ def _is_missing(exc: Exception) -> bool:
 
 
 def _find_bundle_root(path: Path) -> Path:
-    if (path / MANIFEST).is_file():
-        return path
-    for sub in sorted(p for p in path.iterdir() if p.is_dir()):
-        if (sub / MANIFEST).is_file():
-            return sub
+    """The shallowest folder holding a manifest (pyfunc models nest it under artifacts/)."""
+    found = sorted(path.rglob(MANIFEST), key=lambda p: (len(p.parts), str(p)))
+    if found:
+        return found[0].parent
     raise BundleError(f"{path}: downloaded artifacts hold no {MANIFEST}")
 
 

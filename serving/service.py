@@ -19,7 +19,9 @@ from serving.candidates import CandidateSet, Source, fold_in, generate, overfetc
 from serving.errors import NotFound
 from serving.index import search
 from serving.model import LoadedModel, tier_rank
-from serving.rules.engine import CustomerContext
+from serving.rules.apply import rank_with_rules
+from serving.rules.engine import CustomerContext, apply_rules
+from serving.rules.loader import LoadedRules
 
 MAX_RECENT = 50
 
@@ -83,8 +85,23 @@ def context_for(
     )
 
 
-def _picks(model: LoadedModel, cands: CandidateSet, ctx: CustomerContext, k: int, excl: np.ndarray):  # type: ignore[no-untyped-def]
-    p = ranking.rank(cands, ctx, model.items, k, excl)
+def _picks(
+    model: LoadedModel,
+    cands: CandidateSet,
+    ctx: CustomerContext,
+    k: int,
+    excl: np.ndarray,
+    rules: LoadedRules | None,
+    fallback: bool = False,
+) -> tuple[list[Pick], str]:
+    """Business rules when given (the API always gives them), else model-only ranking (offline
+    evaluation). ``fallback`` pads with popular-in-tier / popular so k items come back."""
+    if rules is None:
+        p = ranking.rank(cands, ctx, model.items, k, excl)
+    elif fallback:
+        p = rank_with_rules(model, cands, ctx, rules, k, excl)
+    else:  # item-anchored lists: no popular padding, no diversity cap
+        p = apply_rules(cands, ctx, model.items, rules.item_anchored, k, excl)
     ids = model.items.item_ids
     items = [
         Pick(str(ids[i]), float(s), r)
@@ -102,6 +119,7 @@ def recommend(
     category: str | None = None,
     exclude: Sequence[str] = (),
     context_item: str | None = None,
+    rules: LoadedRules | None = None,
 ) -> RecResult:
     """Personalised top-k: ALS (own or folded-in vector) + co-purchase + popular, then rank."""
     ctx = context_for(model, online)
@@ -157,7 +175,7 @@ def recommend(
         cands = CandidateSet(
             cands.item_idx[m], cands.score[m], cands.source[m], cands.anchor_idx[m]
         )
-    items, rules_version = _picks(model, cands, ctx, k, excl)
+    items, rules_version = _picks(model, cands, ctx, k, excl, rules, fallback=code is None)
     return RecResult(ctx.tier, ctx.segment, items, rules_version, fallback)
 
 
@@ -167,6 +185,7 @@ def similar(
     k: int,
     customer_id: str | None = None,
     online: CustomerOnline | None = None,
+    rules: LoadedRules | None = None,
 ) -> RecResult:
     """Nearest items by factor inner product, excluding the item (and the customer's own)."""
     pos = item_index(model, item_id)
@@ -179,7 +198,7 @@ def similar(
     cands = CandidateSet(
         idx, score, np.full(len(idx), Source.ALS, np.int8), np.full(len(idx), -1, np.int32)
     )
-    items, rules_version = _picks(model, cands, ctx, k, excl)
+    items, rules_version = _picks(model, cands, ctx, k, excl, rules)
     for p in items:
         p.reasons = [f"similar to {item_id}", *p.reasons[1:]]
     return RecResult(ctx.tier, ctx.segment, items, rules_version)
@@ -191,6 +210,7 @@ def bought_together(
     k: int,
     customer_id: str | None = None,
     online: CustomerOnline | None = None,
+    rules: LoadedRules | None = None,
 ) -> RecResult:
     """The item's co-purchase neighbours (may be fewer than k)."""
     pos = item_index(model, item_id)
@@ -207,12 +227,16 @@ def bought_together(
     excl = np.concatenate(
         [[pos], model.training_items(customer_id) if customer_id else np.empty(0, np.int32)]
     ).astype(np.int32)
-    items, rules_version = _picks(model, cands, ctx, k, excl)
+    items, rules_version = _picks(model, cands, ctx, k, excl, rules)
     return RecResult(ctx.tier, ctx.segment, items, rules_version)
 
 
 def popular(
-    model: LoadedModel, k: int, tier: str | None = None, category: str | None = None
+    model: LoadedModel,
+    k: int,
+    tier: str | None = None,
+    category: str | None = None,
+    rules: LoadedRules | None = None,
 ) -> RecResult:
     """Popular items (in a tier or category when given) the tier may buy, in stock."""
     code = category_code(model, category) if category else None
@@ -240,5 +264,5 @@ def popular(
         cands = CandidateSet(
             cands.item_idx[m], cands.score[m], cands.source[m], cands.anchor_idx[m]
         )
-    items, rules_version = _picks(model, cands, ctx, k, np.empty(0, np.int32))
+    items, rules_version = _picks(model, cands, ctx, k, np.empty(0, np.int32), rules)
     return RecResult(tier_name, None, items, rules_version)

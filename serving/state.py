@@ -84,6 +84,7 @@ class ModelHolder:
             alias=r.alias,
             source=r.source,
             hnsw_min_items=self.settings.hnsw_min_items,
+            ef_search=self.settings.hnsw_ef_search,
         )
 
     def load(self) -> Models:
@@ -106,6 +107,9 @@ class ModelHolder:
             except (BundleError, ValueError) as exc:
                 if prev is None:
                     raise
+                log.error(
+                    "reload refused: %s; still serving version %s", exc, prev.champion.version
+                )
                 raise ReloadRefused(
                     f"new bundle refused ({exc}); still serving version {prev.champion.version}"
                 ) from None

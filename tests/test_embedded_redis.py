@@ -24,6 +24,16 @@ def test_embedded_server_answers_pipelines_and_scripts() -> None:
         pipe.get("k")
         assert pipe.execute() == [True, b"v"]
         assert client.eval("return redis.call('GET', KEYS[1])", 1, "k") == b"v"
+        # an error reply (unknown script) must keep the connection, as a real Redis does
+        no_retry = redis.Redis(port=port, retry=None)
+        no_retry.ping()
+        try:
+            no_retry.evalsha("0" * 40, 0)
+            raise AssertionError("EVALSHA of an unknown script succeeded")
+        except redis.exceptions.NoScriptError:
+            pass
+        assert no_retry.ping() is True
+        assert no_retry.connection_pool._created_connections == 1  # same connection reused
     finally:
         proc.terminate()
         proc.wait(10)

@@ -3,9 +3,11 @@
 Two layouts exist, both whitespace-separated with leading blanks:
   CDNOW_master.txt  ``customer_id date number_of_cds dollar_value`` (optional header line)
   CDNOW_sample.txt  ``customer_id sample_id date number_of_cds dollar_value`` (no header)
-Each row is one transaction (no items, no order id): quantity = number of CDs,
-unit_price = dollar value / number of CDs (null when the count is 0; a dollar value of 0
-gives a unit price of 0 and is kept).
+Each row is one transaction (no items): quantity = number of CDs, unit_price = dollar value /
+number of CDs (null when the count is 0; a dollar value of 0 gives a unit price of 0 and is
+kept). order_id = ``cdnow-<row number>``: the files hold identical lines (same customer, day,
+count and amount) that are separate transactions, and without an id the validator would
+quarantine them as exact duplicates and lose their spend.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ def read_cdnow(path: Path) -> pl.DataFrame:
             "(customer_id date cds dollars), the sample has 5 (customer_id sample_id ...)"
         )
     names = _LAYOUTS[widths[0]]
-    raw = tokens.select(pl.col("t").list.get(i).alias(name) for i, name in enumerate(names))
+    raw = tokens.with_row_index("row").select(
+        pl.col("row"), *(pl.col("t").list.get(i).alias(name) for i, name in enumerate(names))
+    )
     cds = pl.col("number_of_cds").cast(pl.Float64)
     dollars = pl.col("dollar_value").cast(pl.Float64)
     out = raw.select(
@@ -59,7 +63,7 @@ def read_cdnow(path: Path) -> pl.DataFrame:
         pl.col("date").str.to_datetime("%Y%m%d", time_unit="us", time_zone="UTC").alias("ts"),
         cds.alias("quantity"),
         pl.when(cds != 0).then(dollars / cds).otherwise(None).alias("unit_price"),
-        pl.lit(None, dtype=pl.String).alias("order_id"),
+        pl.format("cdnow-{}", pl.col("row")).alias("order_id"),
         pl.lit(None, dtype=pl.String).alias("channel"),
     )
     return out.cast(EVENTS).select(list(EVENTS))  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features.schemas import CATALOG, EVENTS, TS
+from features.schemas import CATALOG, EVENTS
 
 INTER_FILE = "ml-100k.inter"
 ITEM_FILE = "ml-100k.item"
@@ -122,4 +122,4 @@ def read_ml100k(directory: Path, seed: int = 42) -> tuple[pl.DataFrame, pl.DataF
     return events.cast(EVENTS).select(list(EVENTS)), catalog  # type: ignore[arg-type]
 
 
-__all__ = ["TS", "read_ml100k", "read_ml100k_catalog", "read_ml100k_ratings"]
+__all__ = ["read_ml100k", "read_ml100k_catalog", "read_ml100k_ratings"]

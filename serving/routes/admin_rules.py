@@ -6,29 +6,17 @@ request creates one from ``PATRON_RULES_FILE`` (default config/rules.yaml).
 
 from __future__ import annotations
 
-import os
-import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from pydantic import BaseModel
 
+from serving.routes.deps import AdminDep
+from serving.routes.schemas import ErrorResponse
 from serving.rules.holder import RulesHolder
 from serving.rules.models import RuleError
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-
-
-def require_admin(x_api_key: Annotated[str | None, Header(max_length=256)] = None) -> None:
-    """X-API-Key must equal PATRON_ADMIN_API_KEY (no key configured: admin routes refused).
-
-    Stand-in until the serving package's shared ``require_admin`` dependency is used here.
-    """
-    expected = os.environ.get("PATRON_ADMIN_API_KEY")
-    if not expected:
-        raise HTTPException(status_code=503, detail="admin API disabled: no PATRON_ADMIN_API_KEY")
-    if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected.encode()):
-        raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
 
 
 def get_rules_holder(request: Request) -> RulesHolder:
@@ -39,7 +27,6 @@ def get_rules_holder(request: Request) -> RulesHolder:
     return holder
 
 
-AdminDep = Annotated[None, Depends(require_admin)]
 RulesDep = Annotated[RulesHolder, Depends(get_rules_holder)]
 
 
@@ -64,7 +51,12 @@ def _out(holder: RulesHolder) -> RulesOut:
     )
 
 
-@router.get("/rules", response_model=RulesOut, summary="Active business rules and version")
+@router.get(
+    "/rules",
+    response_model=RulesOut,
+    responses={401: {"model": ErrorResponse}},
+    summary="Active business rules and version",
+)
 def get_rules(_: AdminDep, holder: RulesDep) -> RulesOut:
     return _out(holder)
 
@@ -73,7 +65,14 @@ def get_rules(_: AdminDep, holder: RulesDep) -> RulesOut:
     "/rules",
     response_model=RulesOut,
     summary="Validate and activate a new rule set (the current one stays on error)",
-    responses={422: {"description": "The rule set is invalid; the message names rule/field"}},
+    responses={
+        400: {"model": ErrorResponse, "description": "The body is not JSON"},
+        401: {"model": ErrorResponse},
+        422: {
+            "model": ErrorResponse,
+            "description": "The rule set is invalid; the message names rule/field",
+        },
+    },
 )
 def put_rules(
     _: AdminDep,

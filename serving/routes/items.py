@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from features.online import CustomerOnline
 from serving import service
-from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep
+from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep, RulesDep
 from serving.routes.schemas import (
     Category,
     ErrorResponse,
@@ -32,7 +33,10 @@ def _items(res: RecResult) -> list[RecItem]:
     return [RecItem(item_id=p.item_id, score=p.score, reasons=p.reasons) for p in res.items]
 
 
-async def _online(gateway: OnlineGateway, customer_id: str | None):  # type: ignore[no-untyped-def]
+async def _online(
+    gateway: OnlineGateway, customer_id: str | None
+) -> tuple[CustomerOnline | None, bool]:
+    """The customer's online row (None without a customer) and whether Redis failed."""
     if customer_id is None:
         return None, False
     row = await gateway.customer(customer_id)
@@ -50,6 +54,7 @@ async def similar(
     models: ModelsDep,
     gateway: GatewayDep,
     metrics: MetricsDep,
+    rules: RulesDep,
     k: K = 10,
     customer_id: OptCustomerId = None,
 ) -> ItemListResponse:
@@ -58,7 +63,7 @@ async def similar(
     online, degraded = await _online(gateway, customer_id)
     if degraded:
         metrics.degraded.labels("similar").inc()
-    res = service.similar(model, item_id, k, customer_id, online)
+    res = service.similar(model, item_id, k, customer_id, online, rules)
     return ItemListResponse(
         item_id=item_id,
         customer_id=customer_id,
@@ -80,6 +85,7 @@ async def bought_together(
     models: ModelsDep,
     gateway: GatewayDep,
     metrics: MetricsDep,
+    rules: RulesDep,
     k: K = 10,
     customer_id: OptCustomerId = None,
 ) -> ItemListResponse:
@@ -88,7 +94,7 @@ async def bought_together(
     online, degraded = await _online(gateway, customer_id)
     if degraded:
         metrics.degraded.labels("bought_together").inc()
-    res = service.bought_together(model, item_id, k, customer_id, online)
+    res = service.bought_together(model, item_id, k, customer_id, online, rules)
     return ItemListResponse(
         item_id=item_id,
         customer_id=customer_id,
@@ -107,10 +113,11 @@ async def bought_together(
 )
 async def popular(
     models: ModelsDep,
+    rules: RulesDep,
     k: K = 10,
     tier: Annotated[Tier | None, Query()] = None,
     category: Category = None,
 ) -> ItemListResponse:
     model = models.champion
-    res = service.popular(model, k, tier, category)
+    res = service.popular(model, k, tier, category, rules)
     return ItemListResponse(tier=res.tier, model_version=model.version, items=_items(res))

@@ -11,7 +11,7 @@ from features.online import CustomerOnline
 from serving import service
 from serving.ab import assign_variant
 from serving.metrics import Metrics
-from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep, SettingsDep
+from serving.routes.deps import ServicesDep
 from serving.routes.schemas import (
     ID_PATTERN,
     BatchRequest,
@@ -28,6 +28,7 @@ from serving.state import Models
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body is not JSON"},
     404: {"model": ErrorResponse},
     503: {"model": ErrorResponse},
 }
@@ -73,10 +74,7 @@ def _one(
 )
 async def recommendations(
     customer_id: CustomerIdPath,
-    models: ModelsDep,
-    gateway: GatewayDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
+    svc: ServicesDep,
     k: K = 10,
     category: Category = None,
     exclude: Annotated[
@@ -86,6 +84,8 @@ async def recommendations(
         str | None, Query(pattern=ID_PATTERN, max_length=64, description="Item being viewed")
     ] = None,
 ) -> RecommendationResponse:
+    models = svc.holder.models()  # this request's models, whatever a reload does meanwhile
+    settings, gateway, metrics = svc.settings, svc.gateway, svc.metrics
     excluded = [e for e in (exclude or "").split(",") if e]
     if len(excluded) > 200:
         raise HTTPException(422, "exclude: at most 200 item ids")
@@ -102,6 +102,7 @@ async def recommendations(
         category=category,
         exclude=excluded,
         context_item=context_item,
+        rules=svc.rules.current(),
     )
 
 
@@ -113,20 +114,20 @@ async def recommendations(
 )
 async def batch(
     body: BatchRequest,
-    models: ModelsDep,
-    gateway: GatewayDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
+    svc: ServicesDep,
 ) -> BatchResponse:
+    models = svc.holder.models()
+    settings, gateway, metrics = svc.settings, svc.gateway, svc.metrics
     if len(body.customer_ids) > settings.max_batch:
         raise HTTPException(422, f"customer_ids: at most {settings.max_batch} per batch")
+    rules = svc.rules.current()
     rows = await gateway.customers(body.customer_ids)
     if any(r is None for r in rows):
         metrics.degraded.labels("batch").inc()
     # CPU-bound for large batches: keep the event loop free for single requests
     results = await asyncio.to_thread(
         lambda: [
-            _one(models, settings, metrics, cid, row, body.k)
+            _one(models, settings, metrics, cid, row, body.k, rules=rules)
             for cid, row in zip(body.customer_ids, rows, strict=True)
         ]
     )

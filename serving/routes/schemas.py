@@ -152,3 +152,9 @@ class ReadyResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str | list[Any]
+
+
+class BodyErrorResponse(BaseModel):
+    """FastAPI's 422 for a body that is not the documented shape at all."""
+
+    detail: list[dict[str, Any]]

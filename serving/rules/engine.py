@@ -137,6 +137,11 @@ class CustomerBatch:
         return len(self.tier_rank)
 
 
+@functools.lru_cache(maxsize=1024)
+def _label(value: str | None) -> str:
+    return norm_label(value) if value else ""
+
+
 def tier_rank_for(tier: str, fallback_rank: int, tiers: tuple[str, ...]) -> int:
     """Rank of a tier name in the rule set's order; the given rank when the name is unknown."""
     try:
@@ -168,13 +173,11 @@ def customers_from_contexts(
         tier_rank=np.array(
             [tier_rank_for(c.tier, c.tier_rank, compiled.tiers) for c in ctxs], np.int16
         ),
-        segment=np.array([norm_label(c.segment) if c.segment else "" for c in ctxs], dtype=object),
+        segment=np.array([_label(c.segment) for c in ctxs], dtype=object),
         churn_risk=np.array(
             [np.nan if c.churn_risk is None else c.churn_risk for c in ctxs], np.float64
         ),
-        clv_band=np.array(
-            [norm_label(c.clv_band) if c.clv_band else "" for c in ctxs], dtype=object
-        ),
+        clv_band=np.array([_label(c.clv_band) for c in ctxs], dtype=object),
         typical_spend=np.array(
             [np.nan if c.typical_spend is None else c.typical_spend for c in ctxs], np.float64
         ),
@@ -198,9 +201,9 @@ def _one_customer(
     ex = np.zeros(0, np.int32) if exclude is None else np.asarray(exclude, np.int32)
     return CustomerBatch(
         tier_rank=np.array([tier_rank_for(ctx.tier, ctx.tier_rank, compiled.tiers)], np.int16),
-        segment=np.array([norm_label(ctx.segment) if ctx.segment else ""], dtype=object),
+        segment=np.array([_label(ctx.segment)], dtype=object),
         churn_risk=np.array([np.nan if ctx.churn_risk is None else ctx.churn_risk], np.float64),
-        clv_band=np.array([norm_label(ctx.clv_band) if ctx.clv_band else ""], dtype=object),
+        clv_band=np.array([_label(ctx.clv_band)], dtype=object),
         typical_spend=np.array(
             [np.nan if ctx.typical_spend is None else ctx.typical_spend], np.float64
         ),
@@ -269,18 +272,20 @@ class BatchPicks:
 
     def reasons_of(self, row: int, item_ids: np.ndarray) -> list[list[str]]:
         """The reasons of one row's picks as strings (API responses, tests)."""
+        c = int(self.count[row])
+        table = self.reason_table
+        anchors = self.anchor_idx[row, :c].tolist()
         out: list[list[str]] = []
-        for j in range(int(self.count[row])):
-            texts = []
-            for rid in self.reason_ids[row, j]:
-                if rid < 0:
-                    continue
-                if rid == COPURCHASE_REASON:
-                    anchor = int(self.anchor_idx[row, j])
-                    texts.append(self.copurchase_template.format(anchor=item_ids[anchor]))
-                else:
-                    texts.append(self.reason_table[rid])
-            out.append(texts)
+        for j, ids in enumerate(self.reason_ids[row, :c].tolist()):
+            out.append(
+                [
+                    self.copurchase_template.format(anchor=item_ids[anchors[j]])
+                    if rid == COPURCHASE_REASON
+                    else table[rid]
+                    for rid in ids
+                    if rid >= 0
+                ]
+            )
         return out
 
 
@@ -564,6 +569,8 @@ def _label_in(labels: np.ndarray, allowed: frozenset[str]) -> np.ndarray:
 
 
 def _row_keys(indptr: np.ndarray, values: np.ndarray, stride: int) -> np.ndarray:
+    if len(indptr) == 2:  # one row: key = value
+        return values.astype(np.int64)
     rows = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
     return rows * stride + values.astype(np.int64)
 
@@ -578,6 +585,8 @@ def _pad_scores(width: int) -> np.ndarray:
 
 def _tk(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``take_along_axis(a, idx, axis=1)`` without its per-call overhead."""
+    if a.shape[0] == 1:
+        return a[0][idx]
     return a[np.arange(a.shape[0])[:, None], idx]
 
 
@@ -683,10 +692,16 @@ def _apply_core(
         if pad is None or pad.size == 0:
             continue
         pad = np.asarray(pad, np.int32)
-        pad2 = np.broadcast_to(pad, (n, pad.shape[-1])) if pad.ndim == 1 else pad
+        if pad.ndim == 2:
+            pad2 = pad
+        elif n == 1:
+            pad2 = pad[None, :]
+        else:
+            pad2 = np.broadcast_to(pad, (n, pad.shape[-1]))
         w = pad2.shape[1]
         blocks_m.append(pad2)
-        blocks_s.append(np.broadcast_to(_pad_scores(w), (n, w)))
+        ps = _pad_scores(w)
+        blocks_s.append(ps[None, :] if n == 1 else np.broadcast_to(ps, (n, w)))
         pad_src = Source.POPULAR_TIER if name == "popular_tier" else Source.POPULAR
         blocks_src.append(np.full((n, w), int(pad_src), np.int8))
         blocks_a.append(np.full((n, w), -1, np.int32))
@@ -768,7 +783,9 @@ def _apply_core(
         if not cm.any():
             applied.append(None)
             continue
-        hit = b.static[mi] & cm[:, None] & eligible
+        hit = b.static[mi] & eligible
+        if n > 1:
+            hit &= cm[:, None]
         if b.sources is not None:
             hit &= b.sources[src.astype(np.int64) + 1]
         if b.past_categories is not None:
@@ -784,15 +801,14 @@ def _apply_core(
                 if b.price_max is not None:
                     inside &= ratio <= b.price_max
             hit &= inside
-        mult[hit] *= b.multiply
+        np.multiply(mult, b.multiply, out=mult, where=hit)
         applied.append(hit)
     boosted = np.where(score >= 0, score * mult, score / mult)
 
     # order: group, then boosted score (desc) among candidates, then column; ineligible last.
     # Fallback lists keep their popularity order so a cut prefix orders exactly like the whole.
     g = np.where(eligible, group, _LAST_GROUP).astype(np.int16)
-    order = _stable_order(np.where(group == 0, -boosted, 0.0))
-    order = np.take_along_axis(order, _stable_order(_tk(g, order)), axis=1)
+    order = np.lexsort((np.where(group == 0, -boosted, 0.0), g), axis=1)
     elig_s = _tk(eligible, order)
     keep = elig_s
     if cr.max_per_category is not None:

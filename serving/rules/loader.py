@@ -6,6 +6,7 @@ problem, e.g. ``rule boosts[1] 'win_back': field 'multiply': Input should be gre
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -34,6 +35,19 @@ class LoadedRules:
     @property
     def version(self) -> str:
         return f"{self.rules.version}+{self.content_hash}"
+
+    @functools.cached_property
+    def item_anchored(self) -> LoadedRules:
+        """The same rules without the diversity cap or pins, for lists anchored on one item
+        (similar items, bought together) where one category is the point. Cached, so the
+        engine's per-rule-set compilation cache keeps working."""
+        r = self.rules.model_copy(
+            update={
+                "diversity": self.rules.diversity.model_copy(update={"max_per_category": None}),
+                "pins": [],
+            }
+        )
+        return LoadedRules(r, self.content_hash, self.source)
 
     def summary(self) -> dict[str, Any]:
         r = self.rules

@@ -140,3 +140,15 @@ def test_cli_import_cdnow_missing_file(tmp_path: Path) -> None:
     )
     assert res.exit_code == 2
     assert "nope.txt" in res.output
+
+
+def test_cdnow_identical_lines_are_separate_transactions(tmp_path: Path) -> None:
+    from features.adapters.cdnow import read_cdnow
+    from features.validation import validate
+
+    f = tmp_path / "cdnow.txt"
+    f.write_text("00001 19970101 1 11.77\n00001 19970101 1 11.77\n00002 19970102 2 20.00\n")
+    events = read_cdnow(f)
+    assert events["order_id"].n_unique() == 3
+    result = validate(events, None)
+    assert result.summary["accepted"] == 3 and result.summary["quarantined"] == 0

@@ -230,3 +230,29 @@ def test_publish_cli(built: tuple[Path, dict[str, object]], redis_url: str) -> N
     assert c.churn_risk == pytest.approx(row["churn_risk"], abs=5e-4)
     flags = store.read_item_flags()
     assert flags.filter(pl.col("min_tier") == "gold").height == 6
+
+
+def test_unknown_prices_fall_back_to_catalog() -> None:
+    from features.customers import build_customers
+    from features.tiers import DEFAULT_RULES
+
+    ev = synthetic_events(60).with_columns(unit_price=pl.lit(None, dtype=pl.Float64))
+    cat = pl.LazyFrame({"item_id": [f"i{i:02d}" for i in range(60)], "price": [2.0] * 60})
+    as_of = ev["ts"].max()
+    df, _ = build_customers(ev.lazy(), as_of, DEFAULT_RULES, cat)  # type: ignore[arg-type]
+    units = ev.group_by("customer_id").agg(pl.col("quantity").sum())
+    got = df.join(units, on="customer_id").select(pl.col("monetary_total") - 2 * pl.col("quantity"))
+    assert got.to_series().abs().max() < 1e-9
+    assert (df["typical_spend"] == 2.0).all()
+
+
+def test_too_little_history_leaves_clv_null() -> None:
+    from features.customers import build_customers
+    from features.tiers import DEFAULT_RULES
+
+    ev = synthetic_events(400).filter(pl.col("customer_id").is_in(["u0001", "u0002"]))
+    df, info = build_customers(ev.lazy(), ev["ts"].max(), DEFAULT_RULES)  # type: ignore[arg-type]
+    assert "clv_error" in info and "at least 20 customers" in str(info["clv_error"])
+    assert df["clv"].null_count() == df.height == 2
+    assert df["clv_band"].null_count() == 2 and df["churn_risk"].null_count() == 2
+    assert df["tier"].null_count() == 0 and df["segment"].null_count() == 0

@@ -51,6 +51,8 @@ CATALOG = pl.DataFrame({"item_id": ["i1", "i2", "i3"]})
         (_row(ts="yesterday"), "unparseable_timestamp"),
         (_row(ts="2024-02-30"), "unparseable_timestamp"),
         (_row(ts=None), "unparseable_timestamp"),
+        (_row(ts="2024-01-02 03:04:05 tomorrow"), "unparseable_timestamp"),
+        (_row(ts="-5"), "unparseable_timestamp"),
         (_row(ts="2031-01-01"), "future_timestamp"),
         (_row(ts="1924905600"), "future_timestamp"),  # 2031 as Unix seconds
         (_row(quantity="two"), "unparseable_number"),
@@ -99,6 +101,23 @@ def test_returns_are_kept_and_event_type_decides() -> None:
     assert result.accepted["quantity"].to_list() == [-2.0, -3.0]
     assert result.summary["returns"] == 2
     assert result.quarantined["reason"].to_list() == ["non_positive_quantity", "unknown_event_type"]
+
+
+def test_timestamp_layouts() -> None:
+    texts = {
+        "2024-01-02": datetime(2024, 1, 2, tzinfo=UTC),
+        "2024-01-02T03:04": datetime(2024, 1, 2, 3, 4, tzinfo=UTC),
+        "2024-01-02 03:04:05 UTC": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        " 2024-01-02t03:04:05Z ": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "2024-01-02T03:04:05-0530": datetime(2024, 1, 2, 8, 34, 5, tzinfo=UTC),
+        "2024-01-02T03:04+01:00": datetime(2024, 1, 2, 2, 4, tzinfo=UTC),
+        "2024-01-02T03:04:05.123456789Z": datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
+        "881250949.5": datetime(1997, 12, 4, 15, 55, 49, 500000, tzinfo=UTC),
+    }
+    df = pl.DataFrame({"customer_id": [str(i) for i in range(len(texts))], "ts": list(texts)})
+    result = validate(df, None, NOW)
+    assert result.summary["accepted"] == len(texts), result.quarantined
+    assert result.accepted["ts"].to_list() == list(texts.values())
 
 
 def test_defaults_timestamps_and_extra_columns() -> None:
@@ -194,6 +213,8 @@ def test_cli_validate_writes_both_files(tmp_path: Path) -> None:
         (None, "missing.csv", "missing.csv: file not found"),
         ("customer_id,when\n1,2\n", "cols.csv", "cols.csv: missing required column(s) ts"),
         ("{}", "x.json", "x.json: unsupported file type"),
+        ("", "empty.csv", "empty.csv: cannot be read as CSV"),
+        ("\x00\xff\xfe\x01,\x02\n\x03", "bin.csv", "bin.csv: not a text CSV file"),
     ],
 )
 def test_cli_validate_rejects_unreadable_file(

@@ -9,15 +9,17 @@ from fastapi.testclient import TestClient
 
 from serving.routes.admin_rules import router
 from serving.rules.loader import DEFAULT_RULES_FILE, load_rules
+from serving.settings import ServingSettings
 
-KEY = {"X-API-Key": "s3cret"}
+KEY = {"X-API-Key": "s3cret-key-0123456789"}
 
 
 @pytest.fixture
 def client(monkeypatch: pytest.MonkeyPatch) -> TestClient:
-    monkeypatch.setenv("PATRON_ADMIN_API_KEY", "s3cret")
     monkeypatch.delenv("PATRON_RULES_FILE", raising=False)
     app = FastAPI()
+    # the serving package's admin dependency reads the key from the app's settings
+    app.state.settings = ServingSettings(admin_api_key="s3cret-key-0123456789", env="test")  # type: ignore[call-arg]
     app.include_router(router)
     return TestClient(app)
 

@@ -20,6 +20,13 @@ from tests.serving.helpers import (
 
 ADMIN_KEY = "test-admin-key-123"
 NS = "patrontest"
+MECHANICS_RULES = Path(__file__).with_name("rules_mechanics.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _mechanics_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serving tests check candidates and plumbing: hard filters only (see the YAML)."""
+    monkeypatch.setenv("PATRON_RULES_FILE", str(MECHANICS_RULES))
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +82,7 @@ def settings_for(bundle: Path, redis_url: str, **kw: object) -> ServingSettings:
         "redis_namespace": NS,
         "admin_api_key": ADMIN_KEY,
         "env": "test",
-        "redis_timeout_ms": 200,
+        "redis_timeout_ms": 1_000,
         "redis_retry_s": 0.2,
     }
     base.update(kw)

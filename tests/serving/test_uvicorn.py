@@ -13,11 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from patron.bundle import write_bundle
-from tests.services import free_port
-from tests.serving.conftest import ADMIN_KEY, NS
-from tests.serving.helpers import make_bundle_data
+from tests.services import RedisServer, free_port
+from tests.serving.conftest import ADMIN_KEY, CUSTOMERS, NS
+from tests.serving.helpers import customers_frame, items_frame, make_bundle_data, sync_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,11 +53,32 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) ->
     raise AssertionError("server not ready in time")
 
 
-@pytest.fixture
-def live_bundle(tmp_path: Path) -> Path:
-    live = tmp_path / "live"
+def _live_bundle(tmp: Path) -> Path:
+    live = tmp / "live"
     write_bundle(make_bundle_data(seed=0, version="1"), live)
     return live
+
+
+@pytest.fixture
+def live_bundle(tmp_path: Path) -> Path:
+    return _live_bundle(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_live_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _live_bundle(tmp_path_factory.mktemp("live"))
+
+
+@pytest.fixture(scope="module")
+def shared_redis(redis_srv: RedisServer) -> str:
+    """Customers published once for the module's server (tests add their own events)."""
+    if redis_srv.proc is None:
+        redis_srv.start()
+    client = redis.Redis.from_url(redis_srv.url)
+    client.flushall()
+    sync_store(client, NS).publish(customers_frame(CUSTOMERS), items_frame(240))
+    client.close()
+    return redis_srv.url
 
 
 def _serve(live_bundle: Path, redis_url: str, poll_s: float) -> Iterator[str]:
@@ -68,6 +90,7 @@ def _serve(live_bundle: Path, redis_url: str, poll_s: float) -> Iterator[str]:
             "PATRON_REDIS_NAMESPACE": NS,
             "PATRON_ADMIN_API_KEY": ADMIN_KEY,
             "PATRON_ENV": "test",
+            "PATRON_REDIS_TIMEOUT_MS": "1000",
             "PATRON_RELOAD_INTERVAL_S": str(poll_s),
         },
         port,
@@ -81,9 +104,10 @@ def _serve(live_bundle: Path, redis_url: str, poll_s: float) -> Iterator[str]:
         proc.wait(10)
 
 
-@pytest.fixture
-def server(live_bundle: Path, published: str) -> Iterator[str]:
-    yield from _serve(live_bundle, published, 0)
+@pytest.fixture(scope="module")
+def server(shared_live_bundle: Path, shared_redis: str) -> Iterator[str]:
+    """One server for the endpoint tour, then the reload test (which moves it to v2)."""
+    yield from _serve(shared_live_bundle, shared_redis, 0)
 
 
 @pytest.fixture
@@ -119,7 +143,8 @@ def test_every_endpoint_over_http(server: str) -> None:
         assert "patron_http_request_seconds_bucket" in c.get("/metrics").text
 
 
-def test_reload_under_load_has_no_failed_requests(server: str, live_bundle: Path) -> None:
+def test_reload_under_load_has_no_failed_requests(server: str, shared_live_bundle: Path) -> None:
+    live_bundle = shared_live_bundle
     results: list[tuple[float, int, str | None]] = []
     lock = threading.Lock()
     stop = threading.Event()

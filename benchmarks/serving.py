@@ -1,0 +1,476 @@
+"""Serving benchmark: 100k items, 1M customers, 2 uvicorn workers, a real redis-server.
+
+    PYTHONPATH=. python benchmarks/serving.py [--items 100000] [--customers 1000000]
+
+1. Builds (once, cached under --workdir) a bundle of random *clustered* 64-d factors (real
+   ALS item factors cluster by taste; pure Gaussian noise is the worst case for any ANN
+   index) with a prebuilt HNSW index (serving/index.py parameters).
+2. Starts a private redis-server and publishes every customer with features.online's
+   OnlineStore.publish, plus real-time purchases for 50k customers (co-purchase path).
+3. Starts ``patron serve --workers 2`` and measures the time until both workers are ready.
+4. Throughput of /healthz and of personalised recommendations (random customer each
+   request) on the same server, closed loop (wrk when installed, else an asyncio client),
+   and their ratio (target >= 0.5).
+5. Latency percentiles of recommendations at a fixed 300 requests/s (open loop, latency from
+   the scheduled send time, so queueing counts), target p99 <= 15 ms.
+
+Everything runs on loopback; the load generator shares the machine with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def cid(u: int) -> str:
+    return f"c{u:07d}"
+
+
+# ----------------------------------------------------------------------------- bundle
+def build_bundle(out: Path, n_items: int, n_customers: int, dim: int, seed: int = 0) -> None:
+    import faiss
+    import polars as pl
+    from scipy import sparse
+
+    from features.schemas import DEFAULT_TIERS
+    from patron.bundle import BundleData, Manifest, write_bundle
+    from serving.index import build_index, write_index
+
+    rng = np.random.default_rng(seed)
+    n_clusters = 2_000
+    centres = rng.normal(size=(n_clusters, dim)).astype(np.float32)
+    item_cluster = rng.integers(0, n_clusters, n_items)
+    y = centres[item_cluster] + rng.normal(scale=0.6, size=(n_items, dim)).astype(np.float32)
+    y = (y / np.float32(np.linalg.norm(y, axis=1).mean())).astype(np.float32)
+    x = np.empty((n_customers, dim), np.float32)
+    for lo in range(0, n_customers, 200_000):
+        hi = min(n_customers, lo + 200_000)
+        c = centres[rng.integers(0, n_clusters, hi - lo)]
+        x[lo:hi] = 0.5 * c + rng.normal(scale=0.5, size=(hi - lo, dim)).astype(np.float32)
+    per_user = 3
+    ui = sparse.csr_matrix(
+        (
+            np.ones(n_customers * per_user, np.float32),
+            rng.integers(0, n_items, n_customers * per_user).astype(np.int32),
+            np.arange(0, n_customers * per_user + 1, per_user),
+        ),
+        shape=(n_customers, n_items),
+    )
+    n_nb = 20
+    cp = sparse.csr_matrix(
+        (
+            np.tile(np.linspace(1, 0.1, n_nb, dtype=np.float32), n_items),
+            rng.integers(0, n_items, n_items * n_nb).astype(np.int32),
+            np.arange(0, n_items * n_nb + 1, n_nb),
+        ),
+        shape=(n_items, n_items),
+    )
+    pop_score = rng.pareto(1.5, n_items)
+    order = np.argsort(-pop_score)[:500]
+    cats = np.array([f"cat{c % 50}" for c in item_cluster])
+    frames = [pl.DataFrame({"scope": "overall", "key": "", "item_idx": order})]
+    for t in DEFAULT_TIERS:
+        frames.append(pl.DataFrame({"scope": "tier", "key": t, "item_idx": rng.permutation(order)}))
+    pop = pl.concat(
+        [
+            f.with_columns(
+                pl.col("item_idx").cast(pl.Int32),
+                pl.Series("score", np.linspace(1, 0.01, f.height)),
+                pl.int_range(pl.len()).cast(pl.Int32).alias("rank"),
+            )
+            for f in frames
+        ]
+    )
+    catalog = pl.DataFrame(
+        {
+            "item_id": [f"i{j:06d}" for j in range(n_items)],
+            "category": cats,
+            "price": rng.uniform(5, 200, n_items),
+            "in_stock": rng.random(n_items) > 0.05,
+            "min_tier": pl.Series(
+                ["gold" if v else None for v in rng.random(n_items) < 0.02], dtype=pl.String
+            ),
+            "premium": rng.random(n_items) < 0.05,
+            "on_promo": rng.random(n_items) < 0.1,
+        }
+    )
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    index = build_index(y)
+    log(f"built {type(index).__name__} over {n_items} items in {time.perf_counter() - t0:.0f}s")
+    with tempfile.TemporaryDirectory() as tmp:
+        write_index(index, Path(tmp) / "faiss.index")
+        write_bundle(
+            BundleData(
+                customer_ids=np.array([cid(u) for u in range(n_customers)]),
+                item_ids=np.array([f"i{j:06d}" for j in range(n_items)]),
+                user_factors=x,
+                item_factors=y,
+                copurchase=cp,
+                user_items=ui,
+                popularity=pop,
+                catalog=catalog,
+                manifest=Manifest(
+                    model_version="bench",
+                    params={"factors": dim, "regularization": 0.05, "alpha": 2.0},
+                ),
+            ),
+            out,
+            faiss_index_file=Path(tmp) / "faiss.index",
+        )
+
+
+def index_recall(bundle: Path, ef: int, n_queries: int = 200) -> float:
+    """Recall@10 of the bundle's index at this efSearch against exact search, on customer
+    vectors (the queries serving sends)."""
+    import faiss
+
+    from serving.index import load_index, set_ef_search
+
+    y = np.load(bundle / "item_factors.npy")
+    x = np.load(bundle / "user_factors.npy", mmap_mode="r")
+    q = np.ascontiguousarray(x[:: max(1, len(x) // n_queries)][:n_queries], dtype=np.float32)
+    index = load_index(bundle / "faiss.index", len(y), y.shape[1])
+    set_ef_search(index, ef)
+    exact = faiss.IndexFlatIP(y.shape[1])
+    exact.add(y)
+    _, got = index.search(q, 10)
+    _, want = exact.search(q, 10)
+    return round(
+        float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)])), 4
+    )
+
+
+# ----------------------------------------------------------------------------- redis
+def publish(url: str, n_customers: int, n_items: int, namespace: str) -> dict[str, float]:
+    import polars as pl
+    import redis
+
+    from features.online import OnlineStore, PurchaseEvent
+
+    rng = np.random.default_rng(1)
+    tiers = np.array(["bronze", "silver", "gold", "platinum"])
+    customers = pl.DataFrame(
+        {
+            "customer_id": [cid(u) for u in range(n_customers)],
+            "tier": tiers[rng.choice(4, n_customers, p=[0.6, 0.25, 0.1, 0.05])],
+            "segment": np.array(["new", "regular", "high-value", "at-risk"])[
+                rng.integers(0, 4, n_customers)
+            ],
+            "churn_risk": rng.random(n_customers),
+            "clv_band": np.array(["low", "mid", "high"])[rng.integers(0, 3, n_customers)],
+            "marketing_consent": rng.random(n_customers) < 0.7,
+            "next_tier": tiers[np.minimum(3, rng.integers(1, 4, n_customers))],
+            "loyalty_index": rng.uniform(0, 100, n_customers),
+            "progress_to_next": rng.uniform(0, 500, n_customers),
+            "typical_spend": rng.uniform(5, 100, n_customers),
+        }
+    )
+    items = pl.DataFrame(
+        {
+            "item_id": [f"i{j:06d}" for j in range(n_items)],
+            "in_stock": [True] * n_items,
+            "min_tier": [None] * n_items,
+        },
+        schema={"item_id": pl.String, "in_stock": pl.Boolean, "min_tier": pl.String},
+    )
+    client = redis.Redis.from_url(url)
+    store = OnlineStore(client, namespace=namespace)
+    rep = store.publish(customers, items)
+    now = datetime.now(UTC)
+    n_rt = min(50_000, n_customers)
+    buyers = rng.choice(n_customers, n_rt, replace=False)
+    events = [
+        PurchaseEvent(cid(int(u)), f"i{int(j):06d}", now - timedelta(hours=int(h)), 1.0, 20.0)
+        for u in buyers
+        for j, h in zip(rng.integers(0, n_items, 3), rng.integers(1, 200, 3), strict=True)
+    ]
+    for lo in range(0, len(events), 2_000):
+        store.record_events(events[lo : lo + 2_000])
+    mem = client.info("memory")["used_memory"]
+    client.close()
+    return {"publish_s": rep.seconds, "redis_used_mb": mem / 1e6}
+
+
+# ----------------------------------------------------------------------------- load
+async def _conn(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def _get(r: asyncio.StreamReader, w: asyncio.StreamWriter, path: str) -> tuple[int, bytes]:
+    w.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    head = await r.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    m = re.search(rb"content-length: *(\d+)", head, re.I)
+    body = await r.readexactly(int(m.group(1))) if m else b""
+    return status, body
+
+
+def rec_path(n_customers: int) -> str:
+    return f"/v1/customers/{cid(random.randrange(n_customers))}/recommendations?k=10"
+
+
+async def closed_loop_py(port: int, path_fn, seconds: float, conns: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    done = [0]
+    errors = [0]
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        r, w = await _conn(port)
+        while time.perf_counter() < stop:
+            status, _ = await _get(r, w, path_fn())
+            done[0] += 1
+            errors[0] += status != 200
+        w.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    return {"rps": done[0] / (time.perf_counter() - t0), "errors": errors[0]}
+
+
+def closed_loop_wrk(
+    port: int, path: str | None, n_customers: int, seconds: int, conns: int
+) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(
+            "math.randomseed(os.time())\n"
+            "request = function()\n"
+            "  local u = math.random(0, " + str(n_customers - 1) + ")\n"
+            "  return wrk.format('GET', "
+            "string.format('/v1/customers/c%07d/recommendations?k=10', u))\n"
+            "end\n"
+        )
+        script = f.name
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s"]
+    if path is None:
+        cmd += ["-s", script]
+    cmd.append(f"http://127.0.0.1:{port}{path or '/'}")
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    os.unlink(script)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "errors": int(m.group(1)) if m else 0}
+
+
+async def fixed_rate(
+    port: int, n_customers: int, rate: float, seconds: float, conns: int
+) -> dict[str, float]:
+    """Open loop: request i is due at t0 + i/rate; latency counts from that due time."""
+    pool: asyncio.Queue = asyncio.Queue()
+    for _ in range(conns):
+        pool.put_nowait(await _conn(port))
+    lat: list[float] = []
+    errors = [0]
+    degraded = [0]
+    n = int(rate * seconds)
+    t0 = time.perf_counter() + 0.1
+
+    async def one(i: int) -> None:
+        due = t0 + i / rate
+        r, w = await pool.get()
+        status, body = await _get(r, w, rec_path(n_customers))
+        lat.append(time.perf_counter() - due)
+        pool.put_nowait((r, w))
+        if status != 200:
+            errors[0] += 1
+        elif b'"degraded":true' in body:
+            degraded[0] += 1
+
+    tasks = []
+    for i in range(n):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    ms = np.array(lat) * 1000
+    return {
+        "requests": n,
+        "errors": errors[0],
+        "degraded": degraded[0],
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+    }
+
+
+# ----------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--customers", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per throughput run")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--rate", type=float, default=300.0)
+    ap.add_argument("--rate-duration", type=float, default=20.0)
+    ap.add_argument("--repeats", type=int, default=3, help="throughput runs; medians printed")
+    ap.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench" / "serving")
+    ap.add_argument("--ef-search", type=int, default=256, help="PATRON_HNSW_EF_SEARCH")
+    ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    args = ap.parse_args()
+
+    from tests.services import free_port, redis_server, wait_port
+
+    bundle = args.workdir / f"bundle-{args.items}-{args.customers}-{args.dim}"
+    if not (bundle / "manifest.json").is_file():
+        log(f"building bundle {bundle} (cached for later runs)")
+        build_bundle(bundle, args.items, args.customers, args.dim)
+    result_recall = index_recall(bundle, args.ef_search)
+    use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
+    result: dict[str, object] = {
+        "items": args.items,
+        "customers": args.customers,
+        "dim": args.dim,
+        "workers": args.workers,
+        "loadgen": "wrk" if use_wrk else "python-asyncio",
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg()[0],
+        "ef_search": args.ef_search,
+        "recall_at_10_vs_exact": result_recall,
+    }
+    (args.workdir / "redis").mkdir(parents=True, exist_ok=True)
+    with redis_server(args.workdir / "redis") as rs:
+        log("publishing customers to redis")
+        result.update(publish(rs.url, args.customers, args.items, "bench"))
+        port = free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "PATRON_BUNDLE": str(bundle),
+            "PATRON_REDIS_URL": rs.url,
+            "PATRON_REDIS_NAMESPACE": "bench",
+            "PATRON_ADMIN_ROUTES": "false",
+            "PATRON_ENV": "prod",
+            "PATRON_HNSW_EF_SEARCH": str(args.ef_search),
+        }
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "patron",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--log-level",
+                "info",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            started = 0
+            assert proc.stderr is not None
+            while started < args.workers:
+                line = proc.stderr.readline()
+                if not line:
+                    raise SystemExit("server exited during start-up")
+                started += "Application startup complete" in line
+            result["ready_s"] = round(time.perf_counter() - t0, 2)
+            wait_port(port)
+            # drain the log pipe so the server never blocks on it
+            import threading
+
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            log(f"both workers ready in {result['ready_s']}s")
+
+            async def warm() -> None:
+                await closed_loop_py(port, lambda: rec_path(args.customers), 2, 8)
+
+            asyncio.run(warm())
+            health, recs = [], []
+            for rep in range(args.repeats):
+                if use_wrk:
+                    health.append(
+                        closed_loop_wrk(
+                            port, "/healthz", args.customers, args.duration, args.connections
+                        )
+                    )
+                    recs.append(
+                        closed_loop_wrk(port, None, args.customers, args.duration, args.connections)
+                    )
+                else:
+                    health.append(
+                        asyncio.run(
+                            closed_loop_py(
+                                port, lambda: "/healthz", args.duration, args.connections
+                            )
+                        )
+                    )
+                    recs.append(
+                        asyncio.run(
+                            closed_loop_py(
+                                port,
+                                lambda: rec_path(args.customers),
+                                args.duration,
+                                args.connections,
+                            )
+                        )
+                    )
+                log(
+                    f"run {rep + 1}: healthz {health[-1]['rps']:.0f} rps, "
+                    f"recommendations {recs[-1]['rps']:.0f} rps"
+                )
+            h = float(np.median([x["rps"] for x in health]))
+            r = float(np.median([x["rps"] for x in recs]))
+            result.update(
+                healthz_rps=round(h),
+                recommendations_rps=round(r),
+                ratio=round(r / h, 3),
+                throughput_errors=int(sum(x["errors"] for x in health + recs)),
+            )
+            runs = [
+                asyncio.run(fixed_rate(port, args.customers, args.rate, args.rate_duration, 64))
+                for _ in range(args.repeats)
+            ]
+            for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
+                result[f"fixed_{int(args.rate)}rps_{k}"] = round(
+                    float(np.median([x[k] for x in runs])), 2
+                )
+            result["fixed_rate_errors"] = int(sum(x["errors"] for x in runs))
+            result["fixed_rate_degraded"] = int(sum(x["degraded"] for x in runs))
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    result["loadavg_at_end"] = os.getloadavg()[0]
+    result["targets"] = {
+        "ratio>=0.5": result["ratio"] >= 0.5,  # type: ignore[operator]
+        "p99<=15ms": result[f"fixed_{int(args.rate)}rps_p99_ms"] <= 15,  # type: ignore[operator]
+        "ready<15s": result["ready_s"] < 15,
+    }  # type: ignore[operator]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

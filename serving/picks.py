@@ -1,0 +1,709 @@
+"""Personalised email picks for many customers: the API's candidate and rules code, in batches.
+
+Per batch of customers: one FAISS search for all known customers' vectors, the same per-customer
+candidate blend as ``GET /v1/customers/{id}/recommendations`` (serving.candidates), then the
+rules engine vectorised over the whole batch (serving.rules.engine.apply_rules_batch). Only
+customers with marketing consent are ever written. The output is written to a temp file beside
+``out`` and renamed when complete, so a failed run never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from features.online import CustomerOnline
+from features.schemas import DEFAULT_TIERS
+from serving.candidates import (
+    CandidateSet,
+    Source,
+    SourceHits,
+    blend,
+    copurchase_hits,
+    fold_in,
+    overfetch,
+)
+from serving.model import LoadedModel
+from serving.rules.apply import fallback_lists, rank_with_rules
+from serving.rules.engine import (
+    BatchPicks,
+    CandidateBatch,
+    CustomerBatch,
+    CustomerContext,
+    ItemTable,
+    apply_rules_batch,
+    compiled_for,
+    customers_from_contexts,
+)
+from serving.rules.loader import LoadedRules
+from serving.service import context_for
+
+Format = Literal["parquet", "csv", "jsonl"]
+__all__ = ["export_picks", "fallback_lists", "rank_with_rules"]
+
+OUTPUT_COLUMNS = ("customer_id", "rank", "item_id", "score", "reasons", "tier", "segment")
+RECENT_K = 20  # recent purchases read per customer, as the API does
+
+
+# ------------------------------------------------------------------------------ candidates
+def candidates_for(
+    model: LoadedModel,
+    customer_id: str,
+    ctx: CustomerContext,
+    k: int,
+    als: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[CandidateSet, np.ndarray]:
+    """The API's candidate plan for one customer (serving.service.recommend without a category
+    or context item), given its ALS hits from a batch search. Returns (candidates, exclude)."""
+    trained = model.training_items(customer_id)
+    n_blocked = len(trained) + len(ctx.recent_item_idx)
+    n_items = len(model.item_pos)
+    want = overfetch(k, n_blocked, n_items)
+    hits: list[SourceHits] = []
+    if als is not None:
+        idx, score = als
+        keep = idx[:want] >= 0
+        hits.append(SourceHits(Source.ALS, idx[:want][keep], score[:want][keep]))
+    anchors = ctx.recent_item_idx if len(ctx.recent_item_idx) else trained[:10]
+    if len(anchors):
+        hits.append(copurchase_hits(model.data.copurchase, anchors))
+    pop = model.popular_for(ctx.tier, None)
+    n_pop = min(len(pop.item_idx), max(50, 2 * k + n_blocked))
+    src = Source.POPULAR_TIER if ctx.tier in model.popular_tier else Source.POPULAR
+    hits.append(SourceHits(src, pop.item_idx[:n_pop], pop.score[:n_pop]))
+    return blend(hits, dict(model.manifest.blend)), trained
+
+
+def _user_vectors(
+    model: LoadedModel, ids: Sequence[str], ctxs: Sequence[CustomerContext]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors for the batch (own factors, or folded in from recent purchases) and a mask."""
+    f = model.data.item_factors.shape[1]
+    vecs = np.zeros((len(ids), f), np.float32)
+    has = np.zeros(len(ids), bool)
+    pos = np.array([model.customer_pos.get(c, -1) for c in ids], np.int64)
+    known = pos >= 0
+    if known.any():
+        vecs[known] = np.asarray(model.data.user_factors)[pos[known]]
+        has[known] = True
+    for i in np.flatnonzero(~known).tolist():
+        if len(ctxs[i].recent_item_idx):
+            vecs[i] = fold_in(
+                model.data.item_factors,
+                model.item_gram,
+                ctxs[i].recent_item_idx,
+                reg=model.reg,
+                alpha=model.alpha,
+            )
+            has[i] = True
+    return vecs, has
+
+
+def batch_candidates(
+    model: LoadedModel, ids: Sequence[str], ctxs: Sequence[CustomerContext], k: int
+) -> tuple[list[CandidateSet], list[np.ndarray]]:
+    """Candidates and exclusions for a batch: one FAISS search, then the per-customer blend."""
+    vecs, has = _user_vectors(model, ids, ctxs)
+    n_items = len(model.item_pos)
+    wants = [
+        overfetch(k, len(model.training_items(c)) + len(x.recent_item_idx), n_items)
+        for c, x in zip(ids, ctxs, strict=True)
+    ]
+    rows = np.flatnonzero(has)
+    found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    if rows.size:
+        depth = max(1, min(max(wants[i] for i in rows), n_items))
+        scores, idx = model.index.search(np.ascontiguousarray(vecs[rows]), depth)
+        for r, i in enumerate(rows.tolist()):
+            found[i] = (idx[r].astype(np.int32), scores[r].astype(np.float32))
+    sets, excl = [], []
+    for i, (cid, ctx) in enumerate(zip(ids, ctxs, strict=True)):
+        c, e = candidates_for(model, cid, ctx, k, found.get(i))
+        sets.append(c)
+        excl.append(e)
+    return sets, excl
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + n)`` for every (s, n), vectorised."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + (np.arange(total) - offsets)
+
+
+@dataclass
+class _Hits:
+    """Flat hits of one source for a batch: row, item, raw score, anchor."""
+
+    row: np.ndarray
+    item: np.ndarray
+    score: np.ndarray  # float32
+    anchor: np.ndarray
+    source: np.ndarray  # int8
+
+
+def _als_flat(model: LoadedModel, vecs: np.ndarray, has: np.ndarray, want: np.ndarray) -> _Hits:
+    rows = np.flatnonzero(has)
+    if rows.size == 0:
+        z = np.zeros(0, np.int64)
+        return _Hits(
+            z, z.astype(np.int32), z.astype(np.float32), z.astype(np.int32), z.astype(np.int8)
+        )
+    depth = max(1, min(int(want[rows].max()), int(model.index.ntotal)))
+    scores, idx = model.index.search(np.ascontiguousarray(vecs[rows]), depth)
+    keep = (np.arange(depth)[None, :] < want[rows][:, None]) & (idx >= 0)
+    r = np.broadcast_to(rows[:, None], idx.shape)[keep]
+    return _Hits(
+        r.astype(np.int64),
+        idx[keep].astype(np.int32),
+        scores[keep].astype(np.float32),
+        np.full(int(keep.sum()), -1, np.int32),
+        np.full(int(keep.sum()), int(Source.ALS), np.int8),
+    )
+
+
+def _copurchase_flat(
+    model: LoadedModel,
+    anchor_ptr: np.ndarray,
+    anchor_idx: np.ndarray,
+    max_anchors: int = 10,
+    per_anchor: int = 20,
+) -> _Hits:
+    """``copurchase_hits`` for every row at once (same order and scores)."""
+    n = len(anchor_ptr) - 1
+    lens = np.minimum(np.diff(anchor_ptr), max_anchors)
+    a_pos = _ranges(anchor_ptr[:-1], lens)  # positions in anchor_idx
+    a_row = np.repeat(np.arange(n, dtype=np.int64), lens)
+    a_rank = a_pos - np.repeat(anchor_ptr[:-1], lens)  # 0 = most recent
+    anchors = anchor_idx[a_pos].astype(np.int64)
+    cp = model.data.copurchase
+    lo = cp.indptr[anchors]
+    cnt = np.minimum(cp.indptr[anchors + 1] - lo, per_anchor)
+    nb = _ranges(lo, cnt)
+    div = np.repeat((1.0 + a_rank).astype(np.float32), cnt)
+    return _Hits(
+        np.repeat(a_row, cnt),
+        cp.indices[nb].astype(np.int32),
+        (cp.data[nb].astype(np.float32) / div).astype(np.float32),
+        np.repeat(anchors, cnt).astype(np.int32),
+        np.full(int(cnt.sum()), int(Source.COPURCHASE), np.int8),
+    )
+
+
+def _popular_flat(model: LoadedModel, tiers: Sequence[str], n_pop: np.ndarray) -> _Hits:
+    rows, items, scores, srcs = [], [], [], []
+    for tier in sorted(set(tiers)):
+        sel = np.flatnonzero(np.asarray(tiers, dtype=object) == tier)
+        pop = model.popular_for(tier, None)
+        src = Source.POPULAR_TIER if tier in model.popular_tier else Source.POPULAR
+        m = np.minimum(n_pop[sel], len(pop.item_idx))
+        pos = _ranges(np.zeros(len(sel), np.int64), m)
+        rows.append(np.repeat(sel, m))
+        items.append(pop.item_idx[pos])
+        scores.append(pop.score[pos])
+        srcs.append(np.full(len(pos), int(src), np.int8))
+    row = np.concatenate(rows).astype(np.int64)
+    return _Hits(
+        row,
+        np.concatenate(items).astype(np.int32),
+        np.concatenate(scores).astype(np.float32),
+        np.full(len(row), -1, np.int32),
+        np.concatenate(srcs),
+    )
+
+
+def _blend_flat(hits: list[_Hits], weights: dict[str, float], n: int) -> CandidateBatch:
+    """``serving.candidates.blend`` for every row at once: per (row, source) min-max scaling
+    to [0.5, 1] times the source weight, summed per item; the source and anchor of an item
+    are those of its largest contribution; rows best first (ties by item index)."""
+    from serving.candidates import BLEND_KEYS
+
+    parts = [h for h in hits if len(h.row)]
+    if not parts:
+        return CandidateBatch.from_sets([CandidateSet.empty()] * n)
+    # order of the flat table: by row, then source part (ALS, co-purchase, popular), then hit
+    part_no = np.concatenate([np.full(len(h.row), i, np.int64) for i, h in enumerate(parts)])
+    row = np.concatenate([h.row for h in parts])
+    order = np.lexsort((np.arange(len(row)), part_no, row))
+    row, part_no = row[order], part_no[order]
+    item = np.concatenate([h.item for h in parts])[order]
+    raw = np.concatenate([h.score for h in parts])[order]
+    anchor = np.concatenate([h.anchor for h in parts])[order]
+    source = np.concatenate([h.source for h in parts])[order]
+    m = len(row)
+    # per (row, part) segment: min-max scaling in float32 as _scaled does
+    seg_start = np.flatnonzero(np.r_[True, (row[1:] != row[:-1]) | (part_no[1:] != part_no[:-1])])
+    seg_len = np.diff(np.r_[seg_start, m])
+    lo = np.minimum.reduceat(raw, seg_start).astype(np.float64)
+    hi = np.maximum.reduceat(raw, seg_start).astype(np.float64)
+    span = hi - lo
+    lo_e = np.repeat(lo.astype(np.float32), seg_len)
+    span_e = np.repeat(span.astype(np.float32), seg_len)
+    flat = np.repeat(span <= 1e-12, seg_len)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = (np.float32(0.5) + np.float32(0.5) * (raw - lo_e) / span_e).astype(np.float32)
+    scaled[flat] = np.float32(1.0)
+    w = np.array(
+        [np.float32(float(weights.get(BLEND_KEYS[Source(int(h.source[0]))], 0.0))) for h in parts],
+        np.float32,
+    )
+    contrib = (scaled * w[part_no]).astype(np.float32)
+    pos = np.arange(m)
+    # per (row, item): total (float64, in table order) and the best contribution
+    by_item = np.lexsort((pos, item, row))
+    r_s, i_s = row[by_item], item[by_item]
+    start = np.flatnonzero(np.r_[True, (r_s[1:] != r_s[:-1]) | (i_s[1:] != i_s[:-1])])
+    total = np.add.reduceat(contrib[by_item].astype(np.float64), start)
+    best_order = np.lexsort((pos, -contrib, item, row))
+    best = best_order[start]  # first of each (row, item) group: max contrib, first position
+    u_row, u_item = r_s[start], i_s[start]
+    rank = np.lexsort((u_item, -total, u_row))
+    u_row, u_item, total, best = u_row[rank], u_item[rank], total[rank], best[rank]
+    counts = np.bincount(u_row, minlength=n)
+    width = int(counts.max()) if n else 0
+    col = np.arange(len(u_row)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out = CandidateBatch(
+        item_idx=np.full((n, width), -1, np.int32),
+        score=np.zeros((n, width), np.float32),
+        source=np.full((n, width), int(Source.ALS), np.int8),
+        anchor_idx=np.full((n, width), -1, np.int32),
+    )
+    out.item_idx[u_row, col] = u_item
+    out.score[u_row, col] = total.astype(np.float32)
+    out.source[u_row, col] = source[best]
+    out.anchor_idx[u_row, col] = anchor[best]
+    return out
+
+
+def batch_candidates_flat(
+    model: LoadedModel,
+    ids: Sequence[str],
+    ctxs: Sequence[CustomerContext],
+    recent_ptr: np.ndarray,
+    recent_idx: np.ndarray,
+    k: int,
+) -> tuple[CandidateBatch, np.ndarray, np.ndarray]:
+    """Vectorised ``candidates_for`` over a batch: (candidates, exclude indptr, exclude idx).
+
+    ``recent_ptr``/``recent_idx`` are the customers' recent purchases (CSR, newest first).
+    """
+    from serving.rules.engine import _csr_take
+
+    n = len(ids)
+    ui = model.data.user_items
+    pos = np.array([model.customer_pos.get(c, -1) for c in ids], np.int64)
+    known = pos >= 0
+    # training purchases of each customer (none for unknown customers)
+    safe = np.where(known, pos, 0)
+    tr_ptr, tr_idx = _csr_take(ui.indptr.astype(np.int64), ui.indices, safe)
+    tr_len = np.where(known, np.diff(tr_ptr), 0)
+    tr_ptr2 = np.zeros(n + 1, np.int64)
+    np.cumsum(tr_len, out=tr_ptr2[1:])
+    tr_idx = tr_idx[_ranges(tr_ptr[:-1], tr_len)].astype(np.int32)
+    rec_len = np.diff(recent_ptr)
+    n_blocked = tr_len + rec_len
+    n_items = len(model.item_pos)
+    want = np.minimum(n_items, np.maximum(4 * k, k + n_blocked + 20))
+    n_pop = np.maximum(50, 2 * k + n_blocked)
+    vecs, has = _user_vectors(model, ids, ctxs)
+    # anchors: recent purchases, else the first 10 training purchases
+    use_recent = rec_len > 0
+    a_len = np.where(use_recent, rec_len, np.minimum(tr_len, 10))
+    a_start = np.where(use_recent, recent_ptr[:-1], tr_ptr2[:-1])
+    a_src = np.where(np.repeat(use_recent, a_len), 1, 0)
+    a_pos = _ranges(a_start, a_len)
+    merged = np.where(
+        a_src == 1,
+        recent_idx[np.minimum(a_pos, max(len(recent_idx) - 1, 0))] if len(recent_idx) else 0,
+        tr_idx[np.minimum(a_pos, max(len(tr_idx) - 1, 0))] if len(tr_idx) else 0,
+    ).astype(np.int32)
+    a_ptr = np.zeros(n + 1, np.int64)
+    np.cumsum(a_len, out=a_ptr[1:])
+    hits = [
+        _als_flat(model, vecs, has, want),
+        _copurchase_flat(model, a_ptr, merged),
+        _popular_flat(model, [c.tier for c in ctxs], n_pop),
+    ]
+    return _blend_flat(hits, dict(model.manifest.blend), n), tr_ptr2, tr_idx
+
+
+# ------------------------------------------------------------------------------ contexts
+def contexts_from_frame(frame: pl.DataFrame, model: LoadedModel) -> list[CustomerContext]:
+    """Contexts from customers.parquet rows (no real-time purchases: nothing recent)."""
+    cols = frame.columns
+
+    def col(name: str) -> list[Any]:
+        return frame[name].to_list() if name in cols else [None] * frame.height
+
+    empty_i, empty_f = np.empty(0, np.int32), np.empty(0, np.float32)
+    out = []
+    for tier, seg, churn, band, spend, past in zip(
+        col("tier"),
+        col("segment"),
+        col("churn_risk"),
+        col("clv_band"),
+        col("typical_spend"),
+        col("past_categories"),
+        strict=True,
+    ):
+        t = tier or DEFAULT_TIERS[0]
+        out.append(
+            CustomerContext(
+                tier=t,
+                tier_rank=DEFAULT_TIERS.index(t) if t in DEFAULT_TIERS else 0,
+                segment=seg,
+                churn_risk=churn,
+                clv_band=band,
+                typical_spend=spend,
+                recent_item_idx=empty_i,
+                recent_days_ago=empty_f,
+                past_categories=tuple(past or ()),
+            )
+        )
+    return out
+
+
+def contexts_from_online(
+    rows: Sequence[CustomerOnline], model: LoadedModel, now: float | None = None
+) -> list[CustomerContext]:
+    """Contexts exactly as the API builds them from the online store."""
+    return [context_for(model, r, now) for r in rows]
+
+
+# ------------------------------------------------------------------------------ ranking
+def _no_rules_batch(
+    cb: CandidateBatch, ex_ptr: np.ndarray, ex_idx: np.ndarray, k: int, items: ItemTable
+) -> BatchPicks:
+    """Baseline without business rules: the first k candidates not already bought."""
+    n, w = cb.item_idx.shape
+    ex_rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(ex_ptr))
+    ex_keys = ex_rows * len(items) + ex_idx.astype(np.int64)
+    keys = np.arange(n, dtype=np.int64)[:, None] * len(items) + np.maximum(cb.item_idx, 0)
+    ok = (cb.item_idx >= 0) & ~np.isin(keys, ex_keys)
+    kk = min(k, w)
+    order = np.argsort(~ok, axis=1, kind="stable")[:, :kk]
+    r = np.arange(n)[:, None]
+    count = np.minimum(ok.sum(axis=1), kk)
+    in_range = np.arange(kk)[None, :] < count[:, None]
+    src = np.where(in_range, cb.source[r, order], -1).astype(np.int8)
+    reason_ids = np.full((n, kk, 1), -1, np.int32)
+    source_reason = np.array([1, 0, 2, 3], np.int32)  # ALS, COPURCHASE(anchor), TIER, POPULAR
+    reason_ids[..., 0] = np.where(in_range, source_reason[np.clip(src, 0, 3)], -1)
+    return BatchPicks(
+        item_idx=np.where(in_range, cb.item_idx[r, order], -1).astype(np.int32),
+        score=np.where(in_range, cb.score[r, order], 0).astype(np.float32),
+        source=src,
+        anchor_idx=np.where(in_range, cb.anchor_idx[r, order], -1).astype(np.int32),
+        reason_ids=reason_ids,
+        count=count.astype(np.int64),
+        reason_table=(
+            "bought together with {anchor}",
+            "recommended for you",
+            "popular in your tier",
+            "popular",
+        ),
+        copurchase_template="bought together with {anchor}",
+        rules_version="none",
+        group=np.zeros((n, kk), np.int8),
+    )
+
+
+def _rules_batch(
+    model: LoadedModel,
+    rules: LoadedRules,
+    cands: CandidateBatch,
+    ex_ptr: np.ndarray,
+    ex_idx: np.ndarray,
+    ctxs: list[CustomerContext],
+    k: int,
+) -> BatchPicks:
+    compiled = compiled_for(rules, model.items)
+    customers: CustomerBatch = customers_from_contexts(ctxs, compiled)
+    customers.exclude_indptr, customers.exclude_idx = ex_ptr, ex_idx.astype(np.int32)
+    tiers = sorted({c.tier for c in ctxs})
+    lists = [fallback_lists(model, t)[0] for t in tiers]
+    width = max((len(t) for t in lists), default=0)
+    per_tier = np.full((len(tiers), width), -1, np.int32)
+    for i, t in enumerate(lists):
+        per_tier[i, : len(t)] = t
+    code = {t: i for i, t in enumerate(tiers)}
+    pop_tier = per_tier[np.array([code[c.tier] for c in ctxs], np.int64)]
+    return apply_rules_batch(
+        cands,
+        customers,
+        compiled,
+        k,
+        pop_tier,
+        model.popular_overall.item_idx,
+    )
+
+
+def picks_frame(
+    out: BatchPicks, ids: Sequence[str], ctxs: Sequence[CustomerContext], item_ids: np.ndarray
+) -> pl.DataFrame:
+    """Long table (one row per pick) with reasons decoded to strings, vectorised."""
+    n, kk = out.item_idx.shape
+    mask = (np.arange(kk)[None, :] < out.count[:, None]).ravel()
+    row = np.repeat(np.arange(n), kk)[mask]
+    rank = np.tile(np.arange(1, kk + 1), n)[mask]
+    rid = out.reason_ids.reshape(n * kk, -1)[mask]
+    anchor = out.anchor_idx.ravel()[mask]
+    # reasons other than the copurchase one: few distinct combinations -> decode each once
+    table = np.array([*out.reason_table, ""], dtype=object)
+    combos, inv = np.unique(np.where(rid == 0, -1, rid), axis=0, return_inverse=True)
+    decoded = [[str(table[x]) for x in combo if x >= 0] for combo in combos]
+    has_cp = (rid == 0).any(axis=1)
+    head, _, tail = out.copurchase_template.partition("{anchor}")
+    anchor_id = item_ids[np.maximum(anchor, 0)].astype(object)
+    anchor_id[~has_cp] = None
+    frame = pl.DataFrame(
+        {
+            "customer_id": np.asarray(ids, dtype=object)[row].tolist(),
+            "rank": rank.astype(np.int32),
+            "item_id": item_ids[out.item_idx.ravel()[mask]].tolist(),
+            "score": out.score.ravel()[mask],
+            "_combo": np.asarray(inv).ravel().astype(np.int64),
+            "_anchor": anchor_id.tolist(),
+            "tier": np.array([c.tier for c in ctxs], dtype=object)[row].tolist(),
+            "segment": np.array([c.segment for c in ctxs], dtype=object)[row].tolist(),
+        },
+        schema_overrides={
+            "customer_id": pl.String,
+            "item_id": pl.String,
+            "_anchor": pl.String,
+            "tier": pl.String,
+            "segment": pl.String,
+        },
+    )
+    combo = pl.lit(pl.Series("_r", decoded, dtype=pl.List(pl.String))).gather(pl.col("_combo"))
+    cp_text = pl.concat_list(pl.lit(head) + pl.col("_anchor") + pl.lit(tail))
+    return frame.with_columns(
+        reasons=pl.when(pl.col("_anchor").is_not_null())
+        .then(pl.concat_list(combo, cp_text))
+        .otherwise(combo)
+    ).select(OUTPUT_COLUMNS)
+
+
+# ------------------------------------------------------------------------------ export
+@dataclass
+class ExportReport:
+    customers_selected: int = 0
+    written: int = 0
+    rows: int = 0
+    skipped_no_consent: int = 0
+    skipped_no_eligible_picks: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "customers_selected": self.customers_selected,
+            "written": self.written,
+            "rows": self.rows,
+            "skipped_no_consent": self.skipped_no_consent,
+            "skipped_no_eligible_picks": self.skipped_no_eligible_picks,
+            "seconds": round(self.seconds, 3),
+            **self.extra,
+        }
+
+
+def select_customers(
+    customers: pl.DataFrame, tier: str | None, segment: str | None
+) -> tuple[pl.DataFrame, int, int]:
+    """Filter by tier/segment, then keep consenting customers only.
+
+    Returns (consenting rows, selected count, skipped for no consent). A missing or null
+    consent counts as no consent.
+    """
+    sel = customers
+    if tier is not None:
+        sel = sel.filter(pl.col("tier") == tier)
+    if segment is not None:
+        sel = sel.filter(pl.col("segment") == segment)
+    if "marketing_consent" in sel.columns:
+        ok = sel.filter(pl.col("marketing_consent").fill_null(False))
+    else:
+        ok = sel.clear()
+    return ok, sel.height, sel.height - ok.height
+
+
+class _Writer:
+    """Streams batches to a temp file beside ``out``; ``commit`` renames it into place."""
+
+    def __init__(self, out: Path, fmt: Format) -> None:
+        self.out, self.fmt = out, fmt
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self._fh: Any = None
+        self._pq: Any = None
+        self._first = True
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            table = frame.to_arrow()
+            if self._pq is None:
+                self._pq = pq.ParquetWriter(str(self.tmp), table.schema, compression="zstd")
+            self._pq.write_table(table)
+            return
+        if self._fh is None:
+            self._fh = self.tmp.open("wb")
+        if self.fmt == "csv":
+            flat = frame.with_columns(pl.col("reasons").list.join("; "))
+            flat.write_csv(self._fh, include_header=self._first)
+        else:
+            frame.write_ndjson(self._fh)
+        self._first = False
+
+    def commit(self, empty_schema: pl.DataFrame) -> None:
+        if self._pq is None and self._fh is None:
+            self.write(empty_schema)
+        if self._pq is not None:
+            self._pq.close()
+        if self._fh is not None:
+            self._fh.close()
+        os.replace(self.tmp, self.out)
+
+    def abort(self) -> None:
+        for h in (self._pq, self._fh):
+            if h is not None:
+                h.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _empty_output() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "customer_id": pl.String,
+            "rank": pl.Int32,
+            "item_id": pl.String,
+            "score": pl.Float32,
+            "reasons": pl.List(pl.String),
+            "tier": pl.String,
+            "segment": pl.String,
+        }
+    )
+
+
+@contextmanager
+def _faiss_threads(threads: int | None) -> Iterator[None]:
+    """Let FAISS use ``threads`` threads for batch searches (the API process keeps 1)."""
+    if threads is None:
+        yield
+        return
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, threads))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _batches(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
+    for start in range(0, frame.height, size):
+        yield frame.slice(start, size)
+
+
+def export_picks(
+    model: LoadedModel,
+    customers: pl.DataFrame,
+    out: Path,
+    *,
+    rules: LoadedRules | None,
+    k: int = 8,
+    fmt: Format = "parquet",
+    tier: str | None = None,
+    segment: str | None = None,
+    read_online: Callable[[list[str]], list[CustomerOnline]] | None = None,
+    batch_size: int = 2_048,
+    progress: Callable[[int], None] | None = None,
+    now: float | None = None,
+    threads: int | None = None,
+) -> ExportReport:
+    """Write k picks per consenting customer; ``rules=None`` is the no-rules baseline.
+
+    With ``read_online`` (the online store's batch read), contexts come from the online
+    features exactly as the API builds them; otherwise from the ``customers`` table.
+    """
+    t0 = time.perf_counter()
+    report = ExportReport()
+    chosen, report.customers_selected, report.skipped_no_consent = select_customers(
+        customers, tier, segment
+    )
+    writer = _Writer(Path(out), fmt)
+    stages = {"candidates_s": 0.0, "ranking_s": 0.0, "output_s": 0.0}
+    item_ids = np.asarray(model.items.item_ids).astype(str)
+    try:
+        for part in _batches(chosen, batch_size):
+            ids = part["customer_id"].cast(pl.String).to_list()
+            if read_online is not None:
+                online = read_online(ids)
+                ctxs = contexts_from_online(online, model, now)
+                consent = np.array([r.marketing_consent for r in online], bool)
+                if not consent.all():  # the online row is newer: respect a withdrawn consent
+                    keep = np.flatnonzero(consent)
+                    report.skipped_no_consent += len(ids) - len(keep)
+                    ids = [ids[i] for i in keep]
+                    ctxs = [ctxs[i] for i in keep]
+            else:
+                ctxs = contexts_from_frame(part, model)
+            if not ids:
+                continue
+            rec_ptr = np.zeros(len(ctxs) + 1, np.int64)
+            rec_ptr[1:] = np.cumsum([len(c.recent_item_idx) for c in ctxs])
+            rec_idx = (
+                np.concatenate([c.recent_item_idx for c in ctxs]).astype(np.int32)
+                if rec_ptr[-1]
+                else np.zeros(0, np.int32)
+            )
+            t1 = time.perf_counter()
+            with _faiss_threads(threads):
+                cands, ex_ptr, ex_idx = batch_candidates_flat(model, ids, ctxs, rec_ptr, rec_idx, k)
+            t2 = time.perf_counter()
+            res = (
+                _rules_batch(model, rules, cands, ex_ptr, ex_idx, ctxs, k)
+                if rules is not None
+                else _no_rules_batch(cands, ex_ptr, ex_idx, k, model.items)
+            )
+            t3 = time.perf_counter()
+            frame = picks_frame(res, ids, ctxs, item_ids)
+            writer.write(frame)
+            stages["candidates_s"] += t2 - t1
+            stages["ranking_s"] += t3 - t2
+            stages["output_s"] += time.perf_counter() - t3
+            got = int((res.count > 0).sum())
+            report.written += got
+            report.skipped_no_eligible_picks += len(ids) - got
+            report.rows += frame.height
+            if progress is not None:
+                progress(part.height)
+        writer.commit(_empty_output())
+    except BaseException:
+        writer.abort()
+        raise
+    report.seconds = time.perf_counter() - t0
+    report.extra = {
+        **{key: round(v, 3) for key, v in stages.items()},
+        "k": k,
+        "format": fmt,
+        "out": str(out),
+        "rules_version": rules.version if rules is not None else None,
+        "model_version": model.version,
+    }
+    return report
