@@ -17,7 +17,7 @@ from typing import Literal, Self
 import numpy as np
 from scipy import sparse
 
-from training.recommender import recommend_by_scoring, top_n
+from training.recommender import ScoringRecommender, top_n
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def confidence(user_items: sparse.csr_matrix, p: ALSParams) -> sparse.csr_matrix
     return x
 
 
-class ALSRecommender:
+class ALSRecommender(ScoringRecommender):
     """``implicit`` ALS; factors are kept as float32 numpy arrays."""
 
     name = "als"
@@ -109,15 +109,6 @@ class ALSRecommender:
 
     def score(self, user_idx: np.ndarray, user_items: sparse.csr_matrix) -> np.ndarray:
         return np.asarray(self.user_factors[np.asarray(user_idx)] @ self.item_factors.T)
-
-    def recommend(
-        self,
-        user_idx: np.ndarray,
-        user_items: sparse.csr_matrix,
-        n: int = 10,
-        filter_already_bought: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return recommend_by_scoring(self, user_idx, user_items, n, filter_already_bought)
 
     def similar_items(self, item_idx: np.ndarray, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
         item_idx = np.asarray(item_idx, dtype=np.int64)

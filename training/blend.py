@@ -20,7 +20,7 @@ from typing import Self
 import numpy as np
 from scipy import sparse
 
-from training.recommender import Recommender, recommend_by_scoring, top_n
+from training.recommender import Recommender, ScoringRecommender, top_n
 
 DEFAULT_WEIGHTS = {"als": 0.35, "copurchase": 1.0, "popular": 0.05}
 
@@ -39,7 +39,7 @@ def normalise(scores: np.ndarray, exclude: sparse.csr_matrix | None) -> np.ndarr
     return out
 
 
-class BlendRecommender:
+class BlendRecommender(ScoringRecommender):
     """Weighted sum of max-normalised source scores (weights chosen on validation data)."""
 
     name = "blend"
@@ -73,15 +73,6 @@ class BlendRecommender:
         for name, s in parts.items():
             total += np.float32(self.weights[name]) * s
         return total
-
-    def recommend(
-        self,
-        user_idx: np.ndarray,
-        user_items: sparse.csr_matrix,
-        n: int = 10,
-        filter_already_bought: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return recommend_by_scoring(self, user_idx, user_items, n, filter_already_bought)
 
     def similar_items(self, item_idx: np.ndarray, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Weighted sum of the sources' similar-item lists (scores as returned)."""

@@ -34,7 +34,7 @@ from typing import Literal, Self
 import numpy as np
 from scipy import sparse
 
-from training.recommender import recommend_by_scoring, similar_from_table
+from training.recommender import ScoringRecommender, similar_from_table
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def ease_weights(x: sparse.csr_matrix, lam: float) -> np.ndarray:
     return b
 
 
-class CoPurchaseRecommender:
+class CoPurchaseRecommender(ScoringRecommender):
     """Item-to-item association; ``table[i, j]`` is how strongly buying i suggests j."""
 
     name = "copurchase"
@@ -154,15 +154,6 @@ class CoPurchaseRecommender:
         rows = user_items[np.asarray(user_idx)].tocsr().astype(np.float32)
         rows.data = np.ones_like(rows.data)
         return np.asarray((rows @ self.table).toarray(), dtype=np.float32)
-
-    def recommend(
-        self,
-        user_idx: np.ndarray,
-        user_items: sparse.csr_matrix,
-        n: int = 10,
-        filter_already_bought: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return recommend_by_scoring(self, user_idx, user_items, n, filter_already_bought)
 
     def similar_items(self, item_idx: np.ndarray, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
         return similar_from_table(self.table, item_idx, n)

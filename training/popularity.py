@@ -17,7 +17,7 @@ import polars as pl
 from scipy import sparse
 
 from features.schemas import DEFAULT_TIERS
-from training.recommender import recommend_by_scoring, top_n
+from training.recommender import ScoringRecommender, top_n
 
 
 def buyer_counts(user_items: sparse.csr_matrix, rows: np.ndarray | None = None) -> np.ndarray:
@@ -28,7 +28,7 @@ def buyer_counts(user_items: sparse.csr_matrix, rows: np.ndarray | None = None) 
     return np.bincount(m.indices, minlength=m.shape[1]).astype(np.float64)
 
 
-class PopularityRecommender:
+class PopularityRecommender(ScoringRecommender):
     """Overall or per-tier popularity; ``user_tiers[u]`` is an index into ``tiers``."""
 
     name = "popular"
@@ -61,15 +61,6 @@ class PopularityRecommender:
         if self.user_tiers is None:
             return np.tile(self.overall, (len(user_idx), 1))
         return np.asarray(self.by_tier[self.user_tiers[user_idx]], dtype=np.float32)
-
-    def recommend(
-        self,
-        user_idx: np.ndarray,
-        user_items: sparse.csr_matrix,
-        n: int = 10,
-        filter_already_bought: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return recommend_by_scoring(self, user_idx, user_items, n, filter_already_bought)
 
     def similar_items(self, item_idx: np.ndarray, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Popularity has no notion of similarity: the most popular other items."""

@@ -104,6 +104,22 @@ def recommend_by_scoring(
     return ids_out, sc_out
 
 
+class ScoringRecommender:
+    """Mixin: ``recommend`` from the model's own ``score`` (dense scores, then ``top_n``)."""
+
+    def score(self, user_idx: np.ndarray, user_items: sparse.csr_matrix) -> np.ndarray:
+        raise NotImplementedError
+
+    def recommend(
+        self,
+        user_idx: np.ndarray,
+        user_items: sparse.csr_matrix,
+        n: int = 10,
+        filter_already_bought: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return recommend_by_scoring(self, user_idx, user_items, n, filter_already_bought)  # type: ignore[arg-type]
+
+
 def similar_from_table(
     table: sparse.csr_matrix, item_idx: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
