@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from features.online import CustomerOnline
 from serving import service
+from serving.metrics import Metrics
 from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep, RulesDep
 from serving.routes.schemas import (
     Category,
@@ -19,7 +21,9 @@ from serving.routes.schemas import (
     RecItem,
     Tier,
 )
+from serving.rules.loader import LoadedRules
 from serving.service import RecResult
+from serving.state import Models
 from serving.store import OnlineGateway
 
 router = APIRouter(prefix="/v1", tags=["items"])
@@ -43,6 +47,34 @@ async def _online(
     return row, row is None
 
 
+async def _item_list(
+    route: str,
+    fn: Callable[..., RecResult],
+    item_id: str,
+    models: Models,
+    gateway: OnlineGateway,
+    metrics: Metrics,
+    rules: LoadedRules,
+    k: int,
+    customer_id: str | None,
+) -> ItemListResponse:
+    """An item-anchored list (similar, bought together), optionally for a customer."""
+    model = models.champion
+    service.item_index(model, item_id)  # 404 before any Redis call
+    online, degraded = await _online(gateway, customer_id)
+    if degraded:
+        metrics.degraded.labels(route).inc()
+    res = fn(model, item_id, k, customer_id, online, rules)
+    return ItemListResponse(
+        item_id=item_id,
+        customer_id=customer_id,
+        tier=res.tier if customer_id else None,
+        model_version=model.version,
+        degraded=degraded,
+        items=_items(res),
+    )
+
+
 @router.get(
     "/items/{item_id}/similar",
     response_model=ItemListResponse,
@@ -58,19 +90,8 @@ async def similar(
     k: K = 10,
     customer_id: OptCustomerId = None,
 ) -> ItemListResponse:
-    model = models.champion
-    service.item_index(model, item_id)  # 404 before any Redis call
-    online, degraded = await _online(gateway, customer_id)
-    if degraded:
-        metrics.degraded.labels("similar").inc()
-    res = service.similar(model, item_id, k, customer_id, online, rules)
-    return ItemListResponse(
-        item_id=item_id,
-        customer_id=customer_id,
-        tier=res.tier if customer_id else None,
-        model_version=model.version,
-        degraded=degraded,
-        items=_items(res),
+    return await _item_list(
+        "similar", service.similar, item_id, models, gateway, metrics, rules, k, customer_id
     )
 
 
@@ -89,19 +110,16 @@ async def bought_together(
     k: K = 10,
     customer_id: OptCustomerId = None,
 ) -> ItemListResponse:
-    model = models.champion
-    service.item_index(model, item_id)
-    online, degraded = await _online(gateway, customer_id)
-    if degraded:
-        metrics.degraded.labels("bought_together").inc()
-    res = service.bought_together(model, item_id, k, customer_id, online, rules)
-    return ItemListResponse(
-        item_id=item_id,
-        customer_id=customer_id,
-        tier=res.tier if customer_id else None,
-        model_version=model.version,
-        degraded=degraded,
-        items=_items(res),
+    return await _item_list(
+        "bought_together",
+        service.bought_together,
+        item_id,
+        models,
+        gateway,
+        metrics,
+        rules,
+        k,
+        customer_id,
     )
 
 
