@@ -193,12 +193,17 @@ def p_alive(params: BGNBD, x: F, t_x: F, T: F) -> F:
 
 def _hyp2f1_series(a: F, b: F, c: F, z: F, terms: int = 20_000) -> F:
     """Direct Gauss series (|z| < 1), used only where scipy's hyp2f1 is not finite."""
+    a, b, c, z = (np.asarray(v, dtype=np.float64) for v in (a, b, c, z))
     out = np.ones_like(z)
     term = np.ones_like(z)
+    active = np.arange(z.size)  # rows still converging: converged rows drop out each step
     for n in range(terms):
-        term = term * (a + n) * (b + n) / ((c + n) * (n + 1)) * z
-        out = out + term
-        if np.all(np.abs(term) < 1e-15 * np.abs(out)):
+        ta = term[active] * (a[active] + n) * (b[active] + n) / ((c[active] + n) * (n + 1))
+        ta *= z[active]
+        term[active] = ta
+        out[active] += ta
+        active = active[~(np.abs(ta) < 1e-15 * np.abs(out[active]))]
+        if active.size == 0:
             break
     return out
 
@@ -223,12 +228,20 @@ def expected_transactions(params: BGNBD, t: float, x: F, t_x: F, T: F) -> F:
     c = np.where(np.abs(c - np.round(c)) < 1e-12, c + 1e-9, c) if np.any(c <= 0) else c
     with np.errstate(all="ignore"):
         h = special.hyp2f1(a + b - 1.0 - r, a - 1.0, c, z)
-        bad = ~np.isfinite(h)
-        if np.any(bad):
-            h[bad] = _hyp2f1_series(
-                np.full(bad.sum(), a + b - 1.0 - r), np.full(bad.sum(), a - 1.0), c[bad], z[bad]
-            )
         tail = np.exp((a - 1.0) * np.log1p(-z)) * h
+        bad = ~np.isfinite(tail)
+        if np.any(bad):  # e.g. huge a, b (p nearly fixed): the untransformed form is finite
+            xb = x[bad]
+            tail[bad] = np.exp((r + xb) * np.log1p(-z[bad])) * special.hyp2f1(
+                r + xb, b + xb, c[bad], z[bad]
+            )
+            bad = ~np.isfinite(tail)
+        if np.any(bad):
+            n_bad = int(bad.sum())
+            h_bad = _hyp2f1_series(
+                np.full(n_bad, a + b - 1.0 - r), np.full(n_bad, a - 1.0), c[bad], z[bad]
+            )
+            tail[bad] = np.exp((a - 1.0) * np.log1p(-z[bad])) * h_bad
         num = (a + b + x - 1.0) / (a - 1.0) * (1.0 - tail)
         log_odds = (
             np.log(a)

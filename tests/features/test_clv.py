@@ -164,3 +164,21 @@ def test_discounted_clv_monotone_in_discount() -> None:
     assert low[1] == pytest.approx(low[3])  # duplicate rows map back correctly
     e52 = clv.expected_transactions(bg, 52.0, x, t_x, T)
     assert low == pytest.approx(e52 * clv.expected_spend(gg, x, m), rel=1e-9)
+
+
+def test_expected_transactions_with_nearly_fixed_dropout_is_finite_and_fast() -> None:
+    """Huge a, b (a degenerate but legal fit seen on synthetic data) stay finite and sensible."""
+    from features.clv import BGNBD, expected_transactions
+
+    params = BGNBD(r=0.5487, alpha=2.0675, a=66370.15, b=3269017.37, log_likelihood=0.0)
+    rng = np.random.default_rng(0)
+    n = 100_000
+    x = rng.integers(0, 60, n).astype(float)
+    T = rng.uniform(1, 78, n)
+    t_x = np.where(x > 0, T, 0.0)  # just bought: almost surely alive
+    e = expected_transactions(params, 52.0, x, t_x, T)
+    assert np.all(np.isfinite(e)) and np.all(e >= 0)
+    # with p ~ a/(a+b) = 0.02 fixed, a customer who just bought buys at ~ (r+x)/(alpha+T) per
+    # week, thinned a little by dropout over 52 weeks: of that order, neither 0 nor more
+    rate = (params.r + x) / (params.alpha + T) * 52
+    assert 0.3 < float(np.median(e / rate)) <= 1.0
