@@ -110,6 +110,17 @@ def _picks(
     return items, p.rules_version
 
 
+def _anchored_exclusions(model: LoadedModel, pos: int, customer_id: str | None) -> np.ndarray:
+    """The anchor item itself and, for a known customer, what they bought in training."""
+    own = model.training_items(customer_id) if customer_id else np.empty(0, np.int32)
+    return np.concatenate([[pos], own]).astype(np.int32)
+
+
+def _in_category(model: LoadedModel, cands: CandidateSet, code: int) -> CandidateSet:
+    m = model.items.category_code[cands.item_idx] == code
+    return CandidateSet(cands.item_idx[m], cands.score[m], cands.source[m], cands.anchor_idx[m])
+
+
 def recommend(
     model: LoadedModel,
     customer_id: str,
@@ -171,10 +182,7 @@ def recommend(
         n_popular=min(len(pop.item_idx), max(50, 2 * k + n_blocked)),
     )
     if code is not None:
-        m = model.items.category_code[cands.item_idx] == code
-        cands = CandidateSet(
-            cands.item_idx[m], cands.score[m], cands.source[m], cands.anchor_idx[m]
-        )
+        cands = _in_category(model, cands, code)
     items, rules_version = _picks(model, cands, ctx, k, excl, rules, fallback=code is None)
     return RecResult(ctx.tier, ctx.segment, items, rules_version, fallback)
 
@@ -190,9 +198,7 @@ def similar(
     """Nearest items by factor inner product, excluding the item (and the customer's own)."""
     pos = item_index(model, item_id)
     ctx = context_for(model, online)
-    excl = np.concatenate(
-        [[pos], model.training_items(customer_id) if customer_id else np.empty(0, np.int32)]
-    ).astype(np.int32)
+    excl = _anchored_exclusions(model, pos, customer_id)
     n = overfetch(k, len(excl) + len(ctx.recent_item_idx), len(model.item_pos))
     idx, score = search(model.index, model.data.item_factors[pos], n)
     cands = CandidateSet(
@@ -224,9 +230,7 @@ def bought_together(
         np.full(len(idx), Source.COPURCHASE, np.int8),
         np.full(len(idx), pos, np.int32),
     )
-    excl = np.concatenate(
-        [[pos], model.training_items(customer_id) if customer_id else np.empty(0, np.int32)]
-    ).astype(np.int32)
+    excl = _anchored_exclusions(model, pos, customer_id)
     items, rules_version = _picks(model, cands, ctx, k, excl, rules)
     return RecResult(ctx.tier, ctx.segment, items, rules_version)
 
@@ -260,9 +264,6 @@ def popular(
         np.full(len(pop.item_idx), -1, np.int32),
     )
     if code is not None:
-        m = model.items.category_code[cands.item_idx] == code
-        cands = CandidateSet(
-            cands.item_idx[m], cands.score[m], cands.source[m], cands.anchor_idx[m]
-        )
+        cands = _in_category(model, cands, code)
     items, rules_version = _picks(model, cands, ctx, k, np.empty(0, np.int32), rules)
     return RecResult(tier_name, None, items, rules_version)
