@@ -14,10 +14,10 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.services import RedisServer, free_port
-from tests.serving.conftest import ADMIN_KEY, CUSTOMERS, NS
+from tests.services import RedisServer
+from tests.serving.conftest import CUSTOMERS, NS
 from tests.serving.helpers import customers_frame, items_frame, make_bundle, sync_store
-from tests.serving.test_uvicorn import start_server, wait_ready
+from tests.serving.test_uvicorn import _serve
 
 
 @pytest.fixture(scope="module")
@@ -29,25 +29,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, redis_srv: RedisServer) -
     client.flushall()
     sync_store(client, NS).publish(customers_frame(CUSTOMERS), items_frame(240))
     client.close()
-    port = free_port()
-    proc = start_server(
-        {
-            "PATRON_BUNDLE": str(bundle),
-            "PATRON_REDIS_URL": redis_srv.url,
-            "PATRON_REDIS_NAMESPACE": NS,
-            "PATRON_ADMIN_API_KEY": ADMIN_KEY,
-            "PATRON_ENV": "test",
-            "PATRON_REDIS_TIMEOUT_MS": "1000",  # a loaded CI machine must not look like an outage
-        },
-        port,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, proc)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    yield from _serve(bundle, redis_srv.url, 0)
 
 
 # the schema the app serves (create_app has no side effects: nothing loads until lifespan)
