@@ -21,6 +21,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # before benchmarks/ (whose serving.py shadows the package)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
@@ -112,6 +114,7 @@ def build_bundle(path: Path, n_customers: int, n_items: int, f: int, seed: int =
     # the item factors depend only on (seed, items, factors): build their index once
     cached = path.parent.parent / f"faiss-{n_items}x{f}-s{seed}.index"
     if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
         faiss.omp_set_num_threads(os.cpu_count() or 1)
         index = build_index(y)
         faiss.omp_set_num_threads(1)

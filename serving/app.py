@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from serving import service
+from serving.batch import RecBatcher
 from serving.metrics import LatencyMiddleware, Metrics
 from serving.routes import (
     admin,
@@ -73,7 +75,10 @@ def create_app(
         app.state.gateway = gateway
         app.state.metrics = metrics
         app.state.rules = rules
-        app.state.services = Services(settings, holder, gateway, metrics, rules)
+        batcher = None
+        if settings.coalesce_max > 0:
+            batcher = RecBatcher(gateway.customers, service.recommend, settings.coalesce_max)
+        app.state.services = Services(settings, holder, gateway, metrics, rules, batcher)
         task = None
         if settings.reload_interval_s > 0:
             task = asyncio.create_task(_poll(app, holder, settings.reload_interval_s, metrics))

@@ -293,10 +293,13 @@ def batch_candidates_flat(
     recent_ptr: np.ndarray,
     recent_idx: np.ndarray,
     k: int,
+    extra_exclude: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[CandidateBatch, np.ndarray, np.ndarray]:
     """Vectorised ``candidates_for`` over a batch: (candidates, exclude indptr, exclude idx).
 
-    ``recent_ptr``/``recent_idx`` are the customers' recent purchases (CSR, newest first).
+    ``recent_ptr``/``recent_idx`` are the customers' recent purchases (CSR, newest first);
+    ``extra_exclude`` (CSR) are items a request asked to leave out (the API's ``exclude``):
+    excluded after the training purchases, and counted when sizing the ALS over-fetch.
     """
     from serving.rules.engine import _csr_take
 
@@ -313,6 +316,8 @@ def batch_candidates_flat(
     tr_idx = tr_idx[_ranges(tr_ptr[:-1], tr_len)].astype(np.int32)
     rec_len = np.diff(recent_ptr)
     n_blocked = tr_len + rec_len
+    if extra_exclude is not None:
+        n_blocked = n_blocked + np.diff(extra_exclude[0])
     n_items = len(model.item_pos)
     want = np.minimum(n_items, np.maximum(4 * k, k + n_blocked + 20))
     n_pop = np.maximum(50, 2 * k + n_blocked)
@@ -335,7 +340,22 @@ def batch_candidates_flat(
         _copurchase_flat(model, a_ptr, merged),
         _popular_flat(model, [c.tier for c in ctxs], n_pop),
     ]
+    if extra_exclude is not None:
+        tr_ptr2, tr_idx = _csr_concat(tr_ptr2, tr_idx, *extra_exclude)
     return _blend_flat(hits, dict(model.manifest.blend), n), tr_ptr2, tr_idx
+
+
+def _csr_concat(
+    a_ptr: np.ndarray, a_idx: np.ndarray, b_ptr: np.ndarray, b_idx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row i of the result = row i of a, then row i of b (two CSR lists of equal length)."""
+    a_len, b_len = np.diff(a_ptr), np.diff(b_ptr)
+    ptr = np.zeros(len(a_len) + 1, np.int64)
+    np.cumsum(a_len + b_len, out=ptr[1:])
+    idx = np.empty(int(ptr[-1]), np.int32)
+    idx[_ranges(ptr[:-1], a_len)] = a_idx[_ranges(a_ptr[:-1], a_len)]
+    idx[_ranges(ptr[:-1] + a_len, b_len)] = b_idx[_ranges(b_ptr[:-1], b_len)]
+    return ptr, idx
 
 
 # ------------------------------------------------------------------------------ contexts
@@ -375,7 +395,7 @@ def contexts_from_frame(frame: pl.DataFrame, model: LoadedModel) -> list[Custome
 
 
 def contexts_from_online(
-    rows: Sequence[CustomerOnline], model: LoadedModel, now: float | None = None
+    rows: Sequence[CustomerOnline | None], model: LoadedModel, now: float | None = None
 ) -> list[CustomerContext]:
     """Contexts exactly as the API builds them from the online store."""
     return [context_for(model, r, now) for r in rows]
@@ -419,7 +439,7 @@ def _no_rules_batch(
     )
 
 
-def _rules_batch(
+def rules_batch(
     model: LoadedModel,
     rules: LoadedRules,
     cands: CandidateBatch,
@@ -677,7 +697,7 @@ def export_picks(
                 cands, ex_ptr, ex_idx = batch_candidates_flat(model, ids, ctxs, rec_ptr, rec_idx, k)
             t2 = time.perf_counter()
             res = (
-                _rules_batch(model, rules, cands, ex_ptr, ex_idx, ctxs, k)
+                rules_batch(model, rules, cands, ex_ptr, ex_idx, ctxs, k)
                 if rules is not None
                 else _no_rules_batch(cands, ex_ptr, ex_idx, k, model.items)
             )

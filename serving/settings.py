@@ -46,6 +46,13 @@ class ServingSettings(Settings):
         default=1.0, gt=0, description="After a Redis failure, skip Redis this long (degraded)."
     )
     max_batch: int = Field(default=1_000, ge=1, le=10_000)
+    coalesce_max: int = Field(
+        default=64,
+        ge=0,
+        le=1_024,
+        description="Concurrent recommendation requests computed together (serving/batch.py); "
+        "0 computes each request alone.",
+    )
     max_events: int = Field(default=1_000, ge=1, le=100_000)
     hnsw_ef_search: int = Field(
         default=256,

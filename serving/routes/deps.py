@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
+from serving.batch import RecBatcher
 from serving.metrics import Metrics
 from serving.rules.holder import RulesHolder
 from serving.rules.loader import LoadedRules
@@ -30,6 +31,7 @@ class Services:
     gateway: OnlineGateway
     metrics: Metrics
     rules: RulesHolder
+    batcher: RecBatcher | None = None  # coalesces concurrent plain recommendation requests
 
 
 async def get_services(request: Request) -> Services:

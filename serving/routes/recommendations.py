@@ -9,7 +9,8 @@ from fastapi import APIRouter, HTTPException, Query
 
 from features.online import CustomerOnline
 from serving import service
-from serving.ab import assign_variant
+from serving.ab import Variant, assign_variant
+from serving.batch import recommend_batch
 from serving.metrics import Metrics
 from serving.routes.deps import ServicesDep
 from serving.routes.schemas import (
@@ -23,6 +24,7 @@ from serving.routes.schemas import (
     RecItem,
     RecommendationResponse,
 )
+from serving.rules.loader import LoadedRules
 from serving.settings import ServingSettings
 from serving.state import Models
 
@@ -34,23 +36,24 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _one(
-    models: Models,
-    settings: ServingSettings,
-    metrics: Metrics,
-    customer_id: str,
-    online: CustomerOnline | None,
-    k: int,
-    **kw: object,
-) -> RecommendationResponse:
+def _variant(models: Models, settings: ServingSettings, customer_id: str) -> tuple[Variant, Any]:
+    """The customer's A/B variant and the model that serves it."""
     variant = assign_variant(customer_id, settings.challenger_traffic)
-    model = models.champion
     if variant == "challenger":
         if models.challenger is None:
-            variant = "champion"
-        else:
-            model = models.challenger
-    res = service.recommend(model, customer_id, online, k, **kw)  # type: ignore[arg-type]
+            return "champion", models.champion
+        return variant, models.challenger
+    return variant, models.champion
+
+
+def _response(
+    metrics: Metrics,
+    customer_id: str,
+    variant: Variant,
+    model: Any,
+    online: CustomerOnline | None,
+    res: service.RecResult,
+) -> RecommendationResponse:
     metrics.variants.labels(variant).inc()
     if res.fallback:
         metrics.fallbacks.labels(res.fallback).inc()
@@ -64,6 +67,20 @@ def _one(
         rules_version=res.rules_version,
         items=[RecItem(item_id=p.item_id, score=p.score, reasons=p.reasons) for p in res.items],
     )
+
+
+def _one(
+    models: Models,
+    settings: ServingSettings,
+    metrics: Metrics,
+    customer_id: str,
+    online: CustomerOnline | None,
+    k: int,
+    **kw: object,
+) -> RecommendationResponse:
+    variant, model = _variant(models, settings, customer_id)
+    res = service.recommend(model, customer_id, online, k, **kw)  # type: ignore[arg-type]
+    return _response(metrics, customer_id, variant, model, online, res)
 
 
 @router.get(
@@ -89,6 +106,13 @@ async def recommendations(
     excluded = [e for e in (exclude or "").split(",") if e]
     if len(excluded) > 200:
         raise HTTPException(422, "exclude: at most 200 item ids")
+    rules = svc.rules.current()
+    if svc.batcher is not None and category is None and context_item is None:
+        variant, model = _variant(models, settings, customer_id)
+        res, row = await svc.batcher.recommend(model, rules, customer_id, k, excluded)
+        if row is None:
+            metrics.degraded.labels("recommendations").inc()
+        return _response(metrics, customer_id, variant, model, row, res)
     online = await gateway.customer(customer_id)
     if online is None:
         metrics.degraded.labels("recommendations").inc()
@@ -102,7 +126,7 @@ async def recommendations(
         category=category,
         exclude=excluded,
         context_item=context_item,
-        rules=svc.rules.current(),
+        rules=rules,
     )
 
 
@@ -126,9 +150,28 @@ async def batch(
         metrics.degraded.labels("batch").inc()
     # CPU-bound for large batches: keep the event loop free for single requests
     results = await asyncio.to_thread(
-        lambda: [
-            _one(models, settings, metrics, cid, row, body.k, rules=rules)
-            for cid, row in zip(body.customer_ids, rows, strict=True)
-        ]
+        _many, models, settings, metrics, body.customer_ids, rows, body.k, rules
     )
     return BatchResponse(results=results)
+
+
+def _many(
+    models: Models,
+    settings: ServingSettings,
+    metrics: Metrics,
+    customer_ids: list[str],
+    rows: list[CustomerOnline | None],
+    k: int,
+    rules: LoadedRules,
+) -> list[RecommendationResponse]:
+    """One vectorised pass per variant (serving.batch), answers in request order."""
+    variants = [_variant(models, settings, c) for c in customer_ids]
+    out: list[RecommendationResponse | None] = [None] * len(customer_ids)
+    for variant, model in {(v, id(m)): (v, m) for v, m in variants}.values():
+        pos = [i for i, (v, m) in enumerate(variants) if v == variant and m is model]
+        res = recommend_batch(
+            model, [customer_ids[i] for i in pos], [rows[i] for i in pos], k, rules
+        )
+        for i, r in zip(pos, res, strict=True):
+            out[i] = _response(metrics, customer_ids[i], variant, model, rows[i], r)
+    return [r for r in out if r is not None]

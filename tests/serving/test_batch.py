@@ -1,0 +1,164 @@
+"""The batched recommendation path equals the one-customer path, and the API's micro-batcher
+coalesces concurrent requests without changing any answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from features.online import CustomerOnline
+from serving import service
+from serving.batch import RecBatcher, recommend_batch
+from serving.model import LoadedModel, load_model
+from serving.rules.loader import LoadedRules, load_rules
+from tests.serving.helpers import customer_id, item_id
+
+TIERS = ("bronze", "silver", "gold", "platinum")
+SEGMENTS = ("regular", "at_risk", "new", "high_value")
+DEFAULT_RULES = Path(__file__).resolve().parents[2] / "config" / "rules.yaml"
+
+
+@pytest.fixture(scope="module")
+def model(bundle_dir: Path) -> LoadedModel:
+    return load_model(bundle_dir)
+
+
+def _rows(n: int, seed: int = 0) -> tuple[list[str], list[CustomerOnline | None], list[list[str]]]:
+    """Known customers, unknown ones with purchases (fold-in) and without (popular), Redis
+    rows missing (degraded), recent purchases, request exclusions."""
+    rng = np.random.default_rng(seed)
+    now = time.time()
+    ids, rows, excludes = [], [], []
+    for u in range(n):
+        cid = customer_id(u) if u % 5 else f"new-{u}"
+        recent = tuple(
+            (item_id(int(j)), now - float(rng.uniform(0, 90)) * 86_400)
+            for j in rng.choice(240, int(rng.integers(0, 6)), replace=False)
+        )
+        row: CustomerOnline | None = CustomerOnline(
+            cid,
+            known=True,
+            tier=TIERS[u % 4],
+            segment=SEGMENTS[(u // 4) % 4],
+            churn_risk=float(rng.random()),
+            clv_band=("low", "medium", "high")[u % 3],
+            typical_spend=float(rng.uniform(5, 80)),
+            recent_items=recent,
+        )
+        if u % 7 == 3:
+            row = None  # Redis unusable: bundle-only answer
+        ids.append(cid)
+        rows.append(row)
+        excludes.append([item_id(int(j)) for j in rng.choice(240, int(rng.integers(0, 4)))])
+    return ids, rows, excludes
+
+
+@pytest.mark.parametrize("rules_file", ["mechanics", "default"])
+@pytest.mark.parametrize("k", [1, 10, 37])
+def test_batch_equals_single_customer_path(
+    model: LoadedModel, rules_file: str, k: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rules = load_rules(DEFAULT_RULES) if rules_file == "default" else load_rules()
+    ids, rows, excludes = _rows(60, seed=k)
+    now = time.time()
+    got = recommend_batch(model, ids, rows, k, rules, excludes, now=now)
+    monkeypatch.setattr(time, "time", lambda: now)  # recent-purchase ages as in the batch
+    fallbacks = set()
+    for cid, row, ex, res in zip(ids, rows, excludes, got, strict=True):
+        want = service.recommend(model, cid, row, k, exclude=ex, rules=rules)
+        assert [p.item_id for p in res.items] == [p.item_id for p in want.items], cid
+        assert [p.reasons for p in res.items] == [p.reasons for p in want.items], cid
+        assert np.allclose([p.score for p in res.items], [p.score for p in want.items]), cid
+        assert (res.tier, res.segment, res.rules_version, res.fallback) == (
+            want.tier,
+            want.segment,
+            want.rules_version,
+            want.fallback,
+        )
+        assert not set(ex) & {p.item_id for p in res.items}
+        fallbacks.add(res.fallback)
+    assert fallbacks == {None, "fold_in", "popular"}  # every candidate plan was exercised
+
+
+class _Reader:
+    """The gateway's batch read over fixed rows; records the size of every read."""
+
+    def __init__(self, rows: dict[str, CustomerOnline | None]) -> None:
+        self.rows = rows
+        self.calls: list[int] = []
+
+    async def __call__(self, ids: Sequence[str]) -> list[CustomerOnline | None]:
+        self.calls.append(len(ids))
+        await asyncio.sleep(0.001)  # a network round trip
+        return [self.rows.get(c) for c in ids]
+
+
+def test_batcher_coalesces_concurrent_requests(model: LoadedModel) -> None:
+    rules = load_rules()
+    ids, rows, excludes = _rows(80, seed=3)
+    reader = _Reader(dict(zip(ids, rows, strict=True)))
+    batcher = RecBatcher(reader, service.recommend, max_batch=16)
+
+    async def run() -> list[tuple[service.RecResult, CustomerOnline | None]]:
+        return await asyncio.gather(
+            *(
+                batcher.recommend(model, rules, c, 10 if i % 3 else 4, ex)
+                for i, (c, ex) in enumerate(zip(ids, excludes, strict=True))
+            )
+        )
+
+    out = asyncio.run(run())
+    assert sum(reader.calls) == len(ids) and max(reader.calls) == 16
+    assert batcher.batches == len(reader.calls) < len(ids) // 4
+    for i, (cid, row, ex, (res, got_row)) in enumerate(zip(ids, rows, excludes, out, strict=True)):
+        assert got_row is row
+        k = 10 if i % 3 else 4
+        want = service.recommend(model, cid, row, k, exclude=ex, rules=rules)
+        assert [p.item_id for p in res.items] == [p.item_id for p in want.items], cid
+
+
+def test_batcher_lone_request_and_failure_isolation(
+    model: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone request is a batch of one; when a batch fails, each request is answered alone,
+    so only the request that really fails gets the error."""
+    rules: LoadedRules = load_rules()
+    ids, rows, _ = _rows(6, seed=4)
+    reader = _Reader(dict(zip(ids, rows, strict=True)))
+    calls: list[str] = []
+
+    def single(m, cid, row, k, **kw):  # type: ignore[no-untyped-def]
+        calls.append(cid)
+        if cid == ids[2]:
+            raise ValueError("boom")
+        return service.recommend(m, cid, row, k, **kw)
+
+    batcher = RecBatcher(reader, single, max_batch=64)
+
+    async def lone() -> service.RecResult:
+        res, _ = await batcher.recommend(model, rules, ids[1], 5)
+        return res
+
+    assert len(asyncio.run(lone()).items) == 5 and reader.calls == [1] and calls == []
+
+    import serving.batch as batch_mod
+
+    def broken(*a, **kw):  # type: ignore[no-untyped-def]
+        raise RuntimeError("vectorised path failed")
+
+    monkeypatch.setattr(batch_mod, "recommend_batch", broken)
+
+    async def many() -> list[object]:
+        return await asyncio.gather(
+            *(batcher.recommend(model, rules, c, 5) for c in ids), return_exceptions=True
+        )
+
+    res = asyncio.run(many())
+    assert isinstance(res[2], ValueError)
+    assert all(isinstance(r, tuple) and len(r[0].items) == 5 for i, r in enumerate(res) if i != 2)
+    assert sorted(calls) == sorted(ids)
