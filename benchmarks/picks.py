@@ -21,29 +21,33 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # before benchmarks/ (whose serving.py shadows the package)
+# the repo root before benchmarks/ (whose serving.py would shadow the serving package)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 import polars as pl
 from scipy import sparse
 
+from benchmarks.factors import clustered_factors
 from features.schemas import DEFAULT_TIERS
 from patron.bundle import BundleData, Manifest, write_bundle
 
 SEGMENTS = ("high_value", "regular", "new", "at_risk")
 
 
-def build_bundle(path: Path, n_customers: int, n_items: int, f: int, seed: int = 0) -> None:
-    """A bundle with random factors and realistic catalog flags (no pickle, atomic write)."""
+def build_bundle(
+    path: Path, n_customers: int, n_items: int, f: int, depth: int, seed: int = 0
+) -> float:
+    """A bundle with clustered factors (benchmarks/factors.py), realistic catalog flags and,
+    with ``depth``, each customer's precomputed ALS neighbours as training writes them.
+    Returns the seconds the neighbour precomputation took (a training-time cost)."""
     import faiss
 
-    from serving.index import build_index
+    from serving.index import build_index, load_index, precompute_candidates
 
     rng = np.random.default_rng(seed)
-    y = (rng.normal(size=(n_items, f)) / np.sqrt(f)).astype(np.float32)
-    x = rng.normal(size=(n_customers, f)).astype(np.float32)
+    y, x, _ = clustered_factors(n_items, n_customers, f, rng)
     per_user = 5
     ui = sparse.csr_matrix(
         (
@@ -112,15 +116,23 @@ def build_bundle(path: Path, n_customers: int, n_items: int, f: int, seed: int =
     )
     t0 = time.perf_counter()
     # the item factors depend only on (seed, items, factors): build their index once
-    cached = path.parent.parent / f"faiss-{n_items}x{f}-s{seed}.index"
+    cached = path.parent.parent / f"faiss-clustered-{n_items}x{f}-s{seed}.index"
     if not cached.is_file():
         cached.parent.mkdir(parents=True, exist_ok=True)
         faiss.omp_set_num_threads(os.cpu_count() or 1)
         index = build_index(y)
         faiss.omp_set_num_threads(1)
         faiss.write_index(index, str(cached))
+    pre_s = 0.0
+    if depth > 0:
+        t1 = time.perf_counter()
+        index = load_index(cached, n_items, f)  # the served efSearch
+        data.als_candidates = precompute_candidates(index, x, depth, threads=os.cpu_count())
+        pre_s = time.perf_counter() - t1
+        print(f"precomputed {depth} neighbours per customer in {pre_s:.1f}s", file=sys.stderr)
     write_bundle(data, path, faiss_index_file=cached)
     print(f"bundle built in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    return pre_s
 
 
 def build_customers(path: Path, n: int, seed: int = 1) -> None:
@@ -195,6 +207,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--requests", type=int, default=10_000)
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "patron-bench")
+    ap.add_argument(
+        "--candidate-depth",
+        type=int,
+        default=64,
+        help="precomputed ALS neighbours per customer in the bundle (0 = FAISS in the export)",
+    )
     ap.add_argument("--skip-export", action="store_true", help="Only the per-request timing.")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="FAISS threads.")
     args = ap.parse_args()
@@ -203,10 +221,13 @@ def main() -> None:
     from serving.picks import export_picks
     from serving.rules.loader import load_rules
 
-    work = args.workdir / f"{args.customers}x{args.items}x{args.factors}"
+    work = args.workdir / f"{args.customers}x{args.items}x{args.factors}-c{args.candidate_depth}"
     bundle = work / "bundle"
+    precompute_s = None
     if not (bundle / "manifest.json").is_file():
-        build_bundle(bundle, args.customers, args.items, args.factors)
+        precompute_s = build_bundle(
+            bundle, args.customers, args.items, args.factors, args.candidate_depth
+        )
     customers_file = work / "customers.parquet"
     if not customers_file.is_file():
         build_customers(customers_file, args.customers)
@@ -219,6 +240,8 @@ def main() -> None:
         "factors": args.factors,
         "k": args.k,
         "index": type(model.index).__name__,
+        "candidate_depth": args.candidate_depth,
+        "precompute_s (training time; null = cached bundle)": precompute_s,
         "load_seconds": round(time.perf_counter() - t0, 2),
     }
     if not args.skip_export:

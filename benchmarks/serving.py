@@ -40,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from benchmarks.factors import clustered_factors  # noqa: E402
+
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -50,26 +52,19 @@ def cid(u: int) -> str:
 
 
 # ----------------------------------------------------------------------------- bundle
-def build_bundle(out: Path, n_items: int, n_customers: int, dim: int, seed: int = 0) -> None:
+def build_bundle(
+    out: Path, n_items: int, n_customers: int, dim: int, depth: int, ef: int, seed: int = 0
+) -> None:
     import faiss
     import polars as pl
     from scipy import sparse
 
     from features.schemas import DEFAULT_TIERS
     from patron.bundle import BundleData, Manifest, write_bundle
-    from serving.index import build_index, write_index
+    from serving.index import build_index, precompute_candidates, set_ef_search, write_index
 
     rng = np.random.default_rng(seed)
-    n_clusters = 2_000
-    centres = rng.normal(size=(n_clusters, dim)).astype(np.float32)
-    item_cluster = rng.integers(0, n_clusters, n_items)
-    y = centres[item_cluster] + rng.normal(scale=0.6, size=(n_items, dim)).astype(np.float32)
-    y = (y / np.float32(np.linalg.norm(y, axis=1).mean())).astype(np.float32)
-    x = np.empty((n_customers, dim), np.float32)
-    for lo in range(0, n_customers, 200_000):
-        hi = min(n_customers, lo + 200_000)
-        c = centres[rng.integers(0, n_clusters, hi - lo)]
-        x[lo:hi] = 0.5 * c + rng.normal(scale=0.5, size=(hi - lo, dim)).astype(np.float32)
+    y, x, item_cluster = clustered_factors(n_items, n_customers, dim, rng)
     per_user = 3
     ui = sparse.csr_matrix(
         (
@@ -121,6 +116,15 @@ def build_bundle(out: Path, n_items: int, n_customers: int, dim: int, seed: int 
     t0 = time.perf_counter()
     index = build_index(y)
     log(f"built {type(index).__name__} over {n_items} items in {time.perf_counter() - t0:.0f}s")
+    table = None
+    if depth > 0:  # as training does (training/bundle_builder.py), at the served efSearch
+        t0 = time.perf_counter()
+        set_ef_search(index, ef)
+        table = precompute_candidates(index, x, depth, threads=os.cpu_count())
+        log(
+            f"precomputed {depth} neighbours of {n_customers} customers in "
+            f"{time.perf_counter() - t0:.0f}s"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         write_index(index, Path(tmp) / "faiss.index")
         write_bundle(
@@ -137,6 +141,7 @@ def build_bundle(out: Path, n_items: int, n_customers: int, dim: int, seed: int 
                     model_version="bench",
                     params={"factors": dim, "regularization": 0.05, "alpha": 2.0},
                 ),
+                als_candidates=table,
             ),
             out,
             faiss_index_file=Path(tmp) / "faiss.index",
@@ -331,16 +336,26 @@ def main() -> None:
     ap.add_argument("--rate-duration", type=float, default=20.0)
     ap.add_argument("--repeats", type=int, default=3, help="throughput runs; medians printed")
     ap.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench" / "serving")
-    ap.add_argument("--ef-search", type=int, default=256, help="PATRON_HNSW_EF_SEARCH")
+    ap.add_argument("--ef-search", type=int, default=64, help="PATRON_HNSW_EF_SEARCH")
+    ap.add_argument(
+        "--candidate-depth",
+        type=int,
+        default=64,
+        help="precomputed ALS neighbours per customer in the bundle (0 = FAISS per request)",
+    )
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     args = ap.parse_args()
 
     from tests.services import free_port, redis_server, wait_port
 
-    bundle = args.workdir / f"bundle-{args.items}-{args.customers}-{args.dim}"
+    bundle = args.workdir / (
+        f"bundle-{args.items}-{args.customers}-{args.dim}-c{args.candidate_depth}-ef{args.ef_search}"
+    )
     if not (bundle / "manifest.json").is_file():
         log(f"building bundle {bundle} (cached for later runs)")
-        build_bundle(bundle, args.items, args.customers, args.dim)
+        build_bundle(
+            bundle, args.items, args.customers, args.dim, args.candidate_depth, args.ef_search
+        )
     result_recall = index_recall(bundle, args.ef_search)
     use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
     result: dict[str, object] = {
@@ -352,6 +367,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "loadavg_at_start": os.getloadavg()[0],
         "ef_search": args.ef_search,
+        "candidate_depth": args.candidate_depth,
         "recall_at_10_vs_exact": result_recall,
     }
     (args.workdir / "redis").mkdir(parents=True, exist_ok=True)

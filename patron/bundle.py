@@ -15,6 +15,9 @@ A bundle is a directory of plain files, no pickle:
     popularity.parquet         scope ("overall" | "tier" | "category"), key, item_idx, score, rank
     catalog.parquet            catalog snapshot, row j = item index j (features.schemas.CATALOG)
     faiss.index                optional prebuilt FAISS index over item_factors (faiss.write_index)
+    als_candidates.npy         optional int32 (n_customers, depth): each customer's nearest items
+                               by that index (best first, -1 padded), searched once at build time
+                               so serving and the email export skip FAISS for known customers
 
 Serving refuses a bundle whose format version differs or whose files do not match the sha256
 recorded in the manifest (``BundleError``), and keeps serving the previous one.
@@ -53,7 +56,7 @@ REQUIRED_FILES = (
     "popularity.parquet",
     "catalog.parquet",
 )
-OPTIONAL_FILES = ("faiss.index",)
+OPTIONAL_FILES = ("faiss.index", "als_candidates.npy")
 
 
 class BundleError(Exception):
@@ -103,6 +106,7 @@ class BundleData:
     popularity: pl.DataFrame
     catalog: pl.DataFrame
     manifest: Manifest = field(default_factory=Manifest)
+    als_candidates: np.ndarray | None = None  # int32 (n_customers, depth), -1 padded
 
     def validate_shapes(self) -> None:
         n_u, n_i = len(self.customer_ids), len(self.item_ids)
@@ -119,6 +123,14 @@ class BundleData:
             (self.user_factors.dtype == np.float32, "user_factors must be float32"),
             (self.item_factors.dtype == np.float32, "item_factors must be float32"),
         ]
+        if self.als_candidates is not None:
+            checks += [
+                (
+                    self.als_candidates.ndim == 2 and self.als_candidates.shape[0] == n_u,
+                    "als_candidates must have one row per customer",
+                ),
+                (self.als_candidates.dtype == np.int32, "als_candidates must be int32"),
+            ]
         for ok, msg in checks:
             if not ok:
                 raise BundleError(msg)
@@ -152,6 +164,8 @@ def write_bundle(data: BundleData, out_dir: Path, faiss_index_file: Path | None 
         data.catalog.write_parquet(tmp / "catalog.parquet")
         if faiss_index_file is not None:
             shutil.copyfile(faiss_index_file, tmp / "faiss.index")
+        if data.als_candidates is not None:
+            _save_npy(tmp / "als_candidates.npy", data.als_candidates)
 
         manifest = data.manifest.model_copy(deep=True)
         manifest.format_version = FORMAT_VERSION
@@ -250,6 +264,11 @@ def load_bundle(bundle_dir: Path, *, verify: bool = True, mmap: bool = False) ->
         popularity=pl.read_parquet(bundle_dir / "popularity.parquet"),
         catalog=pl.read_parquet(bundle_dir / "catalog.parquet"),
         manifest=manifest,
+        als_candidates=(
+            _load_npy(bundle_dir / "als_candidates.npy", mmap)
+            if "als_candidates.npy" in manifest.files
+            else None
+        ),
     )
     try:
         data.validate_shapes()

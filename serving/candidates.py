@@ -82,6 +82,27 @@ def als_hits(index: faiss.Index, user_vec: np.ndarray, n: int) -> SourceHits:
     return SourceHits(Source.ALS, idx, score)
 
 
+def precomputed_scores(
+    item_factors: np.ndarray, idx: np.ndarray, user_vecs: np.ndarray
+) -> np.ndarray:
+    """Inner products of each row's items with its vector: ``idx`` (..., c), ``user_vecs``
+    (..., f). Elementwise in float32 so one customer alone and the same customer in a batch
+    get bit-identical scores (a BLAS call may sum in a different order)."""
+    y = np.asarray(item_factors)[np.maximum(idx, 0)]
+    v = np.asarray(user_vecs, np.float32)[..., None, :]
+    return np.multiply(y, v, dtype=np.float32).sum(axis=-1, dtype=np.float32)
+
+
+def precomputed_hits(
+    table_row: np.ndarray, item_factors: np.ndarray, user_vec: np.ndarray, n: int
+) -> SourceHits:
+    """The ALS source from the bundle's precomputed neighbours (``als_candidates``) instead of
+    a FAISS search: the first ``n`` of the customer's row, scored against their vector."""
+    idx = np.asarray(table_row[:n], np.int32)
+    idx = idx[idx >= 0]
+    return SourceHits(Source.ALS, idx, precomputed_scores(item_factors, idx, user_vec))
+
+
 def copurchase_hits(
     copurchase: sparse.csr_matrix,
     anchors: np.ndarray,
@@ -164,10 +185,14 @@ def generate(
     recent_idx: np.ndarray,
     n_als: int,
     n_popular: int = 100,
+    als: SourceHits | None = None,
 ) -> CandidateSet:
-    """All sources for one customer, blended. ``user_vec`` None = no ALS source."""
+    """All sources for one customer, blended. ``user_vec`` None = no ALS source; ``als``
+    given = the ALS source was already found (precomputed neighbours), no search."""
     hits: list[SourceHits] = []
-    if user_vec is not None and n_als > 0:
+    if als is not None:
+        hits.append(als)
+    elif user_vec is not None and n_als > 0:
         hits.append(als_hits(index, user_vec, n_als))
     if len(recent_idx):
         hits.append(copurchase_hits(copurchase, recent_idx))

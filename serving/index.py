@@ -9,6 +9,8 @@ single queries and the workers already fill the cores.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
@@ -67,3 +69,43 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
         keep = idx[0] >= 0
         return idx[0][keep].astype(np.int32), scores[0][keep].astype(np.float32)
     return idx.astype(np.int32), scores.astype(np.float32)
+
+
+@contextmanager
+def faiss_threads(threads: int | None) -> Iterator[None]:
+    """Let FAISS use ``threads`` threads for batch searches (the API process keeps 1)."""
+    if threads is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, threads))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+CANDIDATE_DEPTH = 64
+
+
+def precompute_candidates(
+    index: faiss.Index,
+    user_factors: np.ndarray,
+    depth: int = CANDIDATE_DEPTH,
+    *,
+    threads: int | None = None,
+    chunk: int = 8_192,
+) -> np.ndarray:
+    """Every customer's ``depth`` nearest items by ``index`` (int32, -1 padded), in chunks.
+
+    The same search serving would run per request, done once per model with all cores: the
+    API and the email export then read a row instead of searching (``serving.candidates``).
+    """
+    n = len(user_factors)
+    depth = max(1, min(int(depth), int(index.ntotal)))
+    out = np.empty((n, depth), np.int32)
+    with faiss_threads(threads):
+        for lo in range(0, n, chunk):
+            q = np.ascontiguousarray(user_factors[lo : lo + chunk], dtype=np.float32)
+            out[lo : lo + len(q)] = index.search(q, depth)[1]
+    return out

@@ -13,7 +13,6 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +30,9 @@ from serving.candidates import (
     copurchase_hits,
     fold_in,
     overfetch,
+    precomputed_scores,
 )
+from serving.index import faiss_threads
 from serving.model import LoadedModel
 from serving.rules.apply import fallback_lists, rank_with_rules
 from serving.rules.engine import (
@@ -153,23 +154,44 @@ class _Hits:
     source: np.ndarray  # int8
 
 
-def _als_flat(model: LoadedModel, vecs: np.ndarray, has: np.ndarray, want: np.ndarray) -> _Hits:
-    rows = np.flatnonzero(has)
-    if rows.size == 0:
-        z = np.zeros(0, np.int64)
-        return _Hits(
-            z, z.astype(np.int32), z.astype(np.float32), z.astype(np.int32), z.astype(np.int8)
-        )
-    depth = max(1, min(int(want[rows].max()), int(model.index.ntotal)))
-    scores, idx = model.index.search(np.ascontiguousarray(vecs[rows]), depth)
-    keep = (np.arange(depth)[None, :] < want[rows][:, None]) & (idx >= 0)
-    r = np.broadcast_to(rows[:, None], idx.shape)[keep]
+def _als_flat(
+    model: LoadedModel, vecs: np.ndarray, has: np.ndarray, want: np.ndarray, pos: np.ndarray
+) -> _Hits:
+    """ALS hits of every row with a vector: the bundle's precomputed neighbours where they
+    reach deep enough (as ``service.recommend`` decides), one FAISS search for the rest."""
+    table = model.data.als_candidates
+    pre = np.zeros(len(has), bool)
+    if table is not None:
+        pre = has & (pos >= 0) & (want <= table.shape[1])
+    parts = []
+    rows = np.flatnonzero(pre)
+    if rows.size and table is not None:
+        depth = int(want[rows].max())
+        idx = np.asarray(table[pos[rows]][:, :depth])
+        scores = precomputed_scores(model.data.item_factors, idx, vecs[rows])
+        parts.append((rows, idx, scores, depth))
+    rows = np.flatnonzero(has & ~pre)
+    if rows.size:
+        depth = max(1, min(int(want[rows].max()), int(model.index.ntotal)))
+        scores, idx = model.index.search(np.ascontiguousarray(vecs[rows]), depth)
+        parts.append((rows, idx, scores, depth))
+    r_all, i_all, s_all = (
+        [np.zeros(0, np.int64)],
+        [np.zeros(0, np.int32)],
+        [np.zeros(0, np.float32)],
+    )
+    for rows, idx, scores, depth in parts:
+        keep = (np.arange(depth)[None, :] < want[rows][:, None]) & (idx >= 0)
+        r_all.append(np.broadcast_to(rows[:, None], idx.shape)[keep].astype(np.int64))
+        i_all.append(idx[keep].astype(np.int32))
+        s_all.append(scores[keep].astype(np.float32))
+    r = np.concatenate(r_all)
     return _Hits(
-        r.astype(np.int64),
-        idx[keep].astype(np.int32),
-        scores[keep].astype(np.float32),
-        np.full(int(keep.sum()), -1, np.int32),
-        np.full(int(keep.sum()), int(Source.ALS), np.int8),
+        r,
+        np.concatenate(i_all),
+        np.concatenate(s_all),
+        np.full(len(r), -1, np.int32),
+        np.full(len(r), int(Source.ALS), np.int8),
     )
 
 
@@ -309,7 +331,7 @@ def batch_candidates_flat(
     known = pos >= 0
     # training purchases of each customer (none for unknown customers)
     safe = np.where(known, pos, 0)
-    tr_ptr, tr_idx = _csr_take(ui.indptr.astype(np.int64), ui.indices, safe)
+    tr_ptr, tr_idx = _csr_take(ui.indptr, ui.indices, safe)
     tr_len = np.where(known, np.diff(tr_ptr), 0)
     tr_ptr2 = np.zeros(n + 1, np.int64)
     np.cumsum(tr_len, out=tr_ptr2[1:])
@@ -336,7 +358,7 @@ def batch_candidates_flat(
     a_ptr = np.zeros(n + 1, np.int64)
     np.cumsum(a_len, out=a_ptr[1:])
     hits = [
-        _als_flat(model, vecs, has, want),
+        _als_flat(model, vecs, has, want, pos),
         _copurchase_flat(model, a_ptr, merged),
         _popular_flat(model, [c.tier for c in ctxs], n_pop),
     ]
@@ -619,22 +641,6 @@ def _empty_output() -> pl.DataFrame:
     )
 
 
-@contextmanager
-def _faiss_threads(threads: int | None) -> Iterator[None]:
-    """Let FAISS use ``threads`` threads for batch searches (the API process keeps 1)."""
-    if threads is None:
-        yield
-        return
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(max(1, threads))
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
 def _batches(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
     for start in range(0, frame.height, size):
         yield frame.slice(start, size)
@@ -693,7 +699,7 @@ def export_picks(
                 else np.zeros(0, np.int32)
             )
             t1 = time.perf_counter()
-            with _faiss_threads(threads):
+            with faiss_threads(threads):
                 cands, ex_ptr, ex_idx = batch_candidates_flat(model, ids, ctxs, rec_ptr, rec_idx, k)
             t2 = time.perf_counter()
             res = (

@@ -15,7 +15,14 @@ import numpy as np
 from features.online import CustomerOnline
 from features.schemas import DEFAULT_TIERS
 from serving import ranking
-from serving.candidates import CandidateSet, Source, fold_in, generate, overfetch
+from serving.candidates import (
+    CandidateSet,
+    Source,
+    fold_in,
+    generate,
+    overfetch,
+    precomputed_hits,
+)
 from serving.errors import NotFound
 from serving.index import search
 from serving.model import LoadedModel, tier_rank
@@ -169,7 +176,12 @@ def recommend(
     want = overfetch(k, n_blocked, n_items)
     if code is not None:  # a category filter discards most ALS hits: fetch deeper
         want = min(n_items, want * 8)
+    als = None
+    table, pos = model.data.als_candidates, model.customer_pos.get(customer_id)
+    if table is not None and pos is not None and user_vec is not None and want <= table.shape[1]:
+        als = precomputed_hits(table[pos], model.data.item_factors, user_vec, want)
     cands = generate(
+        als=als,
         index=model.index,
         copurchase=model.data.copurchase,
         popular_idx=pop.item_idx,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,12 +117,37 @@ def build_bundle_data(
     )
 
 
-def write(data: BundleData, out_dir: Path, with_faiss: bool = True) -> Manifest:
-    """Write the bundle (and a FAISS index when asked) atomically to ``out_dir``."""
+def write(
+    data: BundleData, out_dir: Path, with_faiss: bool = True, candidate_depth: int = 64
+) -> Manifest:
+    """Write the bundle atomically to ``out_dir``; with ``with_faiss``, a FAISS index and
+    each customer's ``candidate_depth`` nearest items by it (0 = none)."""
     if not with_faiss:
         return write_bundle(data, out_dir)
     with tempfile.TemporaryDirectory() as tmp:
         index_path = Path(tmp) / "faiss.index"
         kind = build_faiss_index(data.item_factors, index_path)
         data.manifest.params["faiss.index"] = kind
+        if candidate_depth > 0:
+            data.als_candidates = _precompute(index_path, data, candidate_depth)
+            data.manifest.params["als_candidates.depth"] = int(data.als_candidates.shape[1])
         return write_bundle(data, out_dir, faiss_index_file=index_path)
+
+
+def _precompute(index_path: Path, data: BundleData, depth: int) -> np.ndarray:
+    """Each customer's nearest items by the bundle's own index, searched with the serving
+    search depth and every core (see serving.index.precompute_candidates)."""
+    import os
+
+    from serving.index import load_index, precompute_candidates
+
+    index = load_index(index_path, len(data.item_ids), data.item_factors.shape[1])
+    t0 = time.perf_counter()
+    table = precompute_candidates(index, data.user_factors, depth, threads=os.cpu_count())
+    log.info(
+        "precomputed %d ALS neighbours for %d customers in %.1fs",
+        table.shape[1],
+        len(table),
+        time.perf_counter() - t0,
+    )
+    return table
