@@ -30,6 +30,9 @@ from serving.rules.loader import LoadedRules
 from serving.service import Pick, RecResult
 
 log = logging.getLogger("patron.serving")
+# groups this small go through service.recommend: the vectorised path has a fixed cost of
+# ~100 numpy calls that only pays off from about three customers (same answers either way)
+SINGLE_MAX = 2
 
 
 def _csr(lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -63,17 +66,14 @@ def recommend_batch(
     )
     out = rules_batch(model, rules, cands, ex_ptr, ex_idx, ctxs, k)
     item_ids = model.items.item_ids
+    reasons = out.all_reasons(item_ids)
+    idx, scores, counts = out.item_idx.tolist(), out.score.tolist(), out.count.tolist()
     results = []
     for row, (cid, ctx) in enumerate(zip(customer_ids, ctxs, strict=True)):
-        c = int(out.count[row])
+        c = counts[row]
         picks = [
             Pick(str(item_ids[i]), s, r)
-            for i, s, r in zip(
-                out.item_idx[row, :c].tolist(),
-                out.score[row, :c].tolist(),
-                out.reasons_of(row, item_ids),
-                strict=True,
-            )
+            for i, s, r in zip(idx[row][:c], scores[row][:c], reasons[row], strict=True)
         ]
         fallback = None
         if cid not in model.customer_pos:
@@ -156,6 +156,9 @@ class RecBatcher:
             groups.setdefault((id(a.model), id(a.rules), a.k), []).append(i)
         for members in groups.values():
             first = batch[members[0]]
+            if len(members) <= SINGLE_MAX:  # alone, the one-customer path is cheaper
+                self._one_by_one([batch[i] for i in members], [rows[i] for i in members])
+                continue
             try:
                 res = recommend_batch(
                     first.model,

@@ -257,7 +257,8 @@ def _blend_flat(hits: list[_Hits], weights: dict[str, float], n: int) -> Candida
     # order of the flat table: by row, then source part (ALS, co-purchase, popular), then hit
     part_no = np.concatenate([np.full(len(h.row), i, np.int64) for i, h in enumerate(parts)])
     row = np.concatenate([h.row for h in parts])
-    order = np.lexsort((np.arange(len(row)), part_no, row))
+    # one stable sort on a composite key (lexsort with several keys is several sorts)
+    order = np.argsort(row * len(parts) + part_no, kind="stable")
     row, part_no = row[order], part_no[order]
     item = np.concatenate([h.item for h in parts])[order]
     raw = np.concatenate([h.score for h in parts])[order]
@@ -281,16 +282,21 @@ def _blend_flat(hits: list[_Hits], weights: dict[str, float], n: int) -> Candida
         np.float32,
     )
     contrib = (scaled * w[part_no]).astype(np.float32)
-    pos = np.arange(m)
     # per (row, item): total (float64, in table order) and the best contribution
-    by_item = np.lexsort((pos, item, row))
+    n_keys = int(item.max()) + 1
+    by_item = np.argsort(row * n_keys + item, kind="stable")  # ties keep table order
     r_s, i_s = row[by_item], item[by_item]
     start = np.flatnonzero(np.r_[True, (r_s[1:] != r_s[:-1]) | (i_s[1:] != i_s[:-1])])
-    total = np.add.reduceat(contrib[by_item].astype(np.float64), start)
-    best_order = np.lexsort((pos, -contrib, item, row))
-    best = best_order[start]  # first of each (row, item) group: max contrib, first position
+    c_s = contrib[by_item]
+    total = np.add.reduceat(c_s.astype(np.float64), start)
+    # best = the largest contribution of each group, the first in table order on ties
+    g_max = np.repeat(np.maximum.reduceat(c_s, start), np.diff(np.r_[start, m]))
+    first = np.minimum.reduceat(np.where(c_s == g_max, np.arange(m), m), start)
+    best = by_item[first]
     u_row, u_item = r_s[start], i_s[start]
-    rank = np.lexsort((u_item, -total, u_row))
+    # rows in order, best total first, ties by item (u_item ascends within a row already)
+    by_total = np.argsort(-total, kind="stable")
+    rank = by_total[np.argsort(u_row[by_total], kind="stable")]
     u_row, u_item, total, best = u_row[rank], u_item[rank], total[rank], best[rank]
     counts = np.bincount(u_row, minlength=n)
     width = int(counts.max()) if n else 0

@@ -273,6 +273,30 @@ class BatchPicks:
         for name in ("item_idx", "score", "source", "anchor_idx", "reason_ids", "count", "group"):
             getattr(self, name)[rows] = getattr(other, name)
 
+    def all_reasons(self, item_ids: np.ndarray) -> list[list[list[str]]]:
+        """``reasons_of`` for every row, decoded in one pass (the API's batches)."""
+        kk = self.item_idx.shape[1]
+        rid = self.reason_ids[:, :kk]
+        on = (rid >= 0) & (np.arange(kk)[None, :] < self.count[:, None])[:, :, None]
+        rr, cc, _ = np.nonzero(on)
+        anchors = self.anchor_idx[rr, cc].tolist()
+        table, template = self.reason_table, self.copurchase_template
+        texts = [
+            template.format(anchor=item_ids[a]) if v == COPURCHASE_REASON else table[v]
+            for v, a in zip(rid[on].tolist(), anchors, strict=True)
+        ]
+        per_pick = on.sum(axis=2).tolist()
+        out: list[list[list[str]]] = []
+        at = 0
+        for row, c in enumerate(self.count.tolist()):
+            picks = []
+            for j in range(c):
+                m = per_pick[row][j]
+                picks.append(texts[at : at + m])
+                at += m
+            out.append(picks)
+        return out
+
     def reasons_of(self, row: int, item_ids: np.ndarray) -> list[list[str]]:
         """The reasons of one row's picks as strings (API responses, tests)."""
         c = int(self.count[row])
@@ -385,6 +409,8 @@ class CompiledRules:
     exclusive_base: int  # id = base + min_rank * T + tier_rank
     item_ids: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, str))
     price: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    # (n_items, n_boosts) bool: every boost's catalog-only condition, one gather per batch
+    boost_static: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0), bool))
 
 
 def _condition(c: object, tiers: tuple[str, ...]) -> _CompiledCondition:
@@ -530,6 +556,11 @@ def compile_rules(rules: RuleSet, items: ItemTable, version: str = "") -> Compil
         exclusive_base=exclusive_base,
         item_ids=np.asarray(items.item_ids),
         price=np.asarray(items.price, np.float64),
+        boost_static=(
+            np.stack([b.static for b in boosts], axis=1)
+            if boosts
+            else np.zeros((len(cat), 0), bool)
+        ),
     )
 
 
@@ -781,12 +812,14 @@ def _apply_core(
     mult = np.ones((n, width), np.float64)
     applied: list[np.ndarray | None] = []
     past_hit: np.ndarray | None = None
-    for b in cr.boosts:
+    static = cr.boost_static[mi] if cr.boosts else None  # (n, width, n_boosts)
+    for bi, b in enumerate(cr.boosts):
         cm = b.when.mask(customers)
         if not cm.any():
             applied.append(None)
             continue
-        hit = b.static[mi] & eligible
+        assert static is not None
+        hit = static[..., bi] & eligible
         if n > 1:
             hit &= cm[:, None]
         if b.sources is not None:
