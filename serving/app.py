@@ -77,7 +77,12 @@ def create_app(
         app.state.rules = rules
         batcher = None
         if settings.coalesce_max > 0:
-            batcher = RecBatcher(gateway.customers, service.recommend, settings.coalesce_max)
+            batcher = RecBatcher(
+                gateway.customers,
+                service.recommend,
+                settings.coalesce_max,
+                observe=metrics.coalesced.observe,
+            )
         app.state.services = Services(settings, holder, gateway, metrics, rules, batcher)
         task = None
         if settings.reload_interval_s > 0:

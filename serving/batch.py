@@ -106,10 +106,12 @@ class RecBatcher:
         read_many: Callable[[Sequence[str]], Awaitable[list[CustomerOnline | None]]],
         single: Callable[..., RecResult],
         max_batch: int = 64,
+        observe: Callable[[int], None] | None = None,
     ) -> None:
         self._read_many = read_many
         self._single = single
         self.max_batch = max(1, max_batch)
+        self._observe = observe
         self._queue: list[_Ask] = []
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
@@ -151,6 +153,8 @@ class RecBatcher:
             return
         self.batches += 1
         self.requests += len(batch)
+        if self._observe is not None:
+            self._observe(len(batch))
         groups: dict[tuple[int, int, int], list[int]] = {}
         for i, a in enumerate(batch):
             groups.setdefault((id(a.model), id(a.rules), a.k), []).append(i)

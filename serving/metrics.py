@@ -46,6 +46,12 @@ class Metrics:
         self.events = Counter(
             "patron_events_total", "Events received by outcome.", ["outcome"], registry=r
         )
+        self.coalesced = Histogram(
+            "patron_coalesced_batch_size",
+            "Recommendation requests computed together by the micro-batcher (serving/batch.py).",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128),
+            registry=r,
+        )
         self.model_info = Gauge(
             "patron_model_loaded",
             "1 for the loaded model version.",
