@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -126,8 +127,10 @@ def build_bundle(
     pre_s = 0.0
     if depth > 0:
         t1 = time.perf_counter()
-        index = load_index(cached, n_items, f)  # the served efSearch
-        data.als_candidates = precompute_candidates(index, x, depth, threads=os.cpu_count())
+        index = load_index(cached, n_items, f)
+        data.als_candidates = precompute_candidates(
+            index, x, depth, threads=os.cpu_count(), ef=depth
+        )  # as training does (training/bundle_builder.py)
         pre_s = time.perf_counter() - t1
         print(f"precomputed {depth} neighbours per customer in {pre_s:.1f}s", file=sys.stderr)
     write_bundle(data, path, faiss_index_file=cached)
@@ -151,15 +154,22 @@ def build_customers(path: Path, n: int, seed: int = 1) -> None:
     ).write_parquet(path)
 
 
-def per_request(model: object, rules: object, n_requests: int, k: int) -> dict[str, float]:
-    """``apply_rules`` alone on API-sized candidate sets (ALS + co-purchase + popular)."""
+def per_request(
+    model: object,
+    rules: object,
+    n_requests: int,
+    k: int,
+    customer_id: Callable[[int], str] = lambda u: f"c{u}",
+) -> dict[str, float]:
+    """``apply_rules`` alone on API-sized candidate sets (ALS + co-purchase + popular), as
+    ``service.recommend`` calls it for one request."""
     from serving.candidates import Source
     from serving.picks import batch_candidates, contexts_from_frame, fallback_lists
     from serving.rules.engine import apply_rules
 
     frame = pl.DataFrame(
         {
-            "customer_id": [f"c{u}" for u in range(min(n_requests, 2000))],
+            "customer_id": [customer_id(u) for u in range(min(n_requests, 2000))],
             "tier": [DEFAULT_TIERS[u % 4] for u in range(min(n_requests, 2000))],
             "segment": [SEGMENTS[u % 4] for u in range(min(n_requests, 2000))],
             "churn_risk": [0.8] * min(n_requests, 2000),

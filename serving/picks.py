@@ -294,23 +294,27 @@ def _blend_flat(hits: list[_Hits], weights: dict[str, float], n: int) -> Candida
     first = np.minimum.reduceat(np.where(c_s == g_max, np.arange(m), m), start)
     best = by_item[first]
     u_row, u_item = r_s[start], i_s[start]
-    # rows in order, best total first, ties by item (u_item ascends within a row already)
-    by_total = np.argsort(-total, kind="stable")
-    rank = by_total[np.argsort(u_row[by_total], kind="stable")]
-    u_row, u_item, total, best = u_row[rank], u_item[rank], total[rank], best[rank]
+    # rows best total first, ties by item (u_item ascends within a row): one stable sort per
+    # row of a padded matrix (many short sorts beat one long one)
     counts = np.bincount(u_row, minlength=n)
     width = int(counts.max()) if n else 0
-    col = np.arange(len(u_row)) - np.repeat(np.cumsum(counts) - counts, counts)
+    base = np.cumsum(counts) - counts
+    col = np.arange(len(u_row)) - np.repeat(base, counts)
+    key = np.full((n, width), np.inf)
+    key[u_row, col] = -total
+    ranked = np.argsort(key, axis=1, kind="stable")
+    filled = np.arange(width)[None, :] < counts[:, None]
+    take = (base[:, None] + ranked)[filled]  # row-major: rows in order, best first
     out = CandidateBatch(
         item_idx=np.full((n, width), -1, np.int32),
         score=np.zeros((n, width), np.float32),
         source=np.full((n, width), int(Source.ALS), np.int8),
         anchor_idx=np.full((n, width), -1, np.int32),
     )
-    out.item_idx[u_row, col] = u_item
-    out.score[u_row, col] = total.astype(np.float32)
-    out.source[u_row, col] = source[best]
-    out.anchor_idx[u_row, col] = anchor[best]
+    out.item_idx[filled] = u_item[take]
+    out.score[filled] = total[take].astype(np.float32)
+    out.source[filled] = source[best[take]]
+    out.anchor_idx[filled] = anchor[best[take]]
     return out
 
 
@@ -509,7 +513,7 @@ def picks_frame(
     anchor = out.anchor_idx.ravel()[mask]
     # reasons other than the copurchase one: few distinct combinations -> decode each once
     table = np.array([*out.reason_table, ""], dtype=object)
-    combos, inv = np.unique(np.where(rid == 0, -1, rid), axis=0, return_inverse=True)
+    combos, inv = _unique_rows(np.where(rid == 0, -1, rid))
     decoded = [[str(table[x]) for x in combo if x >= 0] for combo in combos]
     has_cp = (rid == 0).any(axis=1)
     head, _, tail = out.copurchase_template.partition("{anchor}")
@@ -541,6 +545,28 @@ def picks_frame(
         .then(pl.concat_list(combo, cp_text))
         .otherwise(combo)
     ).select(OUTPUT_COLUMNS)
+
+
+_ROW_HASH = np.random.default_rng(20261123).integers(1, 2**63, 64, dtype=np.uint64) | np.uint64(1)
+
+
+def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(a, axis=0, return_inverse=True)`` for a 2-D int array with few distinct
+    rows, via a 64-bit row hash (``np.unique`` on rows sorts a byte view: ~20x slower here).
+    Exact: every row is compared with its group's representative, and a collision (never
+    seen) falls back to ``np.unique``."""
+    if a.shape[0] == 0 or a.shape[1] > len(_ROW_HASH):
+        combos, inv = np.unique(a, axis=0, return_inverse=True)
+        return combos, np.asarray(inv).ravel()
+    with np.errstate(over="ignore"):
+        h = (a.astype(np.int64).view(np.uint64) * _ROW_HASH[: a.shape[1]]).sum(
+            axis=1, dtype=np.uint64
+        )
+    _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+    combos = a[first]
+    if not np.array_equal(combos[inv], a):
+        combos, inv = np.unique(a, axis=0, return_inverse=True)
+    return combos, np.asarray(inv).ravel()
 
 
 # ------------------------------------------------------------------------------ export

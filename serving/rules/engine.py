@@ -159,11 +159,14 @@ def customers_from_contexts(
     cat_index = compiled.category_index
     rec_ptr, rec_idx = _csr([np.asarray(c.recent_item_idx) for c in ctxs], np.int32)
     _, rec_days = _csr([np.asarray(c.recent_days_ago) for c in ctxs], np.float64)
-    past = [
-        np.array([cat_index[p] for p in c.past_categories if p in cat_index], np.int32)
-        for c in ctxs
-    ]
-    past_ptr, past_code = _csr(past, np.int32)
+    # flat in one pass (a small array per customer costs more than the codes themselves)
+    past_lens = np.zeros(len(ctxs) + 1, np.int64)
+    codes: list[int] = []
+    for i, c in enumerate(ctxs):
+        if c.past_categories:
+            codes += [cat_index[p] for p in c.past_categories if p in cat_index]
+        past_lens[i + 1] = len(codes)
+    past_ptr, past_code = past_lens, np.asarray(codes, np.int32)
     excl = exclude if exclude is not None else [None] * len(ctxs)
     ex_ptr, ex_idx = _csr(
         [np.asarray(e, np.int32) if e is not None else np.zeros(0, np.int32) for e in excl],
