@@ -592,10 +592,26 @@ def compiled_for(
 # The vectorised core
 
 
-def _member(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """``np.isin`` for int64 keys via a sorted search (much cheaper for small inputs)."""
+def _member(values: np.ndarray, keys: np.ndarray, stride: int | None = None) -> np.ndarray:
+    """``np.isin`` for int64 keys. ``values`` (n, w) and ``keys`` are ``row * stride + x``:
+    given ``stride``, with few keys per row and many rows, each key column is compared with
+    the whole matrix (a handful of sequential passes); else a sorted search."""
     if keys.size == 0:
         return np.zeros(values.shape, bool)
+    if stride is not None and values.ndim == 2 and values.shape[0] >= 64:
+        n = values.shape[0]
+        rows = keys // stride
+        counts = np.bincount(rows, minlength=n)
+        e = int(counts.max())
+        if e <= 16:
+            order = np.argsort(rows, kind="stable")
+            col = np.arange(keys.size) - np.repeat(np.cumsum(counts) - counts, counts)
+            padded = np.full((n, e), -1, np.int64)
+            padded[rows[order], col] = keys[order]
+            out = values == padded[:, :1]
+            for j in range(1, e):
+                out |= values == padded[:, j : j + 1]
+            return out
     ks = np.sort(keys)
     pos = np.minimum(np.searchsorted(ks, values), ks.size - 1)
     return ks[pos] == values
@@ -650,6 +666,15 @@ def _rank_within(cats: np.ndarray) -> np.ndarray:
     n, w = cats.shape
     if w == 0:
         return np.zeros((n, 0), np.int64)
+    if n >= 256:  # many rows: count column by column in a (row, value) table, no sort
+        rows = np.arange(n)
+        seen = np.zeros((n, int(cats.max()) + 1), np.int64)
+        occ_cols = np.empty((n, w), np.int64)
+        for j in range(w):
+            c = cats[:, j]
+            occ_cols[:, j] = seen[rows, c]
+            seen[rows, c] += 1
+        return occ_cols
     order = _stable_order(cats)
     s = _tk(cats, order)
     pos = np.arange(w)[None, :]
@@ -821,7 +846,7 @@ def _apply_core(
         excl = np.concatenate(excl_parts)
         if excl.size:
             cand_keys = np.arange(n, dtype=np.int64)[:, None] * n_items + mi
-            eligible &= ~_member(cand_keys, excl)
+            eligible &= ~_member(cand_keys, excl, n_items)
 
     # boosts
     mult = np.ones((n, width), np.float64)
@@ -849,7 +874,12 @@ def _apply_core(
             if past_hit is None:
                 pk = _row_keys(customers.past_cat_indptr, customers.past_cat_code, cr.n_cat)
                 ck = np.arange(n, dtype=np.int64)[:, None] * cr.n_cat + item_cat
-                past_hit = _member(ck, pk)
+                if n * cr.n_cat <= 50_000_000:  # a (customer, category) table: one gather
+                    seen = np.zeros(n * cr.n_cat + 1, bool)
+                    seen[pk] = True
+                    past_hit = seen[np.minimum(ck, n * cr.n_cat)]
+                else:
+                    past_hit = _member(ck, pk)
             hit &= past_hit == b.past_categories
         if b.price_min is not None:
             with np.errstate(invalid="ignore", divide="ignore"):

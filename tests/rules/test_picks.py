@@ -249,3 +249,19 @@ def test_vectorised_candidates_equal_the_api_blend(model: LoadedModel) -> None:
         assert flat.source[i, :m].tolist() == s.source.tolist(), i
         assert flat.anchor_idx[i, :m].tolist() == s.anchor_idx.tolist(), i
         assert ex_idx[ex_ptr[i] : ex_ptr[i + 1]].tolist() == excl[i].tolist()
+
+
+def test_unique_rows_matches_numpy() -> None:
+    """The hashed row de-duplication used to decode reasons equals np.unique(axis=0)."""
+    from serving.picks import _unique_rows
+
+    rng = np.random.default_rng(9)
+    a = rng.integers(-1, 7, (5_000, 9)).astype(np.int32)
+    a[:, 4:] = -1  # few distinct rows, as reason ids are
+    combos, inv = _unique_rows(a)
+    assert np.array_equal(combos[inv], a)
+    want = np.unique(a, axis=0)
+    assert len(combos) == len(want)
+    assert {tuple(r) for r in combos.tolist()} == {tuple(r) for r in want.tolist()}
+    empty, inv0 = _unique_rows(np.zeros((0, 3), np.int32))
+    assert empty.shape[0] == 0 and inv0.size == 0

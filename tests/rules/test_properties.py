@@ -303,3 +303,31 @@ def test_fallback_cut_is_exact_on_long_lists() -> None:
     assert (fast.item_idx == full.item_idx).all()
     assert (fast.count == 8).all()
     assert (fast.source == int(Source.POPULAR_TIER)).any()
+
+
+def test_rank_within_column_and_sort_paths_agree() -> None:
+    """The diversity cap's per-category rank: the column-by-column path (many rows) equals
+    the sort path (few rows) row for row."""
+    from serving.rules.engine import _rank_within
+
+    rng = np.random.default_rng(4)
+    cats = rng.integers(0, 12, (300, 57))
+    many = _rank_within(cats)
+    for i in range(0, 300, 37):
+        assert np.array_equal(_rank_within(cats[i : i + 1]), many[i : i + 1])
+    want = np.array([[int((row[:j] == row[j]).sum()) for j in range(57)] for row in cats[:20]])
+    assert np.array_equal(many[:20], want)
+
+
+def test_member_paths_agree() -> None:
+    """Per-row membership (exclusions): the key-column path equals np.isin."""
+    from serving.rules.engine import _member
+
+    rng = np.random.default_rng(8)
+    n, w, stride = 300, 40, 1_000
+    values = np.arange(n)[:, None] * stride + rng.integers(0, 60, (n, w))
+    for per_row in (3, 16, 40):  # the last one takes the sorted-search path
+        rows = np.repeat(np.arange(n), rng.integers(0, per_row + 1, n))
+        keys = rows * stride + rng.integers(0, 60, len(rows))
+        assert np.array_equal(_member(values, keys, stride), np.isin(values, keys))
+        assert np.array_equal(_member(values, keys), np.isin(values, keys))
