@@ -157,38 +157,42 @@ def customers_from_contexts(
 ) -> CustomerBatch:
     """Columnar batch of customer contexts (the request's exclude lists optional)."""
     cat_index = compiled.category_index
+    tiers = compiled.tiers
+    n = len(ctxs)
     rec_ptr, rec_idx = _csr([np.asarray(c.recent_item_idx) for c in ctxs], np.int32)
     _, rec_days = _csr([np.asarray(c.recent_days_ago) for c in ctxs], np.float64)
-    # flat in one pass (a small array per customer costs more than the codes themselves)
-    past_lens = np.zeros(len(ctxs) + 1, np.int64)
+    # one pass over the contexts: small arrays per customer cost more than their contents
+    past_ptr = np.zeros(n + 1, np.int64)
     codes: list[int] = []
+    ranks, segs, churn, bands, spend = [], [], [], [], []
+    nan = float("nan")
     for i, c in enumerate(ctxs):
         if c.past_categories:
             codes += [cat_index[p] for p in c.past_categories if p in cat_index]
-        past_lens[i + 1] = len(codes)
-    past_ptr, past_code = past_lens, np.asarray(codes, np.int32)
-    excl = exclude if exclude is not None else [None] * len(ctxs)
-    ex_ptr, ex_idx = _csr(
-        [np.asarray(e, np.int32) if e is not None else np.zeros(0, np.int32) for e in excl],
-        np.int32,
-    )
+        past_ptr[i + 1] = len(codes)
+        ranks.append(tier_rank_for(c.tier, c.tier_rank, tiers))
+        segs.append(_label(c.segment))
+        churn.append(nan if c.churn_risk is None else c.churn_risk)
+        bands.append(_label(c.clv_band))
+        spend.append(nan if c.typical_spend is None else c.typical_spend)
+    if exclude is None:
+        ex_ptr, ex_idx = np.zeros(n + 1, np.int64), np.zeros(0, np.int32)
+    else:
+        ex_ptr, ex_idx = _csr(
+            [np.asarray(e, np.int32) if e is not None else np.zeros(0, np.int32) for e in exclude],
+            np.int32,
+        )
     return CustomerBatch(
-        tier_rank=np.array(
-            [tier_rank_for(c.tier, c.tier_rank, compiled.tiers) for c in ctxs], np.int16
-        ),
-        segment=np.array([_label(c.segment) for c in ctxs], dtype=object),
-        churn_risk=np.array(
-            [np.nan if c.churn_risk is None else c.churn_risk for c in ctxs], np.float64
-        ),
-        clv_band=np.array([_label(c.clv_band) for c in ctxs], dtype=object),
-        typical_spend=np.array(
-            [np.nan if c.typical_spend is None else c.typical_spend for c in ctxs], np.float64
-        ),
+        tier_rank=np.array(ranks, np.int16),
+        segment=np.array(segs, dtype=object),
+        churn_risk=np.array(churn, np.float64),
+        clv_band=np.array(bands, dtype=object),
+        typical_spend=np.array(spend, np.float64),
         recent_indptr=rec_ptr,
         recent_item_idx=rec_idx,
         recent_days_ago=rec_days,
         past_cat_indptr=past_ptr,
-        past_cat_code=past_code,
+        past_cat_code=np.asarray(codes, np.int32),
         exclude_indptr=ex_ptr,
         exclude_idx=ex_idx,
     )
@@ -667,13 +671,14 @@ def _rank_within(cats: np.ndarray) -> np.ndarray:
     if w == 0:
         return np.zeros((n, 0), np.int64)
     if n >= 256:  # many rows: count column by column in a (row, value) table, no sort
-        rows = np.arange(n)
-        seen = np.zeros((n, int(cats.max()) + 1), np.int64)
+        width = int(cats.max()) + 1
+        flat = np.arange(n, dtype=np.int64)[:, None] * width + cats  # (row, value) cell
+        seen = np.zeros(n * width, np.int64)
         occ_cols = np.empty((n, w), np.int64)
-        for j in range(w):
-            c = cats[:, j]
-            occ_cols[:, j] = seen[rows, c]
-            seen[rows, c] += 1
+        for j in range(w):  # a row's cells in one column are distinct: plain fancy +=
+            cell = flat[:, j]
+            occ_cols[:, j] = seen[cell]
+            seen[cell] += 1
         return occ_cols
     order = _stable_order(cats)
     s = _tk(cats, order)
@@ -688,6 +693,17 @@ def _rank_within(cats: np.ndarray) -> np.ndarray:
     else:
         occ[np.arange(n)[:, None], order] = pos - run_start
     return occ
+
+
+def _keep(
+    eligible: np.ndarray, item_cat: np.ndarray, order: np.ndarray, cr: CompiledRules
+) -> np.ndarray:
+    """Eligible and within the diversity cap, for the columns ``order`` lists (in that order)."""
+    elig_s = _tk(eligible, order)
+    if cr.max_per_category is None:
+        return elig_s
+    cat_s = _tk(np.where(eligible, item_cat, cr.n_cat), order)
+    return elig_s & (_rank_within(cat_s) < cr.max_per_category)
 
 
 def apply_rules_batch(
@@ -896,14 +912,21 @@ def _apply_core(
     # Fallback lists keep their popularity order so a cut prefix orders exactly like the whole.
     g = np.where(eligible, group, _LAST_GROUP).astype(np.int16)
     order = np.lexsort((np.where(group == 0, -boosted, 0.0), g), axis=1)
-    elig_s = _tk(eligible, order)
-    keep = elig_s
-    if cr.max_per_category is not None:
-        cat_s = _tk(np.where(eligible, item_cat, cr.n_cat), order)
-        keep = elig_s & (_rank_within(cat_s) < cr.max_per_category)
     kk = min(k, width)
-    sel = _tk(order, _stable_order(~keep)[:, :kk])  # (n, kk) columns
-    count = np.minimum(keep.sum(axis=1), kk)
+    # Only the first kk kept columns (in this order) are picked: look at a head of the
+    # order first; rows that do not fill kk there (rare) look at the whole row.
+    head = min(width, max(4 * kk, 32))
+    keep = _keep(eligible, item_cat, order[:, :head], cr)
+    short = np.flatnonzero(keep.sum(axis=1) < kk) if head < width else np.zeros(0, np.int64)
+    if short.size == 0:
+        sel = _tk(order[:, :head], _stable_order(~keep)[:, :kk])  # (n, kk) columns
+        count = np.minimum(keep.sum(axis=1), kk)
+    else:
+        full = np.zeros((n, width), bool)
+        full[:, :head] = keep
+        full[short] = _keep(eligible[short], item_cat[short], order[short], cr)
+        sel = _tk(order, _stable_order(~full)[:, :kk])
+        count = np.minimum(full.sum(axis=1), kk)
     in_range = np.arange(kk)[None, :] < count[:, None]
 
     # pins to their slots; the rest fill the free slots in order
