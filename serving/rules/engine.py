@@ -665,6 +665,34 @@ def _first_occurrence(m: np.ndarray) -> np.ndarray:
     return first
 
 
+def _first_in_row(
+    mi: np.ndarray, valid: np.ndarray, n_pin: int, n_head: int, n_items: int
+) -> np.ndarray:
+    """``_first_occurrence`` for rows laid out as [pins | candidates | fallback lists] whose
+    candidates hold no repeats (a blend's output), without sorting every row: a candidate
+    can only repeat a pin, and a fallback entry an earlier column, tracked in a (row, item)
+    table over the few items the fallback lists hold. Only valid entries are meaningful."""
+    n, width = mi.shape
+    first = np.ones((n, width), bool)
+    for j in range(n_pin):  # a later pin or candidate repeating pin j
+        pin = np.where(valid[:, j], mi[:, j], -1)[:, None]
+        first[:, j + 1 : n_head] &= mi[:, j + 1 : n_head] != pin
+    if n_head >= width:
+        return first
+    tail_items = np.unique(mi[:, n_head:][valid[:, n_head:]])
+    sink = len(tail_items)  # column for entries that are not fallback items (never read)
+    lookup = np.full(n_items, sink, np.int64)
+    lookup[tail_items] = np.arange(sink)
+    cell = np.where(valid, lookup[mi], sink) + (np.arange(n, dtype=np.int64) * (sink + 1))[:, None]
+    seen = np.zeros(n * (sink + 1), bool)
+    seen[cell[:, :n_head].ravel()] = True
+    for j in range(n_head, width):
+        c = cell[:, j]
+        first[:, j] = ~seen[c]
+        seen[c] = True
+    return first
+
+
 def _rank_within(cats: np.ndarray) -> np.ndarray:
     """For each entry, how many entries of the same value precede it in its row."""
     n, w = cats.shape
@@ -836,8 +864,12 @@ def _apply_core(
     valid &= cr.chain_sources[src.astype(np.int64) + 1] | (group < 0)
     mi = np.where(valid, m, 0)
     # duplicates: keep the first (pins, then candidates, then fallback order)
-    keyed = np.where(valid, mi.astype(np.int64), -1 - np.arange(width, dtype=np.int64))
-    eligible = valid & _first_occurrence(keyed)
+    if n >= 64:  # batches: candidates are unique per row (blend), only the rest is checked
+        n_head = len(pin_cols) + cands.item_idx.shape[1]
+        eligible = valid & _first_in_row(mi, valid, len(pin_cols), n_head, n_items)
+    else:
+        keyed = np.where(valid, mi.astype(np.int64), -1 - np.arange(width, dtype=np.int64))
+        eligible = valid & _first_occurrence(keyed)
     eligible &= cr.item_ok[mi]
     cust_rank = customers.tier_rank.astype(np.int16)
     item_rank = cr.min_rank[mi]

@@ -331,3 +331,25 @@ def test_member_paths_agree() -> None:
         keys = rows * stride + rng.integers(0, 60, len(rows))
         assert np.array_equal(_member(values, keys, stride), np.isin(values, keys))
         assert np.array_equal(_member(values, keys), np.isin(values, keys))
+
+
+def test_first_in_row_equals_first_occurrence() -> None:
+    """Duplicate removal for big batches (pins | unique candidates | fallback lists) equals
+    the general sort-based version on valid entries."""
+    from serving.rules.engine import _first_in_row, _first_occurrence
+
+    rng = np.random.default_rng(12)
+    n, n_items, n_pin, n_cand, n_tail = 200, 90, 2, 30, 25
+    pins = rng.integers(0, n_items, (n, n_pin))
+    cands = np.stack([rng.permutation(n_items)[:n_cand] for _ in range(n)])
+    tail = np.concatenate(
+        [np.tile(rng.integers(0, n_items, n_tail - 5), (n, 1)), rng.integers(0, n_items, (n, 5))],
+        axis=1,
+    )
+    m = np.concatenate([pins, cands, tail], axis=1)
+    valid = rng.random(m.shape) > 0.15
+    mi = np.where(valid, m, 0)
+    keyed = np.where(valid, mi, -1 - np.arange(m.shape[1]))
+    want = _first_occurrence(keyed)
+    got = _first_in_row(mi, valid, n_pin, n_pin + n_cand, n_items)
+    assert np.array_equal(got[valid], want[valid])

@@ -64,7 +64,7 @@ def test_batch_equals_single_customer_path(
     model: LoadedModel, rules_file: str, k: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rules = load_rules(DEFAULT_RULES) if rules_file == "default" else load_rules()
-    ids, rows, excludes = _rows(60, seed=k)
+    ids, rows, excludes = _rows(70, seed=k)  # >= 64: the batch-only code paths run
     now = time.time()
     got = recommend_batch(model, ids, rows, k, rules, excludes, now=now)
     monkeypatch.setattr(time, "time", lambda: now)  # recent-purchase ages as in the batch
