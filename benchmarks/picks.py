@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 # the repo root before benchmarks/ (whose serving.py would shadow the serving package)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -160,7 +161,7 @@ def per_request(
     n_requests: int,
     k: int,
     customer_id: Callable[[int], str] = lambda u: f"c{u}",
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """``apply_rules`` alone on API-sized candidate sets (ALS + co-purchase + popular), as
     ``service.recommend`` calls it for one request."""
     from serving.candidates import Source
@@ -183,14 +184,19 @@ def per_request(
     items = model.items  # type: ignore[attr-defined]
     lists = [fallback_lists(model, c.tier) for c in ctxs]  # type: ignore[arg-type]
     apply_rules(sets[0], ctxs[0], items, rules, k, excl[0], *lists[0])  # type: ignore[arg-type]
-    times = np.empty(n_requests)
-    cpu = np.empty(n_requests)
-    for r in range(n_requests):
-        i = r % len(ids)
-        t, c = time.perf_counter(), time.thread_time()
-        apply_rules(sets[i], ctxs[i], items, rules, k, excl[i], *lists[i])  # type: ignore[arg-type]
-        times[r] = time.perf_counter() - t
-        cpu[r] = time.thread_time() - c
+    passes = []  # three passes; the machine is shared, so the median pass is reported
+    for _ in range(3):
+        times = np.empty(n_requests)
+        cpu = np.empty(n_requests)
+        for r in range(n_requests):
+            i = r % len(ids)
+            t, c = time.perf_counter(), time.thread_time()
+            apply_rules(sets[i], ctxs[i], items, rules, k, excl[i], *lists[i])  # type: ignore[arg-type]
+            times[r] = time.perf_counter() - t
+            cpu[r] = time.thread_time() - c
+        passes.append((float(np.percentile(cpu, 99)), times, cpu))
+    passes.sort(key=lambda x: x[0])
+    _, times, cpu = passes[1]
     sizes = np.array([len(s) for s in sets])
     cp = np.mean([np.mean(s.source == Source.COPURCHASE) for s in sets])
     return {
@@ -201,6 +207,7 @@ def per_request(
         # scheduling delays (wall-clock p99 above includes them)
         "cpu_p50_ms": float(np.percentile(cpu, 50) * 1e3),
         "cpu_p99_ms": float(np.percentile(cpu, 99) * 1e3),
+        "cpu_p99_ms_each_pass": [round(p[0] * 1e3, 3) for p in passes],
         "load_average_1m": os.getloadavg()[0],
         "candidates_median": float(np.median(sizes)),
         "fallback_list_len": float(np.mean([len(a) + len(b) for a, b in lists])),
