@@ -143,6 +143,48 @@ def test_every_endpoint_over_http(server: str) -> None:
         assert "patron_http_request_seconds_bucket" in c.get("/metrics").text
 
 
+def test_concurrent_requests_are_coalesced_with_unchanged_answers(server: str) -> None:
+    """Requests in flight together are computed as one batch (serving/batch.py) and get
+    exactly the answers they get one at a time."""
+    import asyncio
+    import re
+
+    ids = [f"c{u:05d}" for u in range(48)]
+    with httpx.Client(base_url=server, timeout=10) as c:
+        alone = {cid: c.get(f"/v1/customers/{cid}/recommendations").json() for cid in ids}
+        before = c.get("/metrics").text
+
+    async def together() -> list[dict[str, object]]:
+        async with httpx.AsyncClient(base_url=server, timeout=10) as ac:
+            rs = await asyncio.gather(
+                *(ac.get(f"/v1/customers/{cid}/recommendations") for cid in ids * 3)
+            )
+        assert {r.status_code for r in rs} == {200}
+        return [r.json() for r in rs]
+
+    for body in asyncio.run(together()):
+        want = alone[str(body["customer_id"])]
+        got_items, want_items = body["items"], want["items"]
+        assert isinstance(got_items, list) and isinstance(want_items, list)
+        assert [(i["item_id"], i["reasons"]) for i in got_items] == [
+            (i["item_id"], i["reasons"]) for i in want_items
+        ]
+        assert all(
+            abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(got_items, want_items, strict=True)
+        )
+        assert body["tier"] == want["tier"] and body["degraded"] is False
+    with httpx.Client(base_url=server, timeout=10) as c:
+        after = c.get("/metrics").text
+
+    def totals(text: str) -> tuple[float, float]:
+        get = lambda name: float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]  # noqa: E731
+        return get("patron_coalesced_batch_size_sum"), get("patron_coalesced_batch_size_count")
+
+    (s0, n0), (s1, n1) = totals(before), totals(after)
+    assert s1 - s0 == len(ids) * 3  # every request went through the batcher
+    assert (s1 - s0) / (n1 - n0) > 2  # ... and most of them in batches, not one by one
+
+
 def test_reload_under_load_has_no_failed_requests(server: str, shared_live_bundle: Path) -> None:
     live_bundle = shared_live_bundle
     results: list[tuple[float, int, str | None]] = []
