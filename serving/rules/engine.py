@@ -748,7 +748,50 @@ def apply_rules_batch(
     Fallback lists are first cut to a short prefix; rows whose answer could depend on the cut
     (short of k, or a pick from after a cut list) are recomputed with the full lists, so the
     result is exactly that of the uncut computation, only faster.
+
+    Before that, the candidates (and pins) alone: fallback entries sort after every eligible
+    candidate and cannot change a candidate's eligibility, duplicate status or diversity
+    rank, so a row that candidates fill to k is final without them.
     """
+    has_pads = any(p is not None and p.size for p in (popular_tier, popular))
+    if has_pads and cands.item_idx.shape[1] >= k:
+        out = _apply_core(cands, customers, compiled, k, None, None)
+        need = np.flatnonzero(out.count < k)
+        if need.size == 0:
+            return out
+        sub = _with_fallback(
+            _take_cands(cands, need),
+            take_customers(customers, need),
+            compiled,
+            k,
+            popular_tier[need]
+            if popular_tier is not None and popular_tier.ndim == 2
+            else popular_tier,
+            popular,
+        )
+        out.merge_rows(need, sub)
+        return out
+    return _with_fallback(cands, customers, compiled, k, popular_tier, popular)
+
+
+def _take_cands(cands: CandidateBatch, rows: np.ndarray) -> CandidateBatch:
+    return CandidateBatch(
+        item_idx=cands.item_idx[rows],
+        score=cands.score[rows],
+        source=cands.source[rows],
+        anchor_idx=cands.anchor_idx[rows],
+    )
+
+
+def _with_fallback(
+    cands: CandidateBatch,
+    customers: CustomerBatch,
+    compiled: CompiledRules,
+    k: int,
+    popular_tier: np.ndarray | None,
+    popular: np.ndarray | None,
+) -> BatchPicks:
+    """``apply_rules_batch`` with the fallback lists: cut first, whole where needed."""
     limit = max(4 * k, 32)
     pads = {"popular_tier": popular_tier, "popular": popular}
     cut = {name: pad is not None and pad.shape[-1] > limit for name, pad in pads.items()}
@@ -772,12 +815,7 @@ def apply_rules_batch(
     if redo.size == 0:
         return out
     sub = _apply_core(
-        CandidateBatch(
-            item_idx=cands.item_idx[redo],
-            score=cands.score[redo],
-            source=cands.source[redo],
-            anchor_idx=cands.anchor_idx[redo],
-        ),
+        _take_cands(cands, redo),
         take_customers(customers, redo),
         compiled,
         k,
