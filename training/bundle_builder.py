@@ -62,7 +62,7 @@ def build_faiss_index(item_factors: np.ndarray, path: Path) -> str:
     index: Any
     if len(vecs) > HNSW_MIN_ITEMS:
         index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
+        index.hnsw.efConstruction = 200  # as serving.index builds it
         kind = "hnsw32"
     else:
         index = faiss.IndexFlatIP(d)
@@ -149,10 +149,12 @@ def _precompute(index_path: Path, data: BundleData, depth: int) -> np.ndarray:
 
     index = load_index(index_path, len(data.item_ids), data.item_factors.shape[1])
     t0 = time.perf_counter()
-    # the shallowest search that returns ``depth`` items: a 1M-customer model costs ~2.5 min
-    # on 2 cores at this depth and ~12 min at the per-request default (256); the recall
-    # against exact search is recorded in the manifest metrics
-    table = precompute_candidates(index, data.user_factors, depth, threads=os.cpu_count(), ef=depth)
+    # efSearch 2 x depth: on 1M synthetic customers' ALS factors recall@10 0.93 in ~100 s on
+    # 2 cores (64: 0.90 in 50 s; 256: 0.96 in 150 s; exact: 320 s); the recall against exact
+    # search is recorded in the manifest metrics
+    table = precompute_candidates(
+        index, data.user_factors, depth, threads=os.cpu_count(), ef=2 * depth
+    )
     log.info(
         "precomputed %d ALS neighbours for %d customers in %.1fs",
         table.shape[1],
