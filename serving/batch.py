@@ -83,6 +83,12 @@ def recommend_batch(
 
 
 # ------------------------------------------------------------------------------ micro-batcher
+def _fail(asks: list[_Ask], exc: BaseException) -> None:
+    for a in asks:
+        if not a.future.done():
+            a.future.set_exception(exc)
+
+
 @dataclass
 class _Ask:
     model: LoadedModel
@@ -134,23 +140,26 @@ class RecBatcher:
         return await ask.future
 
     async def _drain(self) -> None:
+        batch: list[_Ask] = []
         try:
             while self._queue:
                 await asyncio.sleep(0)  # requests already in the loop's ready queue join
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
-                await self._run(batch)
+                try:
+                    await self._run(batch)
+                except Exception as exc:  # a bug here must not leave requests waiting
+                    log.exception("coalesced batch failed")
+                    _fail(batch, exc)
+        except asyncio.CancelledError:  # shutdown: nobody is left waiting forever
+            _fail(batch + self._queue, RuntimeError("server shutting down"))
+            self._queue.clear()
+            raise
         finally:
             self._task = None
 
     async def _run(self, batch: list[_Ask]) -> None:
-        try:
-            rows = await self._read_many([a.customer_id for a in batch])
-        except Exception as exc:  # the gateway answers None rows itself; this is a bug
-            for a in batch:
-                if not a.future.done():
-                    a.future.set_exception(exc)
-            return
+        rows = await self._read_many([a.customer_id for a in batch])  # None rows: degraded
         self.batches += 1
         self.requests += len(batch)
         if self._observe is not None:

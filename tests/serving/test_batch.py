@@ -163,3 +163,31 @@ def test_batcher_lone_request_and_failure_isolation(
     assert isinstance(res[2], ValueError)
     assert all(isinstance(r, tuple) and len(r[0].items) == 5 for i, r in enumerate(res) if i != 2)
     assert sorted(calls) == sorted(ids)
+
+
+def test_batcher_survives_a_failing_read(model: LoadedModel) -> None:
+    """If the batch read itself raises (a bug: the gateway answers None rows when Redis is
+    down), the waiting requests get the error instead of hanging, and the next ones work."""
+    rules = load_rules()
+    ids, rows, _ = _rows(5, seed=6)
+    good = _Reader(dict(zip(ids, rows, strict=True)))
+    broken = [True]
+
+    async def read(batch_ids: Sequence[str]) -> list[CustomerOnline | None]:
+        if broken[0]:
+            raise RuntimeError("reader bug")
+        return await good(batch_ids)
+
+    batcher = RecBatcher(read, service.recommend)
+
+    async def run() -> list[object]:
+        first = await asyncio.gather(
+            *(batcher.recommend(model, rules, c, 3) for c in ids), return_exceptions=True
+        )
+        broken[0] = False
+        second = await asyncio.wait_for(batcher.recommend(model, rules, ids[0], 3), 5)
+        return [*first, second]
+
+    out = asyncio.run(run())
+    assert all(isinstance(r, RuntimeError) for r in out[:5])
+    assert isinstance(out[5], tuple) and len(out[5][0].items) == 3
