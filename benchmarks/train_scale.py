@@ -93,6 +93,9 @@ def main() -> None:
     ap.add_argument("--factors", type=int, default=64)
     ap.add_argument("--iterations", type=int, default=15)
     ap.add_argument("--data", default=None, help="Existing synth output folder to reuse.")
+    ap.add_argument(
+        "--neighbours", type=int, default=64, help="patron train --neighbours (0 = none)"
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "baseline":
@@ -106,6 +109,7 @@ def main() -> None:
         "events": args.events,
         "factors": args.factors,
         "iterations": args.iterations,
+        "neighbours": args.neighbours,
         "cpus": os.cpu_count(),
     }
     if args.data is None:
@@ -143,6 +147,8 @@ def main() -> None:
         "--config",
         str(config),
         "--register",
+        "--neighbours",
+        str(args.neighbours),
         "--out",
         str(work / "bundle"),
     ]

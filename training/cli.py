@@ -39,6 +39,14 @@ def train(
     eval_customers: int = typer.Option(10_000, help="Customers sampled for validation."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip validation (gate will refuse)."),
     faiss_index: bool = typer.Option(True, "--faiss/--no-faiss", help="Prebuild FAISS index."),
+    neighbours: int = typer.Option(
+        64,
+        "--neighbours",
+        min=0,
+        max=1_000,
+        help="Precompute each customer's N nearest items by the index for the API and the "
+        "email export (0 = none: they search FAISS per customer).",
+    ),
 ) -> None:
     """Train ALS + co-purchase + popularity, write the bundle, log to MLflow."""
     from training.pipeline import read_table
@@ -61,6 +69,7 @@ def train(
         eval_customers=eval_customers,
         evaluate=not no_eval,
         with_faiss=faiss_index,
+        candidate_depth=neighbours,
     )
     logged = log_training_run(
         tracking_uri=s.tracking_uri(),

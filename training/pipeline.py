@@ -142,6 +142,7 @@ def train(
     evaluate: bool = True,
     with_faiss: bool = True,
     k: int = 10,
+    candidate_depth: int = 64,
 ) -> TrainResult:
     """Run the whole offline pipeline and write the bundle to ``out_dir``."""
     config = config or TrainConfig()
@@ -229,7 +230,7 @@ def train(
                 metrics=metrics,
                 extra_params={"eval_customers": eval_customers},
             )
-            write(bundle, out_dir, with_faiss=with_faiss)
+            write(bundle, out_dir, with_faiss=with_faiss, candidate_depth=candidate_depth)
     tags.update(
         {
             "data_fingerprint": fingerprint,

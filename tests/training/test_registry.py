@@ -161,3 +161,17 @@ def test_postgres_backed_server(mlflow_server: str, events_file: Path) -> None:
     model = mlflow.pyfunc.load_model("models:/patron-recommender@champion")
     picks = model.predict(pd.DataFrame({"customer_id": ["c2_1"]}))
     assert len(picks) == 10 and picks["item_id"].str.startswith("i2_").iloc[0]
+
+
+def test_train_neighbours_option(mlflow_uri: str, events_file: Path, tmp_path: Path) -> None:
+    """`--neighbours N` precomputes N per customer into the bundle; 0 writes none."""
+    from patron.bundle import load_bundle
+
+    run("train", "--events", str(events_file), "--neighbours", "16", "--out", str(tmp_path / "a"))
+    a = load_bundle(tmp_path / "a")
+    assert a.als_candidates is not None and a.als_candidates.shape == (len(a.customer_ids), 16)
+    assert a.manifest.params["als_candidates.depth"] == 16
+    run("train", "--events", str(events_file), "--neighbours", "0", "--out", str(tmp_path / "b"))
+    b = load_bundle(tmp_path / "b")
+    assert b.als_candidates is None and "als_candidates.npy" not in b.manifest.files
+    assert "--neighbours" in run_fails("train", "--events", str(events_file), "--neighbours", "-1")
