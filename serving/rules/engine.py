@@ -14,6 +14,7 @@ in chain order) -> diversity cap per category -> top k -> pins moved to their sl
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -759,28 +760,39 @@ def apply_rules_batch(
         need = np.flatnonzero(out.count < k)
         if need.size == 0:
             return out
-        sub = _with_fallback(
-            _take_cands(cands, need),
-            take_customers(customers, need),
-            compiled,
-            k,
-            popular_tier[need]
-            if popular_tier is not None and popular_tier.ndim == 2
-            else popular_tier,
-            popular,
+        return _recompute_rows(
+            _with_fallback, out, need, cands, customers, compiled, k, popular_tier, popular
         )
-        out.merge_rows(need, sub)
-        return out
     return _with_fallback(cands, customers, compiled, k, popular_tier, popular)
 
 
-def _take_cands(cands: CandidateBatch, rows: np.ndarray) -> CandidateBatch:
-    return CandidateBatch(
-        item_idx=cands.item_idx[rows],
-        score=cands.score[rows],
-        source=cands.source[rows],
-        anchor_idx=cands.anchor_idx[rows],
+def _recompute_rows(
+    step: Callable[..., BatchPicks],
+    out: BatchPicks,
+    rows: np.ndarray,
+    cands: CandidateBatch,
+    customers: CustomerBatch,
+    compiled: CompiledRules,
+    k: int,
+    popular_tier: np.ndarray | None,
+    popular: np.ndarray | None,
+) -> BatchPicks:
+    """Redo ``rows`` of ``out`` with ``step`` (a wider computation) and merge them in."""
+    sub = step(
+        CandidateBatch(
+            item_idx=cands.item_idx[rows],
+            score=cands.score[rows],
+            source=cands.source[rows],
+            anchor_idx=cands.anchor_idx[rows],
+        ),
+        take_customers(customers, rows),
+        compiled,
+        k,
+        popular_tier[rows] if popular_tier is not None and popular_tier.ndim == 2 else popular_tier,
+        popular,
     )
+    out.merge_rows(rows, sub)
+    return out
 
 
 def _with_fallback(
@@ -814,16 +826,9 @@ def _with_fallback(
         redo = np.nonzero((out.count < k) | (max_group > first_cut))[0]
     if redo.size == 0:
         return out
-    sub = _apply_core(
-        _take_cands(cands, redo),
-        take_customers(customers, redo),
-        compiled,
-        k,
-        popular_tier[redo] if popular_tier is not None and popular_tier.ndim == 2 else popular_tier,
-        popular,
+    return _recompute_rows(
+        _apply_core, out, redo, cands, customers, compiled, k, popular_tier, popular
     )
-    out.merge_rows(redo, sub)
-    return out
 
 
 def _apply_core(
