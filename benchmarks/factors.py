@@ -8,6 +8,7 @@ worth the name and is the worst case for any approximate index, so it is not use
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 
 
 def clustered_factors(
@@ -24,3 +25,23 @@ def clustered_factors(
         c = centres[rng.integers(0, n_clusters, hi - lo)]
         x[lo:hi] = 0.5 * c + rng.normal(scale=0.5, size=(hi - lo, dim)).astype(np.float32)
     return y, x, item_cluster
+
+
+def random_rows(
+    n_rows: int, n_cols: int, per_row: int, rng: np.random.Generator, decay: bool = False
+) -> sparse.csr_matrix:
+    """``per_row`` random columns per row (CSR): purchases (values 1) or, with ``decay``,
+    neighbour lists scored 1 down to 0.1 in row order."""
+    values = (
+        np.tile(np.linspace(1.0, 0.1, per_row, dtype=np.float32), n_rows)
+        if decay
+        else np.ones(n_rows * per_row, np.float32)
+    )
+    return sparse.csr_matrix(
+        (
+            values,
+            rng.integers(0, n_cols, n_rows * per_row).astype(np.int32),
+            np.arange(0, n_rows * per_row + 1, per_row),
+        ),
+        shape=(n_rows, n_cols),
+    )

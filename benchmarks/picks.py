@@ -29,9 +29,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 import polars as pl
-from scipy import sparse
 
-from benchmarks.factors import clustered_factors
+from benchmarks.factors import clustered_factors, random_rows
 from features.schemas import DEFAULT_TIERS
 from patron.bundle import BundleData, Manifest, write_bundle
 
@@ -50,25 +49,9 @@ def build_bundle(
 
     rng = np.random.default_rng(seed)
     y, x, _ = clustered_factors(n_items, n_customers, f, rng)
-    per_user = 5
-    ui = sparse.csr_matrix(
-        (
-            np.ones(n_customers * per_user, np.float32),
-            rng.integers(0, n_items, n_customers * per_user).astype(np.int32),
-            np.arange(0, n_customers * per_user + 1, per_user),
-        ),
-        shape=(n_customers, n_items),
-    )
+    ui = random_rows(n_customers, n_items, 5, rng)
     ui.sum_duplicates()
-    nb = 10
-    cp = sparse.csr_matrix(
-        (
-            np.tile(np.linspace(1.0, 0.1, nb, dtype=np.float32), n_items),
-            rng.integers(0, n_items, n_items * nb).astype(np.int32),
-            np.arange(0, n_items * nb + 1, nb),
-        ),
-        shape=(n_items, n_items),
-    )
+    cp = random_rows(n_items, n_items, 10, rng, decay=True)
     cp.sum_duplicates()
     counts = np.asarray(ui.sum(axis=0)).ravel() + rng.random(n_items)
     order = np.argsort(-counts)[:1000]

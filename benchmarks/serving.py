@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from benchmarks.factors import clustered_factors  # noqa: E402
+from benchmarks.factors import clustered_factors, random_rows  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -57,7 +57,6 @@ def build_bundle(
 ) -> None:
     import faiss
     import polars as pl
-    from scipy import sparse
 
     from features.schemas import DEFAULT_TIERS
     from patron.bundle import BundleData, Manifest, write_bundle
@@ -65,24 +64,8 @@ def build_bundle(
 
     rng = np.random.default_rng(seed)
     y, x, item_cluster = clustered_factors(n_items, n_customers, dim, rng)
-    per_user = 3
-    ui = sparse.csr_matrix(
-        (
-            np.ones(n_customers * per_user, np.float32),
-            rng.integers(0, n_items, n_customers * per_user).astype(np.int32),
-            np.arange(0, n_customers * per_user + 1, per_user),
-        ),
-        shape=(n_customers, n_items),
-    )
-    n_nb = 20
-    cp = sparse.csr_matrix(
-        (
-            np.tile(np.linspace(1, 0.1, n_nb, dtype=np.float32), n_items),
-            rng.integers(0, n_items, n_items * n_nb).astype(np.int32),
-            np.arange(0, n_items * n_nb + 1, n_nb),
-        ),
-        shape=(n_items, n_items),
-    )
+    ui = random_rows(n_customers, n_items, 3, rng)
+    cp = random_rows(n_items, n_items, 20, rng, decay=True)
     pop_score = rng.pareto(1.5, n_items)
     order = np.argsort(-pop_score)[:500]
     cats = np.array([f"cat{c % 50}" for c in item_cluster])
