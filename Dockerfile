@@ -26,9 +26,12 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     OMP_NUM_THREADS=1 \
     PYTHONUNBUFFERED=1 \
     PATRON_WORK_DIR=/app/var \
-    PATRON_RULES_FILE=/app/config/rules.yaml
-RUN mkdir -p /app/var && chown patron:patron /app/var
+    PATRON_RULES_FILE=/app/config/rules.yaml \
+    NUMBA_CACHE_DIR=/app/numba-cache
+RUN mkdir -p /app/var /app/numba-cache && chown patron:patron /app/var /app/numba-cache
 USER 10001:10001
+# compile the rules kernel (serving/rules/kernel.py) into the image: workers start from cache
+RUN python -c "from serving.rules.engine import warm_up; warm_up()"
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"]

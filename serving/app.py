@@ -25,6 +25,7 @@ from serving.routes import (
     recommendations,
 )
 from serving.routes.deps import Services
+from serving.rules.engine import warm_up
 from serving.rules.holder import RulesHolder
 from serving.settings import ServingSettings, get_serving_settings
 from serving.state import ModelHolder
@@ -68,6 +69,9 @@ def create_app(
             settings.redis_retry_s,
         )
         rules = getattr(app.state, "rules", None) or RulesHolder.from_env()
+        # compiled rules pass: loaded from numba's cache (compiled on a first start) before
+        # readiness, never on a request; in a thread so the loop stays free meanwhile
+        await asyncio.to_thread(warm_up)
         await holder.reload()
         admin.publish_model_gauge(metrics, holder.models())
         app.state.settings = settings

@@ -13,16 +13,17 @@ from hypothesis import strategies as st
 
 from serving.candidates import CandidateSet, Source
 from serving.rules.engine import (
+    BatchPicks,
     CandidateBatch,
     CustomerContext,
     ItemTable,
-    _apply_core,
     apply_rules,
     apply_rules_batch,
     compile_rules,
     customers_from_contexts,
 )
 from serving.rules.models import RuleSet
+from tests.rules import numpy_reference as ref
 from tests.rules.synth import TIERS
 
 CHAIN = ("personalised", "copurchase", "popular_tier", "popular")
@@ -267,9 +268,70 @@ def test_pins_sit_in_their_slot(c: Case) -> None:
             assert got[slot - 1] == j, (slot, j, got)
 
 
+def _same_picks(got: BatchPicks, want: BatchPicks) -> None:
+    """Every output of two rules passes equal, slot for slot (scores to float32 rounding)."""
+    assert got.count.tolist() == want.count.tolist()
+    assert got.item_idx.shape == want.item_idx.shape
+    for r, cnt in enumerate(got.count.tolist()):
+        assert got.item_idx[r, :cnt].tolist() == want.item_idx[r, :cnt].tolist(), r
+        assert np.allclose(got.score[r, :cnt], want.score[r, :cnt], rtol=1e-6), r
+        assert got.source[r, :cnt].tolist() == want.source[r, :cnt].tolist(), r
+        assert got.anchor_idx[r, :cnt].tolist() == want.anchor_idx[r, :cnt].tolist(), r
+        assert got.group[r, :cnt].tolist() == want.group[r, :cnt].tolist(), r
+        assert got.reason_ids[r, :cnt].tolist() == want.reason_ids[r, :cnt].tolist(), r
+    assert (got.item_idx[got.count[:, None] <= np.arange(got.item_idx.shape[1])] == -1).all()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.lists(cases(), min_size=0, max_size=5))
+def test_kernel_equals_numpy_reference(first: Case, others: list[Case]) -> None:
+    """The compiled pass against the independent vectorised implementation, on a batch of
+    different customers (each case's customer, candidates and exclusions, on the first
+    case's catalog and rules; items out of that catalog are dropped)."""
+    compiled = compile_rules(first.rules, first.items)
+    n_items = len(first.items)
+
+    def fit(a: np.ndarray) -> np.ndarray:
+        return a[a < n_items]
+
+    sets, ctxs, excl, tiers = [], [], [], []
+    for c in (first, *others):
+        keep = c.cands.item_idx < n_items
+        sets.append(
+            CandidateSet(
+                c.cands.item_idx[keep],
+                c.cands.score[keep],
+                c.cands.source[keep],
+                np.minimum(c.cands.anchor_idx[keep], n_items - 1),
+            )
+        )
+        rk = c.ctx.recent_item_idx < n_items
+        ctxs.append(
+            CustomerContext(
+                **{
+                    **c.ctx.__dict__,
+                    "recent_item_idx": c.ctx.recent_item_idx[rk],
+                    "recent_days_ago": c.ctx.recent_days_ago[rk],
+                }
+            )
+        )
+        excl.append(fit(c.exclude))
+        tiers.append(fit(c.pop_tier))
+    width = max(len(t) for t in tiers)
+    pt = np.full((len(tiers), width), -1, np.int32)
+    for i, t in enumerate(tiers):
+        pt[i, : len(t)] = t
+    batch = CandidateBatch.from_sets(sets)
+    cust = customers_from_contexts(ctxs, compiled, excl)
+    for pop_tier in (pt, None):
+        got = apply_rules_batch(batch, cust, compiled, first.k, pop_tier, first.pop)
+        _same_picks(got, ref.apply_rules_batch(batch, cust, compiled, first.k, pop_tier, first.pop))
+        _same_picks(got, ref._apply_core(batch, cust, compiled, first.k, pop_tier, first.pop))
+
+
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(cases(), min_size=1, max_size=1), st.integers(1, 4))
-def test_batch_equals_single_and_cut_equals_full(cs: list[Case], copies: int) -> None:
+def test_batch_equals_single(cs: list[Case], copies: int) -> None:
     c = cs[0]
     single = apply_rules(c.cands, c.ctx, c.items, c.rules, c.k, c.exclude, c.pop_tier, c.pop)
     compiled = compile_rules(c.rules, c.items)
@@ -277,38 +339,36 @@ def test_batch_equals_single_and_cut_equals_full(cs: list[Case], copies: int) ->
     cust = customers_from_contexts([c.ctx] * copies, compiled, [c.exclude] * copies)
     pt = np.tile(c.pop_tier, (copies, 1))
     out = apply_rules_batch(batch, cust, compiled, c.k, pt, c.pop)
-    full = _apply_core(batch, cust, compiled, c.k, pt, c.pop)
     for row in range(copies):
         cnt = int(out.count[row])
         assert out.item_idx[row, :cnt].tolist() == single.item_idx.tolist()
         assert np.allclose(out.score[row, :cnt], single.score)
         assert out.reasons_of(row, compiled.item_ids) == single.reasons
-        assert full.item_idx[row, : int(full.count[row])].tolist() == single.item_idx.tolist()
 
 
-def test_fallback_cut_is_exact_on_long_lists() -> None:
-    """Long popular lists are cut for speed; rows that need more get the full lists."""
+def test_long_fallback_lists_match_reference() -> None:
+    """Long popular lists, many rows short of candidates: equal to the reference, which
+    cuts the lists for speed and recomputes the rows that need more."""
     from tests.rules.synth import candidates, customer, item_table
 
     items = item_table(400, seed=3, p_exclusive=0.0, p_out_of_stock=0.5)
     rules = RuleSet.model_validate({"version": "t", "diversity": {"max_per_category": 2}})
     compiled = compile_rules(rules, items)
-    cands = [candidates(np.arange(5) + 10 * i, seed=i) for i in range(30)]
-    ctxs = [customer(TIERS[i % 4]) for i in range(30)]
-    pop_tier = np.stack([np.random.default_rng(i).permutation(400) for i in range(30)])
+    cands = [candidates(np.arange(5) + 10 * i, seed=i) for i in range(300)]
+    ctxs = [customer(TIERS[i % 4]) for i in range(300)]
+    pop_tier = np.stack([np.random.default_rng(i).permutation(400) for i in range(300)])
     pop = np.random.default_rng(99).permutation(400)
     cb, cust = CandidateBatch.from_sets(cands), customers_from_contexts(ctxs, compiled)
-    fast = apply_rules_batch(cb, cust, compiled, 8, pop_tier, pop)
-    full = _apply_core(cb, cust, compiled, 8, pop_tier, pop)
-    assert (fast.item_idx == full.item_idx).all()
-    assert (fast.count == 8).all()
-    assert (fast.source == int(Source.POPULAR_TIER)).any()
+    got = apply_rules_batch(cb, cust, compiled, 8, pop_tier, pop)
+    _same_picks(got, ref.apply_rules_batch(cb, cust, compiled, 8, pop_tier, pop))
+    assert (got.count == 8).all()
+    assert (got.source == int(Source.POPULAR_TIER)).any()
 
 
 def test_rank_within_column_and_sort_paths_agree() -> None:
     """The diversity cap's per-category rank: the column-by-column path (many rows) equals
     the sort path (few rows) row for row."""
-    from serving.rules.engine import _rank_within
+    _rank_within = ref._rank_within
 
     rng = np.random.default_rng(4)
     cats = rng.integers(0, 12, (300, 57))
@@ -321,7 +381,7 @@ def test_rank_within_column_and_sort_paths_agree() -> None:
 
 def test_member_paths_agree() -> None:
     """Per-row membership (exclusions): the key-column path equals np.isin."""
-    from serving.rules.engine import _member
+    _member = ref._member
 
     rng = np.random.default_rng(8)
     n, w, stride = 300, 40, 1_000
@@ -336,7 +396,7 @@ def test_member_paths_agree() -> None:
 def test_first_in_row_equals_first_occurrence() -> None:
     """Duplicate removal for big batches (pins | unique candidates | fallback lists) equals
     the general sort-based version on valid entries."""
-    from serving.rules.engine import _first_in_row, _first_occurrence
+    _first_in_row, _first_occurrence = ref._first_in_row, ref._first_occurrence
 
     rng = np.random.default_rng(12)
     n, n_items, n_pin, n_cand, n_tail = 200, 90, 2, 30, 25

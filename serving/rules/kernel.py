@@ -1,0 +1,438 @@
+"""The rules pass compiled with numba: one loop over a customer's candidates per row.
+
+The vectorised numpy version needed ~100 array calls per pass whatever the batch size, which
+dominated one API request (~0.5-1 ms). Here each row is a handful of loops over its entries
+(pins | candidates | fallback lists); a request costs tens of microseconds and the export
+scales with the number of candidates, not the number of calls.
+
+Semantics (``serving.rules.engine`` documents them; tests/rules/numpy_reference.py is an
+independent vectorised implementation the property tests compare this with, row for row):
+
+1. entries: active pins (score, source and anchor of the first candidate with the same item),
+   then the candidates, then each fallback list in chain order (base score 1 / (2 + rank));
+2. valid: an item index in the catalog whose source the fallback chain allows (pins always);
+3. eligible: valid, the first valid entry with that item, allowed (stock, blocklist), at or
+   above its minimum tier, not recently bought within its category's window, not excluded;
+4. boosts multiply the scores of eligible entries whose item and customer conditions hold;
+5. order: eligible pins, eligible candidates by boosted score (ties by column), eligible
+   fallback entries in list order; the diversity cap drops entries whose category already has
+   ``max_per_category`` eligible entries before them; the first k left are the picks;
+6. pins move to their slots (a slot already taken keeps its pick), the rest fill the free
+   slots in order; reasons: pin, exclusive, each applied boost, source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numba import njit
+
+NO_GROUP = 127  # group of an empty output slot
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hs_add(table: np.ndarray, key: int) -> bool:
+    """Insert ``key`` (>= 0) into an open-addressing set; True when it was new."""
+    mask = len(table) - 1
+    h = (key * 0x9E3779B1) & mask
+    while True:
+        v = table[h]
+        if v == key:
+            return False
+        if v < 0:
+            table[h] = key
+            return True
+        h = (h + 1) & mask
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hs_has(table: np.ndarray, key: int) -> bool:
+    mask = len(table) - 1
+    h = (key * 0x9E3779B1) & mask
+    while True:
+        v = table[h]
+        if v == key:
+            return True
+        if v < 0:
+            return False
+        h = (h + 1) & mask
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _judge(
+    i,
+    r,
+    em,
+    es,
+    esrc,
+    eg,
+    boosted,
+    hit,
+    seen,
+    banned,
+    past_seen,
+    rank,
+    spend,
+    boost_on,
+    cat,
+    min_rank,
+    item_ok,
+    chain_sources,
+    enforce_tier,
+    price,
+    b_static,
+    b_mult,
+    b_sources,
+    b_past,
+    b_pmin,
+    b_pmax,
+):  # type: ignore[no-untyped-def]
+    """Eligibility of entry ``i`` (steps 2-3; marks its item seen) and its boosts (step 4:
+    ``hit[i]``, ``boosted[i]``). Entries must be judged in column order."""
+    item = em[i]
+    ok = 0 <= item < len(cat) and (chain_sources[esrc[i] + 1] or eg[i] < 0)
+    if ok:
+        ok = _hs_add(seen, item)  # only the first valid entry of an item
+        ok = ok and item_ok[item]
+        ok = ok and (not enforce_tier or min_rank[item] <= rank)
+        ok = ok and not _hs_has(banned, item)
+    mult = 1.0
+    for b in range(len(b_mult)):
+        h = ok and boost_on[r, b]
+        if h:
+            h = b_static[item, b] and b_sources[b, esrc[i] + 1]
+            if h and b_past[b] >= 0:
+                h = past_seen[cat[item]] == (b_past[b] == 1)
+            if h and not np.isnan(b_pmin[b]):
+                ratio = price[item] / spend[r]
+                h = ratio >= b_pmin[b] and (np.isnan(b_pmax[b]) or ratio <= b_pmax[b])
+        hit[i, b] = h
+        if h:
+            mult *= b_mult[b]
+    boosted[i] = es[i] * mult if es[i] >= 0 else es[i] / mult
+    return ok
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _take(i, em, cat, cat_count, max_per_cat, sel, n_sel):  # type: ignore[no-untyped-def]
+    """Step 5 for the next eligible entry in order: picked unless its category is full."""
+    c = cat[em[i]]
+    if max_per_cat < 0 or cat_count[c] < max_per_cat:
+        sel[n_sel] = i
+        n_sel += 1
+    cat_count[c] += 1
+    return n_sel
+
+
+def _table_size(n: int) -> int:
+    size = 16
+    while size < 2 * n + 2:
+        size *= 2
+    return size
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _apply_kernel(
+    # candidates (n, C), best first, -1 = padding
+    cand_m: np.ndarray,
+    cand_s: np.ndarray,
+    cand_src: np.ndarray,
+    cand_a: np.ndarray,
+    # fallback lists: (R, P) rows; row of each customer; source and group of the list
+    pad1: np.ndarray,
+    pad1_row: np.ndarray,
+    pad1_src: int,
+    pad1_group: int,
+    pad2: np.ndarray,
+    pad2_row: np.ndarray,
+    pad2_src: int,
+    pad2_group: int,
+    # customers
+    tier_rank: np.ndarray,
+    spend: np.ndarray,
+    rec_ptr: np.ndarray,
+    rec_idx: np.ndarray,
+    rec_days: np.ndarray,
+    past_ptr: np.ndarray,
+    past_code: np.ndarray,
+    ex_ptr: np.ndarray,
+    ex_idx: np.ndarray,
+    boost_on: np.ndarray,  # (n, B) customer condition of each boost
+    pin_on: np.ndarray,  # (n, P) customer condition of each pin
+    # compiled rules
+    cat: np.ndarray,
+    min_rank: np.ndarray,
+    item_ok: np.ndarray,
+    window: np.ndarray,
+    chain_sources: np.ndarray,
+    enforce_tier: bool,
+    n_cat: int,
+    price: np.ndarray,
+    b_static: np.ndarray,  # (n_items, B)
+    b_mult: np.ndarray,
+    b_sources: np.ndarray,  # (B, len(Source) + 1) allowed sources (all True = any)
+    b_past: np.ndarray,  # int8: -1 no condition, 0 not a past category, 1 a past category
+    b_pmin: np.ndarray,  # nan = no price band
+    b_pmax: np.ndarray,  # nan = no upper bound
+    b_rbase: np.ndarray,  # -1 = no reason
+    b_tstride: np.ndarray,
+    b_cstride: np.ndarray,
+    pin_item: np.ndarray,
+    pin_slot: np.ndarray,
+    pin_reason: np.ndarray,
+    max_per_cat: int,  # -1 = no cap
+    exclusive_base: int,
+    n_tiers: int,
+    source_reason: np.ndarray,
+    k: int,
+    set_size: int,
+) -> tuple[np.ndarray, ...]:
+    n, n_c = cand_m.shape
+    n_items = len(cat)
+    n_b = b_mult.shape[0]
+    n_pin = pin_item.shape[0]
+    w1 = pad1.shape[1]
+    w2 = pad2.shape[1]
+    width = n_pin + n_c + w1 + w2
+    kk = min(k, width)
+    n_r = 3 + n_b
+
+    out_m = np.full((n, kk), -1, np.int32)
+    out_s = np.zeros((n, kk), np.float32)
+    out_src = np.full((n, kk), -1, np.int8)
+    out_a = np.full((n, kk), -1, np.int32)
+    out_g = np.full((n, kk), NO_GROUP, np.int8)
+    out_r = np.full((n, kk, n_r), -1, np.int32)
+    count = np.zeros(n, np.int64)
+
+    em = np.empty(width, np.int64)
+    es = np.empty(width, np.float64)
+    esrc = np.empty(width, np.int64)
+    ea = np.empty(width, np.int32)
+    eg = np.empty(width, np.int64)
+    elig = np.empty(width, np.bool_)
+    hit = np.zeros((width, max(n_b, 1)), np.bool_)
+    boosted = np.empty(width, np.float64)
+    cand_cols = np.empty(n_c, np.int64)
+    cand_keys = np.empty(n_c, np.float64)
+    sel = np.empty(max(kk, 1), np.int64)
+    final = np.empty(max(kk, 1), np.int64)
+    cat_count = np.zeros(n_cat + 1, np.int64)
+    past_seen = np.zeros(n_cat + 1, np.bool_)
+    seen = np.empty(set_size, np.int64)
+    banned = np.empty(set_size, np.int64)
+    occupied = np.zeros(max(kk, 1), np.bool_)
+    placed = np.zeros(max(kk, 1), np.bool_)
+    target = np.empty(max(kk, 1), np.int64)
+
+    for r in range(n):
+        # 1. entries: pins and candidates now; fallback entries only as far as they are read
+        e = 0
+        for j in range(n_pin):
+            item, s, sr, a = -1, 0.0, -1, -1
+            if pin_item[j] >= 0 and pin_slot[j] < k and pin_on[r, j]:
+                item = pin_item[j]
+                for c in range(n_c):
+                    if cand_m[r, c] == item:
+                        s, sr, a = np.float64(cand_s[r, c]), cand_src[r, c], cand_a[r, c]
+                        break
+            em[e], es[e], esrc[e], ea[e], eg[e] = item, s, sr, a, -1
+            e += 1
+        for c in range(n_c):
+            em[e], es[e], esrc[e], ea[e], eg[e] = (
+                cand_m[r, c],
+                np.float64(cand_s[r, c]),
+                cand_src[r, c],
+                cand_a[r, c],
+                0,
+            )
+            e += 1
+        head = e
+
+        # customer state: items not to show, categories bought in the past
+        seen[:] = -1
+        banned[:] = -1
+        for i in range(rec_ptr[r], rec_ptr[r + 1]):
+            item = rec_idx[i]
+            if 0 <= item < n_items:
+                days = rec_days[i]
+                if np.isnan(days):
+                    days = 0.0
+                win = window[cat[item]]
+                if win > 0 and days <= win:
+                    _hs_add(banned, item)
+        for i in range(ex_ptr[r], ex_ptr[r + 1]):
+            if ex_idx[i] >= 0:
+                _hs_add(banned, ex_idx[i])
+        for i in range(past_ptr[r], past_ptr[r + 1]):
+            past_seen[past_code[i]] = True
+        rank = tier_rank[r]
+
+        # 2.-4. eligibility and boosts of the head
+        for i in range(head):
+            elig[i] = _judge(
+                i,
+                r,
+                em,
+                es,
+                esrc,
+                eg,
+                boosted,
+                hit,
+                seen,
+                banned,
+                past_seen,
+                rank,
+                spend,
+                boost_on,
+                cat,
+                min_rank,
+                item_ok,
+                chain_sources,
+                enforce_tier,
+                price,
+                b_static,
+                b_mult,
+                b_sources,
+                b_past,
+                b_pmin,
+                b_pmax,
+            )
+
+        # 5. order, diversity cap, top k: pins, candidates by boosted score, fallback lists
+        n_sel = 0
+        for i in range(n_pin):
+            if n_sel < kk and elig[i]:
+                n_sel = _take(i, em, cat, cat_count, max_per_cat, sel, n_sel)
+        if n_sel < kk:
+            m = 0
+            for i in range(n_pin, head):
+                if elig[i]:
+                    cand_cols[m] = i
+                    cand_keys[m] = -boosted[i]
+                    m += 1
+            order = np.argsort(cand_keys[:m], kind="mergesort")
+            for o in range(m):
+                if n_sel >= kk:
+                    break
+                i = cand_cols[order[o]]
+                n_sel = _take(i, em, cat, cat_count, max_per_cat, sel, n_sel)
+        for c in range(w1 + w2):
+            if n_sel >= kk:
+                break
+            i = head + c
+            if c < w1:
+                em[i], es[i], esrc[i], eg[i] = (
+                    pad1[pad1_row[r], c],
+                    1.0 / (2.0 + c),
+                    pad1_src,
+                    pad1_group,
+                )
+            else:
+                em[i], es[i], esrc[i], eg[i] = (
+                    pad2[pad2_row[r], c - w1],
+                    1.0 / (2.0 + c - w1),
+                    pad2_src,
+                    pad2_group,
+                )
+            ea[i] = -1
+            elig[i] = _judge(
+                i,
+                r,
+                em,
+                es,
+                esrc,
+                eg,
+                boosted,
+                hit,
+                seen,
+                banned,
+                past_seen,
+                rank,
+                spend,
+                boost_on,
+                cat,
+                min_rank,
+                item_ok,
+                chain_sources,
+                enforce_tier,
+                price,
+                b_static,
+                b_mult,
+                b_sources,
+                b_past,
+                b_pmin,
+                b_pmax,
+            )
+            if elig[i]:
+                n_sel = _take(i, em, cat, cat_count, max_per_cat, sel, n_sel)
+        cat_count[:] = 0
+        for i in range(past_ptr[r], past_ptr[r + 1]):
+            past_seen[past_code[i]] = False
+        count[r] = n_sel
+
+        # 6. pins to their slots, the rest in order
+        for p in range(n_sel):
+            final[p] = sel[p]
+        any_placed = False
+        if n_pin > 0 and kk > 0:
+            occupied[:] = False
+            placed[:] = False
+            for j in range(n_pin):
+                slot = pin_slot[j]
+                if slot >= kk:
+                    continue
+                pos = -1
+                for p in range(n_sel):
+                    if sel[p] == j:
+                        pos = p
+                        break
+                if pos >= 0 and slot < n_sel and not occupied[slot]:
+                    occupied[slot] = True
+                    placed[pos] = True
+                    target[pos] = slot
+                    any_placed = True
+        if any_placed:
+            free = 0
+            for p in range(n_sel):
+                if placed[p]:
+                    continue
+                while occupied[free]:
+                    free += 1
+                target[p] = free
+                free += 1
+            for p in range(n_sel):
+                final[target[p]] = sel[p]
+
+        # outputs and reasons: [pin] [exclusive] [boosts...] [source]
+        for p in range(n_sel):
+            i = final[p]
+            item = em[i]
+            out_m[r, p] = item
+            out_s[r, p] = np.float32(boosted[i])
+            out_src[r, p] = esrc[i]
+            out_a[r, p] = ea[i]
+            out_g[r, p] = eg[i]
+            if eg[i] < 0:
+                out_r[r, p, 0] = pin_reason[i]
+            p_rank = min(int(min_rank[item]), n_tiers)
+            if enforce_tier and p_rank > 0:
+                out_r[r, p, 1] = exclusive_base + p_rank * n_tiers + rank
+            for b in range(n_b):
+                if b_rbase[b] >= 0 and hit[i, b]:
+                    out_r[r, p, 2 + b] = (
+                        b_rbase[b] + rank * b_tstride[b] + np.int64(cat[item]) * b_cstride[b]
+                    )
+            if esrc[i] >= 0:
+                out_r[r, p, n_r - 1] = source_reason[min(esrc[i], 3)]
+    return out_m, out_s, out_src, out_a, out_r, count, out_g
+
+
+# the compiled function, typed for callers (numba's Dispatcher hides the signature)
+apply_kernel: Callable[..., tuple[np.ndarray, ...]] = _apply_kernel
+
+
+def set_size_for(width: int, n_banned: int) -> int:
+    """Hash set capacity for a row of ``width`` entries and its exclusion lists."""
+    return _table_size(max(width, n_banned))
