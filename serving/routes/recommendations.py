@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Request
 
 from features.online import CustomerOnline
 from serving import service
 from serving.ab import Variant, assign_variant
 from serving.batch import recommend_batch
 from serving.metrics import Metrics
-from serving.routes.deps import ServicesDep
+from serving.routes.deps import Services, ServicesDep
+from serving.routes.params import openapi_parameters, parse_params
 from serving.routes.schemas import (
-    ID_PATTERN,
     BatchRequest,
     BatchResponse,
-    Category,
-    CustomerIdPath,
     ErrorResponse,
-    K,
     RecItem,
     RecommendationResponse,
+    RecQuery,
 )
 from serving.rules.loader import LoadedRules
 from serving.settings import ServingSettings
@@ -86,24 +84,19 @@ def _one(
 @router.get(
     "/customers/{customer_id}/recommendations",
     response_model=RecommendationResponse,
-    responses=ERRORS,
+    # FastAPI documents 422 itself only for the parameters it resolves
+    responses={**ERRORS, 422: {"model": ErrorResponse, "description": "Invalid parameters"}},
     summary="Personalised picks for one customer",
+    openapi_extra={"parameters": openapi_parameters(RecQuery, ("customer_id",))},
 )
-async def recommendations(
-    customer_id: CustomerIdPath,
-    svc: ServicesDep,
-    k: K = 10,
-    category: Category = None,
-    exclude: Annotated[
-        str | None, Query(max_length=4_000, description="Comma-separated item ids to leave out")
-    ] = None,
-    context_item: Annotated[
-        str | None, Query(pattern=ID_PATTERN, max_length=64, description="Item being viewed")
-    ] = None,
-) -> RecommendationResponse:
+async def recommendations(request: Request) -> RecommendationResponse:
+    # parameters validated in one call (serving/routes/params.py): the hot route
+    q = parse_params(RecQuery, request, ("customer_id",))
+    svc: Services = request.app.state.services
+    customer_id, k, category, context_item = q.customer_id, q.k, q.category, q.context_item
     models = svc.holder.models()  # this request's models, whatever a reload does meanwhile
     settings, gateway, metrics = svc.settings, svc.gateway, svc.metrics
-    excluded = [e for e in (exclude or "").split(",") if e]
+    excluded = [e for e in (q.exclude or "").split(",") if e]
     if len(excluded) > 200:
         raise HTTPException(422, "exclude: at most 200 item ids")
     rules = svc.rules.current()

@@ -23,6 +23,20 @@ K = Annotated[int, Query(ge=1, le=100, description="How many items (1-100)")]
 Category = Annotated[str | None, Query(min_length=1, max_length=64)]
 
 
+class RecQuery(BaseModel):
+    """Parameters of GET /v1/customers/{customer_id}/recommendations (serving/routes/params.py)."""
+
+    customer_id: str = Field(pattern=ID_PATTERN, max_length=64, description=ID_DOC)
+    k: int = Field(default=10, ge=1, le=100, description="How many items (1-100)")
+    category: str | None = Field(default=None, min_length=1, max_length=64)
+    exclude: str | None = Field(
+        default=None, max_length=4_000, description="Comma-separated item ids to leave out"
+    )
+    context_item: str | None = Field(
+        default=None, pattern=ID_PATTERN, max_length=64, description="Item being viewed"
+    )
+
+
 class RecItem(BaseModel):
     item_id: str
     score: float

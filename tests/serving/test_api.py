@@ -229,6 +229,32 @@ def test_bad_input_is_4xx(client: TestClient) -> None:
     )
 
 
+def test_recommendation_parameters_422_and_openapi(client: TestClient) -> None:
+    """The hot route validates its parameters in one call (serving/routes/params.py): same
+    422 body as FastAPI's own (location, message) and the same parameters in OpenAPI."""
+    r = client.get("/v1/customers/c00000/recommendations", params={"k": 0})
+    (err,) = r.json()["detail"]
+    assert err["loc"] == ["query", "k"] and err["type"] == "greater_than_equal"
+    r = client.get("/v1/customers/bad$id/recommendations", params={"k": "ten"})
+    locs = sorted(tuple(e["loc"]) for e in r.json()["detail"])
+    assert locs == [("path", "customer_id"), ("query", "k")]
+    r = client.get("/v1/customers/c00000/recommendations", params={"context_item": "a b"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "context_item"]
+    r = client.get("/v1/customers/c00000/recommendations", params=[("k", "3"), ("k", "4")])
+    assert len(r.json()["items"]) == 4  # a repeated parameter: the last value, as FastAPI
+    op = client.get("/openapi.json").json()["paths"]["/v1/customers/{customer_id}/recommendations"]
+    params = {(p["name"], p["in"], p["required"]) for p in op["get"]["parameters"]}
+    assert params == {
+        ("customer_id", "path", True),
+        ("k", "query", False),
+        ("category", "query", False),
+        ("exclude", "query", False),
+        ("context_item", "query", False),
+    }
+    k = next(p for p in op["get"]["parameters"] if p["name"] == "k")["schema"]
+    assert (k["minimum"], k["maximum"], k["default"]) == (1, 100, 10)
+
+
 def test_model_info_and_admin_reload(client: TestClient, bundle_dir) -> None:
     info = client.get("/v1/model").json()
     c = info["champion"]
