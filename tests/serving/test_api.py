@@ -8,7 +8,8 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from patron.bundle import load_bundle
-from tests.serving.conftest import ADMIN_KEY
+from serving.app import create_app
+from tests.serving.conftest import ADMIN_KEY, settings_for
 from tests.serving.helpers import category_of, customer_id, item_id
 
 
@@ -306,3 +307,16 @@ def test_405_lists_every_method_of_the_path(client: TestClient) -> None:
     assert r.status_code == 405
     allowed = {m.strip() for m in r.headers["allow"].split(",")}
     assert {"GET", "PUT"} <= allowed
+
+
+def test_loaded_model_is_frozen_out_of_gc(bundle_dir, published) -> None:
+    """After a (re)load the model's objects sit in the collector's permanent generation, so a
+    full collection does not walk them while requests wait."""
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(settings_for(bundle_dir, published))) as c:
+        assert c.get("/readyz").status_code == 200
+        assert gc.get_freeze_count() > 0
+    gc.unfreeze()
