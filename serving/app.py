@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from serving import service
 from serving.batch import RecBatcher
+from serving.hot_path import HotRecommendations
 from serving.metrics import LatencyMiddleware, Metrics
 from serving.routes import (
     admin,
@@ -120,5 +121,7 @@ def create_app(
         app.include_router(admin.admin_router)
         app.include_router(admin_rules.router)
     app.include_router(health.router)
+    if settings.hot_path:  # inside the latency middleware: timed like any route
+        app.add_middleware(HotRecommendations)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     return app

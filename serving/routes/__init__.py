@@ -14,12 +14,12 @@ from starlette.routing import Match
 from serving.errors import NotFound, NotReady, ReloadRefused, Unavailable
 
 
-def _leaf_routes(routes: Any) -> Iterator[Any]:
+def leaf_routes(routes: Any) -> Iterator[Any]:
     """Every endpoint route, through included routers (FastAPI wraps them)."""
     for route in routes:
         inner = getattr(route, "original_router", None)
         if inner is not None:
-            yield from _leaf_routes(inner.routes)
+            yield from leaf_routes(inner.routes)
         else:
             yield route
 
@@ -40,7 +40,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if not isinstance(exc, StarletteHTTPException) or exc.status_code != 405:
             return await http_exception_handler(request, exc)  # type: ignore[arg-type]
         allowed: set[str] = set()
-        for route in _leaf_routes(request.app.router.routes):
+        for route in leaf_routes(request.app.router.routes):
             methods = getattr(route, "methods", None)
             if methods and route.matches(request.scope)[0] != Match.NONE:
                 allowed |= set(methods)

@@ -92,7 +92,11 @@ def _one(
 async def recommendations(request: Request) -> RecommendationResponse:
     # parameters validated in one call (serving/routes/params.py): the hot route
     q = parse_params(RecQuery, request, ("customer_id",))
-    svc: Services = request.app.state.services
+    return await recommend_for(request.app.state.services, q)
+
+
+async def recommend_for(svc: Services, q: RecQuery) -> RecommendationResponse:
+    """The route's work once its parameters are valid (also serving/hot_path.py's)."""
     customer_id, k, category, context_item = q.customer_id, q.k, q.category, q.context_item
     models = svc.holder.models()  # this request's models, whatever a reload does meanwhile
     settings, gateway, metrics = svc.settings, svc.gateway, svc.metrics

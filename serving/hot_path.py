@@ -1,0 +1,91 @@
+"""The recommendations route served ahead of FastAPI's router: same answers, less framework.
+
+``GET /v1/customers/{customer_id}/recommendations`` is the route storefronts call on every
+page view. Through FastAPI it pays the exception middleware, the router's matching, the
+request/response wrappers, dependency solving and response rendering: on this machine about
+as much CPU as the recommendation itself. This pure ASGI middleware (inside the latency
+middleware, so timing and the route's metrics are unchanged) answers it directly:
+
+- it validates the same ``RecQuery`` model and calls the same ``recommend_for`` as the
+  FastAPI route (serving/routes/recommendations.py), and renders the response model to JSON
+  the way FastAPI does (same bytes, tests/serving/test_hot_path.py);
+- anything but a plain 200 — invalid parameters, an unknown item or category, any error —
+  is handed to FastAPI, which answers it again with its own validation and error handlers,
+  so error bodies and status codes are FastAPI's by construction.
+
+``PATRON_HOT_PATH=false`` turns it off (the FastAPI route then serves everything). The route
+stays documented in OpenAPI either way; FastAPI's own OpenTelemetry spans (when a provider is
+configured) do not cover requests answered here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from starlette.datastructures import QueryParams
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serving.errors import ServingError
+from serving.routes import leaf_routes
+from serving.routes.recommendations import recommend_for
+from serving.routes.schemas import RecommendationResponse, RecQuery
+
+ROUTE = "/v1/customers/{customer_id}/recommendations"
+_PATH = re.compile(r"^/v1/customers/([^/]+)/recommendations$")
+_JSON = TypeAdapter(RecommendationResponse)
+
+
+class HotRecommendations:
+    """Pure ASGI middleware; see the module docstring."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._route: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and not scope.get("root_path")
+            and (m := _PATH.match(scope["path"])) is not None
+            and await self._serve(scope, send, m.group(1))
+        ):
+            return
+        await self.app(scope, receive, send)
+
+    async def _serve(self, scope: Scope, send: Send, customer_id: str) -> bool:
+        """Answer a valid request with 200; False = leave it to FastAPI."""
+        app = scope.get("app")
+        svc = getattr(getattr(app, "state", None), "services", None)
+        if svc is None:  # not started (or not the app this was built for)
+            return False
+        params: dict[str, Any] = dict(QueryParams(scope["query_string"]))
+        params["customer_id"] = customer_id
+        try:
+            q = RecQuery.model_validate(params)
+            resp = await recommend_for(svc, q)
+        except (ValidationError, HTTPException, ServingError):
+            return False  # FastAPI answers it again: its 4xx/5xx bodies, its handlers
+        body = _JSON.dump_json(resp)
+        scope["route"] = self._route_of(app)  # the latency middleware labels by template
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return True
+
+    def _route_of(self, app: Any) -> Any:
+        if self._route is None:
+            routes = leaf_routes(app.router.routes)
+            self._route = next(r for r in routes if getattr(r, "path", "") == ROUTE)
+        return self._route
