@@ -22,6 +22,7 @@ import polars as pl
 
 from features.online import CustomerOnline
 from features.schemas import DEFAULT_TIERS
+from serving.blend_kernel import blend_kernel
 from serving.candidates import (
     CandidateSet,
     Source,
@@ -254,68 +255,21 @@ def _blend_flat(hits: list[_Hits], weights: dict[str, float], n: int) -> Candida
     parts = [h for h in hits if len(h.row)]
     if not parts:
         return CandidateBatch.from_sets([CandidateSet.empty()] * n)
-    # order of the flat table: by row, then source part (ALS, co-purchase, popular), then hit
-    part_no = np.concatenate([np.full(len(h.row), i, np.int64) for i, h in enumerate(parts)])
-    row = np.concatenate([h.row for h in parts])
-    # one stable sort on a composite key (lexsort with several keys is several sorts)
-    order = np.argsort(row * len(parts) + part_no, kind="stable")
-    row, part_no = row[order], part_no[order]
-    item = np.concatenate([h.item for h in parts])[order]
-    raw = np.concatenate([h.score for h in parts])[order]
-    anchor = np.concatenate([h.anchor for h in parts])[order]
-    source = np.concatenate([h.source for h in parts])[order]
-    m = len(row)
-    # per (row, part) segment: min-max scaling in float32 as _scaled does
-    seg_start = np.flatnonzero(np.r_[True, (row[1:] != row[:-1]) | (part_no[1:] != part_no[:-1])])
-    seg_len = np.diff(np.r_[seg_start, m])
-    lo = np.minimum.reduceat(raw, seg_start).astype(np.float64)
-    hi = np.maximum.reduceat(raw, seg_start).astype(np.float64)
-    span = hi - lo
-    lo_e = np.repeat(lo.astype(np.float32), seg_len)
-    span_e = np.repeat(span.astype(np.float32), seg_len)
-    flat = np.repeat(span <= 1e-12, seg_len)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scaled = (np.float32(0.5) + np.float32(0.5) * (raw - lo_e) / span_e).astype(np.float32)
-    scaled[flat] = np.float32(1.0)
     w = np.array(
         [np.float32(float(weights.get(BLEND_KEYS[Source(int(h.source[0]))], 0.0))) for h in parts],
         np.float32,
     )
-    contrib = (scaled * w[part_no]).astype(np.float32)
-    # per (row, item): total (float64, in table order) and the best contribution
-    n_keys = int(item.max()) + 1
-    by_item = np.argsort(row * n_keys + item, kind="stable")  # ties keep table order
-    r_s, i_s = row[by_item], item[by_item]
-    start = np.flatnonzero(np.r_[True, (r_s[1:] != r_s[:-1]) | (i_s[1:] != i_s[:-1])])
-    c_s = contrib[by_item]
-    total = np.add.reduceat(c_s.astype(np.float64), start)
-    # best = the largest contribution of each group, the first in table order on ties
-    g_max = np.repeat(np.maximum.reduceat(c_s, start), np.diff(np.r_[start, m]))
-    first = np.minimum.reduceat(np.where(c_s == g_max, np.arange(m), m), start)
-    best = by_item[first]
-    u_row, u_item = r_s[start], i_s[start]
-    # rows best total first, ties by item (u_item ascends within a row): one stable sort per
-    # row of a padded matrix (many short sorts beat one long one)
-    counts = np.bincount(u_row, minlength=n)
-    width = int(counts.max()) if n else 0
-    base = np.cumsum(counts) - counts
-    col = np.arange(len(u_row)) - np.repeat(base, counts)
-    key = np.full((n, width), np.inf)
-    key[u_row, col] = -total
-    ranked = np.argsort(key, axis=1, kind="stable")
-    filled = np.arange(width)[None, :] < counts[:, None]
-    take = (base[:, None] + ranked)[filled]  # row-major: rows in order, best first
-    out = CandidateBatch(
-        item_idx=np.full((n, width), -1, np.int32),
-        score=np.zeros((n, width), np.float32),
-        source=np.full((n, width), int(Source.ALS), np.int8),
-        anchor_idx=np.full((n, width), -1, np.int32),
+    item, score, source, anchor = blend_kernel(
+        n,
+        np.concatenate([h.row for h in parts]).astype(np.int64),
+        np.concatenate([np.full(len(h.row), i, np.int64) for i, h in enumerate(parts)]),
+        np.concatenate([h.item for h in parts]).astype(np.int32),
+        np.concatenate([h.score for h in parts]).astype(np.float32),
+        np.concatenate([h.anchor for h in parts]).astype(np.int32),
+        np.concatenate([h.source for h in parts]).astype(np.int8),
+        w,
     )
-    out.item_idx[filled] = u_item[take]
-    out.score[filled] = total[take].astype(np.float32)
-    out.source[filled] = source[best[take]]
-    out.anchor_idx[filled] = anchor[best[take]]
-    return out
+    return CandidateBatch(item_idx=item, score=score, source=source, anchor_idx=anchor)
 
 
 def batch_candidates_flat(

@@ -166,3 +166,62 @@ def test_generate_without_vector_is_popular_only() -> None:
         n_als=50,
     )
     assert isinstance(c, CandidateSet) and set(c.source.tolist()) == {int(Source.POPULAR)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_compiled_batch_blend_equals_blend(data: st.DataObject) -> None:
+    """serving.picks._blend_flat (numba) against serving.candidates.blend, customer by
+    customer: items, bit-equal scores, sources and anchors, over ties (few distinct scores),
+    flat sources, an item found by many anchors and empty sources."""
+    from serving.picks import _blend_flat, _Hits
+
+    n = data.draw(st.integers(1, 6))
+    small = st.integers(0, 30)
+    score = st.sampled_from([0.0, 0.25, 0.5, 0.5, 1.0, 2.0, -1.0])
+    weights = {
+        "als": 1.0,
+        "copurchase": data.draw(st.sampled_from([0.0, 0.3, 0.7])),
+        "popular": 0.1,
+    }
+    per_row: list[list[SourceHits]] = []
+    flat: dict[int, list[tuple[int, int, float, int]]] = {0: [], 1: [], 2: []}
+    for r in range(n):
+        hits = []
+        for part, src in enumerate((Source.ALS, Source.COPURCHASE, Source.POPULAR_TIER)):
+            unique = src != Source.COPURCHASE
+            items = data.draw(st.lists(small, max_size=25, unique=unique))
+            scores = [data.draw(score) for _ in items]
+            anchors = [data.draw(small) if src == Source.COPURCHASE else -1 for _ in items]
+            if items:
+                hits.append(
+                    SourceHits(
+                        src,
+                        np.array(items, np.int32),
+                        np.array(scores, np.float32),
+                        np.array(anchors, np.int32) if src == Source.COPURCHASE else None,
+                    )
+                )
+            flat[part] += [(r, i, s, a) for i, s, a in zip(items, scores, anchors, strict=True)]
+        per_row.append(hits)
+    parts = []
+    for part, src in enumerate((Source.ALS, Source.COPURCHASE, Source.POPULAR_TIER)):
+        rows = flat[part]
+        parts.append(
+            _Hits(
+                np.array([x[0] for x in rows], np.int64),
+                np.array([x[1] for x in rows], np.int32),
+                np.array([x[2] for x in rows], np.float32),
+                np.array([x[3] for x in rows], np.int32),
+                np.full(len(rows), int(src), np.int8),
+            )
+        )
+    got = _blend_flat(parts, weights, n)
+    for r, hits in enumerate(per_row):
+        want = blend(hits, weights)
+        m = len(want)
+        assert got.item_idx[r, :m].tolist() == want.item_idx.tolist()
+        assert (got.item_idx[r, m:] == -1).all()
+        assert np.array_equal(got.score[r, :m], want.score)
+        assert got.source[r, :m].tolist() == want.source.tolist()
+        assert got.anchor_idx[r, :m].tolist() == want.anchor_idx.tolist()
