@@ -1,4 +1,9 @@
-"""The batch candidate blend compiled with numba (``serving.picks._blend_flat``'s core).
+"""The batch candidate stage compiled with numba: source hits and blend.
+
+``source_hits`` gathers every row's hits in one pass (``serving.picks.batch_candidates_flat``):
+the precomputed ALS neighbours scored against the customer's vector (``dot_scores``, which
+the one-customer path uses too), co-purchase neighbours of the anchors and the popular list of
+the customer's tier. ``blend_kernel`` is ``serving.picks._blend_flat``'s core.
 
 Same arithmetic as ``serving.candidates.blend`` (the one-customer path; tests/serving/
 test_batch.py and tests/rules/test_picks.py compare the two item for item): per (row, source)
@@ -180,8 +185,108 @@ def _blend_kernel(
     return out_item, out_score, out_src, out_anchor
 
 
-# the compiled function, typed for callers (numba's Dispatcher hides the signature)
+@njit(cache=True, nogil=True)
+def _dot_scores(factors: np.ndarray, idx: np.ndarray, vecs: np.ndarray) -> np.ndarray:
+    """Inner products of each row's items (``idx`` (r, c), -1 = none: 0) with the row's vector,
+    summed in float64 in index order, rounded to float32: the same bits whatever the batch."""
+    r_n, c_n = idx.shape
+    f = factors.shape[1]
+    out = np.zeros((r_n, c_n), np.float32)
+    for r in range(r_n):
+        for c in range(c_n):
+            i = idx[r, c]
+            if i < 0:
+                continue
+            acc = 0.0
+            for d in range(f):
+                acc += np.float64(factors[i, d]) * np.float64(vecs[r, d])
+            out[r, c] = np.float32(acc)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _source_hits(
+    pre: np.ndarray,  # bool (n,): ALS from the precomputed table
+    pos: np.ndarray,  # int64 (n,): customer row in the table
+    want: np.ndarray,  # int64 (n,): ALS hits wanted
+    table: np.ndarray,  # int32 (customers, depth)
+    factors: np.ndarray,  # float32 (items, f)
+    vecs: np.ndarray,  # float32 (n, f)
+    rec_ptr: np.ndarray,
+    rec_idx: np.ndarray,  # recent purchases, newest first: the anchors when there are any
+    tr_ptr: np.ndarray,
+    tr_idx: np.ndarray,  # training purchases: the first ten are the anchors otherwise
+    cp_ptr: np.ndarray,
+    cp_idx: np.ndarray,
+    cp_data: np.ndarray,
+    pop_of: np.ndarray,  # int64 (n,): which popular list
+    pop_items: np.ndarray,  # int32 (lists, P)
+    pop_scores: np.ndarray,  # float32 (lists, P)
+    pop_len: np.ndarray,  # int64 (lists,)
+    pop_src: np.ndarray,  # int8 (lists,)
+    n_pop: np.ndarray,  # int64 (n,)
+    max_anchors: int,
+    per_anchor: int,
+) -> tuple[np.ndarray, ...]:
+    """Flat hits (row, part, item, raw score, anchor, source) of parts ALS (0), co-purchase
+    (1) and popular (2), in table order, as the one-customer path finds them
+    (serving.candidates.precomputed_hits / copurchase_hits and the tier's popular list)."""
+    n = len(pre)
+    total = 0
+    for r in range(n):
+        if pre[r]:
+            total += min(want[r], table.shape[1])
+        if rec_ptr[r + 1] > rec_ptr[r]:
+            a_n = min(rec_ptr[r + 1] - rec_ptr[r], max_anchors)
+        else:
+            a_n = min(tr_ptr[r + 1] - tr_ptr[r], 10, max_anchors)
+        total += a_n * per_anchor
+        total += min(n_pop[r], pop_len[pop_of[r]])
+    row = np.empty(total, np.int64)
+    part = np.empty(total, np.int64)
+    item = np.empty(total, np.int32)
+    raw = np.empty(total, np.float32)
+    anchor = np.empty(total, np.int32)
+    source = np.empty(total, np.int8)
+    f = factors.shape[1]
+    h = 0
+    for r in range(n):
+        if pre[r]:
+            for c in range(min(want[r], table.shape[1])):
+                i = table[pos[r], c]
+                if i < 0:
+                    continue
+                acc = 0.0
+                for d in range(f):
+                    acc += np.float64(factors[i, d]) * np.float64(vecs[r, d])
+                row[h], part[h], item[h], raw[h], anchor[h], source[h] = r, 0, i, acc, -1, 0
+                h += 1
+        if rec_ptr[r + 1] > rec_ptr[r]:
+            a_lo, a_n, a_list = rec_ptr[r], min(rec_ptr[r + 1] - rec_ptr[r], max_anchors), rec_idx
+        else:
+            a_lo, a_n, a_list = tr_ptr[r], min(tr_ptr[r + 1] - tr_ptr[r], 10, max_anchors), tr_idx
+        for a_rank in range(a_n):
+            a = np.int64(a_list[a_lo + a_rank])
+            lo = cp_ptr[a]
+            hi = min(cp_ptr[a + 1], lo + per_anchor)
+            div = np.float32(1.0 + a_rank)
+            for j in range(lo, hi):
+                row[h], part[h], item[h] = r, 1, cp_idx[j]
+                raw[h] = np.float32(np.float32(cp_data[j]) / div)
+                anchor[h], source[h] = a, 1
+                h += 1
+        p = pop_of[r]
+        for j in range(min(n_pop[r], pop_len[p])):
+            row[h], part[h], item[h], raw[h] = r, 2, pop_items[p, j], pop_scores[p, j]
+            anchor[h], source[h] = -1, pop_src[p]
+            h += 1
+    return row[:h], part[:h], item[:h], raw[:h], anchor[:h], source[:h]
+
+
+# the compiled functions, typed for callers (numba's Dispatcher hides the signatures)
 blend_kernel: Callable[..., tuple[np.ndarray, ...]] = _blend_kernel
+source_hits: Callable[..., tuple[np.ndarray, ...]] = _source_hits
+dot_scores: Callable[..., np.ndarray] = _dot_scores
 
 
 def warm_up() -> None:

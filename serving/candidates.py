@@ -86,11 +86,19 @@ def precomputed_scores(
     item_factors: np.ndarray, idx: np.ndarray, user_vecs: np.ndarray
 ) -> np.ndarray:
     """Inner products of each row's items with its vector: ``idx`` (..., c), ``user_vecs``
-    (..., f). Elementwise in float32 so one customer alone and the same customer in a batch
-    get bit-identical scores (a BLAS call may sum in a different order)."""
-    y = np.asarray(item_factors)[np.maximum(idx, 0)]
-    v = np.asarray(user_vecs, np.float32)[..., None, :]
-    return np.multiply(y, v, dtype=np.float32).sum(axis=-1, dtype=np.float32)
+    (..., f); -1 scores 0. Summed in float64 in a fixed order (serving/blend_kernel.py) so one
+    customer alone and the same customer in a batch get bit-identical scores (a BLAS call may
+    sum in a different order)."""
+    from serving.blend_kernel import dot_scores
+
+    idx = np.asarray(idx)
+    f = item_factors.shape[1]
+    out = dot_scores(
+        np.asarray(item_factors, np.float32),
+        np.ascontiguousarray(idx.reshape(-1, idx.shape[-1]) if idx.ndim else idx[None], np.int32),
+        np.ascontiguousarray(np.asarray(user_vecs, np.float32).reshape(-1, f)),
+    )
+    return out.reshape(idx.shape)
 
 
 def precomputed_hits(

@@ -22,7 +22,7 @@ import polars as pl
 
 from features.online import CustomerOnline
 from features.schemas import DEFAULT_TIERS
-from serving.blend_kernel import blend_kernel
+from serving.blend_kernel import blend_kernel, source_hits
 from serving.candidates import (
     CandidateSet,
     Source,
@@ -31,7 +31,6 @@ from serving.candidates import (
     copurchase_hits,
     fold_in,
     overfetch,
-    precomputed_scores,
 )
 from serving.index import faiss_threads
 from serving.model import LoadedModel
@@ -146,123 +145,49 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Hits:
-    """Flat hits of one source for a batch: row, item, raw score, anchor."""
+    """Flat hits of a batch: row, item, raw score, anchor, source, and part (the blend
+    scales per (row, part): 0 ALS, 1 co-purchase, 2 popular)."""
 
     row: np.ndarray
     item: np.ndarray
     score: np.ndarray  # float32
     anchor: np.ndarray
     source: np.ndarray  # int8
+    part: np.ndarray  # int64
 
 
-def _als_flat(
-    model: LoadedModel, vecs: np.ndarray, has: np.ndarray, want: np.ndarray, pos: np.ndarray
-) -> _Hits:
-    """ALS hits of every row with a vector: the bundle's precomputed neighbours where they
-    reach deep enough (as ``service.recommend`` decides), one FAISS search for the rest."""
-    table = model.data.als_candidates
-    pre = np.zeros(len(has), bool)
-    if table is not None:
-        pre = has & (pos >= 0) & (want <= table.shape[1])
-    parts = []
-    rows = np.flatnonzero(pre)
-    if rows.size and table is not None:
-        depth = int(want[rows].max())
-        idx = np.asarray(table[pos[rows]][:, :depth])
-        scores = precomputed_scores(model.data.item_factors, idx, vecs[rows])
-        parts.append((rows, idx, scores, depth))
-    rows = np.flatnonzero(has & ~pre)
-    if rows.size:
-        depth = max(1, min(int(want[rows].max()), int(model.index.ntotal)))
-        scores, idx = model.index.search(np.ascontiguousarray(vecs[rows]), depth)
-        parts.append((rows, idx, scores, depth))
-    r_all, i_all, s_all = (
-        [np.zeros(0, np.int64)],
-        [np.zeros(0, np.int32)],
-        [np.zeros(0, np.float32)],
-    )
-    for rows, idx, scores, depth in parts:
-        keep = (np.arange(depth)[None, :] < want[rows][:, None]) & (idx >= 0)
-        r_all.append(np.broadcast_to(rows[:, None], idx.shape)[keep].astype(np.int64))
-        i_all.append(idx[keep].astype(np.int32))
-        s_all.append(scores[keep].astype(np.float32))
-    r = np.concatenate(r_all)
+def _faiss_flat(model: LoadedModel, vecs: np.ndarray, rows: np.ndarray, want: np.ndarray) -> _Hits:
+    """ALS hits of ``rows`` from one FAISS search (customers without a precomputed row deep
+    enough: folded-in ones, long exclusion lists)."""
+    depth = max(1, min(int(want[rows].max()), int(model.index.ntotal)))
+    scores, idx = model.index.search(np.ascontiguousarray(vecs[rows]), depth)
+    keep = (np.arange(depth)[None, :] < want[rows][:, None]) & (idx >= 0)
+    r = np.broadcast_to(rows[:, None], idx.shape)[keep].astype(np.int64)
     return _Hits(
         r,
-        np.concatenate(i_all),
-        np.concatenate(s_all),
+        idx[keep].astype(np.int32),
+        scores[keep].astype(np.float32),
         np.full(len(r), -1, np.int32),
         np.full(len(r), int(Source.ALS), np.int8),
-    )
-
-
-def _copurchase_flat(
-    model: LoadedModel,
-    anchor_ptr: np.ndarray,
-    anchor_idx: np.ndarray,
-    max_anchors: int = 10,
-    per_anchor: int = 20,
-) -> _Hits:
-    """``copurchase_hits`` for every row at once (same order and scores)."""
-    n = len(anchor_ptr) - 1
-    lens = np.minimum(np.diff(anchor_ptr), max_anchors)
-    a_pos = _ranges(anchor_ptr[:-1], lens)  # positions in anchor_idx
-    a_row = np.repeat(np.arange(n, dtype=np.int64), lens)
-    a_rank = a_pos - np.repeat(anchor_ptr[:-1], lens)  # 0 = most recent
-    anchors = anchor_idx[a_pos].astype(np.int64)
-    cp = model.data.copurchase
-    lo = cp.indptr[anchors]
-    cnt = np.minimum(cp.indptr[anchors + 1] - lo, per_anchor)
-    nb = _ranges(lo, cnt)
-    div = np.repeat((1.0 + a_rank).astype(np.float32), cnt)
-    return _Hits(
-        np.repeat(a_row, cnt),
-        cp.indices[nb].astype(np.int32),
-        (cp.data[nb].astype(np.float32) / div).astype(np.float32),
-        np.repeat(anchors, cnt).astype(np.int32),
-        np.full(int(cnt.sum()), int(Source.COPURCHASE), np.int8),
-    )
-
-
-def _popular_flat(model: LoadedModel, tiers: Sequence[str], n_pop: np.ndarray) -> _Hits:
-    rows, items, scores, srcs = [], [], [], []
-    for tier in sorted(set(tiers)):
-        sel = np.flatnonzero(np.asarray(tiers, dtype=object) == tier)
-        pop = model.popular_for(tier, None)
-        src = Source.POPULAR_TIER if tier in model.popular_tier else Source.POPULAR
-        m = np.minimum(n_pop[sel], len(pop.item_idx))
-        pos = _ranges(np.zeros(len(sel), np.int64), m)
-        rows.append(np.repeat(sel, m))
-        items.append(pop.item_idx[pos])
-        scores.append(pop.score[pos])
-        srcs.append(np.full(len(pos), int(src), np.int8))
-    row = np.concatenate(rows).astype(np.int64)
-    return _Hits(
-        row,
-        np.concatenate(items).astype(np.int32),
-        np.concatenate(scores).astype(np.float32),
-        np.full(len(row), -1, np.int32),
-        np.concatenate(srcs),
+        np.zeros(len(r), np.int64),
     )
 
 
 def _blend_flat(hits: list[_Hits], weights: dict[str, float], n: int) -> CandidateBatch:
-    """``serving.candidates.blend`` for every row at once: per (row, source) min-max scaling
+    """``serving.candidates.blend`` for every row at once: per (row, part) min-max scaling
     to [0.5, 1] times the source weight, summed per item; the source and anchor of an item
     are those of its largest contribution; rows best first (ties by item index)."""
-    from serving.candidates import BLEND_KEYS
-
     parts = [h for h in hits if len(h.row)]
     if not parts:
         return CandidateBatch.from_sets([CandidateSet.empty()] * n)
     w = np.array(
-        [np.float32(float(weights.get(BLEND_KEYS[Source(int(h.source[0]))], 0.0))) for h in parts],
+        [np.float32(float(weights.get(key, 0.0))) for key in ("als", "copurchase", "popular")],
         np.float32,
     )
     item, score, source, anchor = blend_kernel(
         n,
         np.concatenate([h.row for h in parts]).astype(np.int64),
-        np.concatenate([np.full(len(h.row), i, np.int64) for i, h in enumerate(parts)]),
+        np.concatenate([h.part for h in parts]).astype(np.int64),
         np.concatenate([h.item for h in parts]).astype(np.int32),
         np.concatenate([h.score for h in parts]).astype(np.float32),
         np.concatenate([h.anchor for h in parts]).astype(np.int32),
@@ -308,24 +233,59 @@ def batch_candidates_flat(
     want = np.minimum(n_items, np.maximum(4 * k, k + n_blocked + 20))
     n_pop = np.maximum(50, 2 * k + n_blocked)
     vecs, has = _user_vectors(model, ids, ctxs)
-    # anchors: recent purchases, else the first 10 training purchases
-    use_recent = rec_len > 0
-    a_len = np.where(use_recent, rec_len, np.minimum(tr_len, 10))
-    a_start = np.where(use_recent, recent_ptr[:-1], tr_ptr2[:-1])
-    a_src = np.where(np.repeat(use_recent, a_len), 1, 0)
-    a_pos = _ranges(a_start, a_len)
-    merged = np.where(
-        a_src == 1,
-        recent_idx[np.minimum(a_pos, max(len(recent_idx) - 1, 0))] if len(recent_idx) else 0,
-        tr_idx[np.minimum(a_pos, max(len(tr_idx) - 1, 0))] if len(tr_idx) else 0,
-    ).astype(np.int32)
-    a_ptr = np.zeros(n + 1, np.int64)
-    np.cumsum(a_len, out=a_ptr[1:])
-    hits = [
-        _als_flat(model, vecs, has, want, pos),
-        _copurchase_flat(model, a_ptr, merged),
-        _popular_flat(model, [c.tier for c in ctxs], n_pop),
-    ]
+    table = model.data.als_candidates
+    pre = np.zeros(n, bool)
+    if table is not None:
+        pre = has & known & (want <= table.shape[1])
+    else:
+        table = np.full((1, 0), -1, np.int32)
+    # one compiled pass: precomputed ALS neighbours, co-purchase of the anchors (recent
+    # purchases, else the first 10 training purchases), popular in the customer's tier
+    tiers = [c.tier for c in ctxs]
+    names = sorted(set(tiers))
+    lists = [model.popular_for(t, None) for t in names]
+    p_width = max(len(p.item_idx) for p in lists)
+    pop_items = np.full((len(lists), p_width), -1, np.int32)
+    pop_scores = np.zeros((len(lists), p_width), np.float32)
+    for i, p in enumerate(lists):
+        pop_items[i, : len(p.item_idx)] = p.item_idx
+        pop_scores[i, : len(p.item_idx)] = p.score
+    code = {t: i for i, t in enumerate(names)}
+    cp = model.data.copurchase
+    flat = source_hits(
+        pre,
+        safe,
+        want.astype(np.int64),
+        np.asarray(table),
+        np.asarray(model.data.item_factors),
+        vecs,
+        np.asarray(recent_ptr, np.int64),
+        np.asarray(recent_idx, np.int32),
+        tr_ptr2,
+        tr_idx,
+        cp.indptr.astype(np.int64, copy=False),
+        cp.indices.astype(np.int32, copy=False),
+        cp.data.astype(np.float32, copy=False),
+        np.array([code[t] for t in tiers], np.int64),
+        pop_items,
+        pop_scores,
+        np.array([len(p.item_idx) for p in lists], np.int64),
+        np.array(
+            [
+                int(Source.POPULAR_TIER if t in model.popular_tier else Source.POPULAR)
+                for t in names
+            ],
+            np.int8,
+        ),
+        n_pop.astype(np.int64),
+        10,
+        20,
+    )
+    row, part, item, raw, anchor, source = flat
+    hits = [_Hits(row, item, raw, anchor, source, part)]
+    faiss_rows = np.flatnonzero(has & ~pre)
+    if faiss_rows.size:  # folded-in customers and rows deeper than the table
+        hits.append(_faiss_flat(model, vecs, faiss_rows, want))
     if extra_exclude is not None:
         tr_ptr2, tr_idx = _csr_concat(tr_ptr2, tr_idx, *extra_exclude)
     return _blend_flat(hits, dict(model.manifest.blend), n), tr_ptr2, tr_idx

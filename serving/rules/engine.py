@@ -633,6 +633,7 @@ def _kernel_rules(cr: CompiledRules) -> tuple[object, ...]:
         int(cr.n_cat),
         np.ascontiguousarray(cr.price, np.float64),
         np.ascontiguousarray(cr.boost_static, bool),
+        _static_bits(cr.boost_static),
         col([b.multiply for b in cr.boosts], np.float64),
         b_sources,
         col(
@@ -652,6 +653,14 @@ def _kernel_rules(cr: CompiledRules) -> tuple[object, ...]:
         len(cr.tiers),
         np.ascontiguousarray(cr.source_reason, np.int32),
     )
+
+
+def _static_bits(static: np.ndarray) -> np.ndarray:
+    """Each item's catalog-only boost conditions as bits (boost b = bit b, first 64)."""
+    bits = np.zeros(static.shape[0], np.uint64)
+    for b in range(min(static.shape[1], 64)):
+        bits |= static[:, b].astype(np.uint64) << np.uint64(b)
+    return bits
 
 
 def _conditions(conds: list[_CompiledCondition], cb: CustomerBatch) -> np.ndarray:
@@ -736,7 +745,8 @@ def apply_rules_batch(
         _conditions([p.when for p in cr.pins], c),
         *cr.kernel_args,
         int(k),
-        set_size_for(width, n_banned),
+        set_size_for(width, 0),
+        set_size_for(0, n_banned),
     )
     return BatchPicks(
         item_idx=m,

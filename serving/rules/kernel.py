@@ -59,61 +59,6 @@ def _hs_has(table: np.ndarray, key: int) -> bool:
         h = (h + 1) & mask
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _judge(
-    i,
-    r,
-    em,
-    es,
-    esrc,
-    eg,
-    boosted,
-    hit,
-    seen,
-    banned,
-    past_seen,
-    rank,
-    spend,
-    boost_on,
-    cat,
-    min_rank,
-    item_ok,
-    chain_sources,
-    enforce_tier,
-    price,
-    b_static,
-    b_mult,
-    b_sources,
-    b_past,
-    b_pmin,
-    b_pmax,
-):  # type: ignore[no-untyped-def]
-    """Eligibility of entry ``i`` (steps 2-3; marks its item seen) and its boosts (step 4:
-    ``hit[i]``, ``boosted[i]``). Entries must be judged in column order."""
-    item = em[i]
-    ok = 0 <= item < len(cat) and (chain_sources[esrc[i] + 1] or eg[i] < 0)
-    if ok:
-        ok = _hs_add(seen, item)  # only the first valid entry of an item
-        ok = ok and item_ok[item]
-        ok = ok and (not enforce_tier or min_rank[item] <= rank)
-        ok = ok and not _hs_has(banned, item)
-    mult = 1.0
-    for b in range(len(b_mult)):
-        h = ok and boost_on[r, b]
-        if h:
-            h = b_static[item, b] and b_sources[b, esrc[i] + 1]
-            if h and b_past[b] >= 0:
-                h = past_seen[cat[item]] == (b_past[b] == 1)
-            if h and not np.isnan(b_pmin[b]):
-                ratio = price[item] / spend[r]
-                h = ratio >= b_pmin[b] and (np.isnan(b_pmax[b]) or ratio <= b_pmax[b])
-        hit[i, b] = h
-        if h:
-            mult *= b_mult[b]
-    boosted[i] = es[i] * mult if es[i] >= 0 else es[i] / mult
-    return ok
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _take(i, em, cat, cat_count, max_per_cat, sel, n_sel):  # type: ignore[no-untyped-def]
     """Step 5 for the next eligible entry in order: picked unless its category is full."""
@@ -170,6 +115,7 @@ def _apply_kernel(
     n_cat: int,
     price: np.ndarray,
     b_static: np.ndarray,  # (n_items, B)
+    b_bits: np.ndarray,  # uint64 (n_items,): bit b = b_static[:, b] (b < 64)
     b_mult: np.ndarray,
     b_sources: np.ndarray,  # (B, len(Source) + 1) allowed sources (all True = any)
     b_past: np.ndarray,  # int8: -1 no condition, 0 not a past category, 1 a past category
@@ -187,6 +133,7 @@ def _apply_kernel(
     source_reason: np.ndarray,
     k: int,
     set_size: int,
+    banned_size: int,
 ) -> tuple[np.ndarray, ...]:
     n, n_c = cand_m.shape
     n_items = len(cat)
@@ -213,6 +160,8 @@ def _apply_kernel(
     eg = np.empty(width, np.int64)
     elig = np.empty(width, np.bool_)
     hit = np.zeros((width, max(n_b, 1)), np.bool_)
+    active = np.empty(max(n_b, 1), np.int64)
+    wide = n_b > 64  # more boosts than bits: no pre-filter
     boosted = np.empty(width, np.float64)
     cand_cols = np.empty(n_c, np.int64)
     cand_keys = np.empty(n_c, np.float64)
@@ -221,7 +170,7 @@ def _apply_kernel(
     cat_count = np.zeros(n_cat + 1, np.int64)
     past_seen = np.zeros(n_cat + 1, np.bool_)
     seen = np.empty(set_size, np.int64)
-    banned = np.empty(set_size, np.int64)
+    banned = np.empty(banned_size, np.int64)
     occupied = np.zeros(max(kk, 1), np.bool_)
     placed = np.zeros(max(kk, 1), np.bool_)
     target = np.empty(max(kk, 1), np.int64)
@@ -268,104 +217,83 @@ def _apply_kernel(
         for i in range(past_ptr[r], past_ptr[r + 1]):
             past_seen[past_code[i]] = True
         rank = tier_rank[r]
+        n_active = 0
+        row_mask = np.uint64(0)
+        for b in range(n_b):
+            if boost_on[r, b]:
+                active[n_active] = b
+                n_active += 1
+                if b < 64:
+                    row_mask |= np.uint64(1) << np.uint64(b)
 
-        # 2.-4. eligibility and boosts of the head
-        for i in range(head):
-            elig[i] = _judge(
-                i,
-                r,
-                em,
-                es,
-                esrc,
-                eg,
-                boosted,
-                hit,
-                seen,
-                banned,
-                past_seen,
-                rank,
-                spend,
-                boost_on,
-                cat,
-                min_rank,
-                item_ok,
-                chain_sources,
-                enforce_tier,
-                price,
-                b_static,
-                b_mult,
-                b_sources,
-                b_past,
-                b_pmin,
-                b_pmax,
-            )
-
-        # 5. order, diversity cap, top k: pins, candidates by boosted score, fallback lists
+        # 2.-5. entries in column order: eligibility (marks the item seen) and boosts; after
+        # the head (pins, candidates) its picks; then fallback entries one by one as needed
         n_sel = 0
-        for i in range(n_pin):
-            if n_sel < kk and elig[i]:
-                n_sel = _take(i, em, cat, cat_count, max_per_cat, sel, n_sel)
-        if n_sel < kk:
-            m = 0
-            for i in range(n_pin, head):
-                if elig[i]:
-                    cand_cols[m] = i
-                    cand_keys[m] = -boosted[i]
-                    m += 1
-            order = np.argsort(cand_keys[:m], kind="mergesort")
-            for o in range(m):
-                if n_sel >= kk:
-                    break
-                i = cand_cols[order[o]]
-                n_sel = _take(i, em, cat, cat_count, max_per_cat, sel, n_sel)
-        for c in range(w1 + w2):
-            if n_sel >= kk:
+        for i in range(width + 1):
+            if i == head:  # 5. pins, then candidates by boosted score
+                for j in range(n_pin):
+                    if n_sel < kk and elig[j]:
+                        n_sel = _take(j, em, cat, cat_count, max_per_cat, sel, n_sel)
+                if n_sel < kk:
+                    m = 0
+                    for j in range(n_pin, head):
+                        if elig[j]:
+                            cand_cols[m] = j
+                            cand_keys[m] = -boosted[j]
+                            m += 1
+                    order = np.argsort(cand_keys[:m], kind="mergesort")
+                    for o in range(m):
+                        if n_sel >= kk:
+                            break
+                        n_sel = _take(
+                            cand_cols[order[o]], em, cat, cat_count, max_per_cat, sel, n_sel
+                        )
+            if i == width or (i >= head and n_sel >= kk):
                 break
-            i = head + c
-            if c < w1:
-                em[i], es[i], esrc[i], eg[i] = (
-                    pad1[pad1_row[r], c],
-                    1.0 / (2.0 + c),
-                    pad1_src,
-                    pad1_group,
-                )
+            if i >= head:  # a fallback entry, read only now
+                c = i - head
+                if c < w1:
+                    em[i], es[i], esrc[i], eg[i] = (
+                        pad1[pad1_row[r], c],
+                        1.0 / (2.0 + c),
+                        pad1_src,
+                        pad1_group,
+                    )
+                else:
+                    em[i], es[i], esrc[i], eg[i] = (
+                        pad2[pad2_row[r], c - w1],
+                        1.0 / (2.0 + c - w1),
+                        pad2_src,
+                        pad2_group,
+                    )
+                ea[i] = -1
+            item = em[i]
+            ok = 0 <= item < len(cat) and (chain_sources[esrc[i] + 1] or eg[i] < 0)
+            if ok:
+                ok = _hs_add(seen, item)  # only the first valid entry of an item
+                ok = ok and item_ok[item]
+                ok = ok and (not enforce_tier or min_rank[item] <= rank)
+                ok = ok and not _hs_has(banned, item)
+            mult = 1.0
+            # only this customer's boosts, and only for items some of them could apply to
+            if ok and n_active > 0 and (wide or (b_bits[item] & row_mask) != 0):
+                for a in range(n_active):
+                    b = active[a]
+                    h = b_static[item, b] and b_sources[b, esrc[i] + 1]
+                    if h and b_past[b] >= 0:
+                        h = past_seen[cat[item]] == (b_past[b] == 1)
+                    if h and not np.isnan(b_pmin[b]):
+                        ratio = price[item] / spend[r]
+                        h = ratio >= b_pmin[b] and (np.isnan(b_pmax[b]) or ratio <= b_pmax[b])
+                    hit[i, b] = h
+                    if h:
+                        mult *= b_mult[b]
             else:
-                em[i], es[i], esrc[i], eg[i] = (
-                    pad2[pad2_row[r], c - w1],
-                    1.0 / (2.0 + c - w1),
-                    pad2_src,
-                    pad2_group,
-                )
-            ea[i] = -1
-            elig[i] = _judge(
-                i,
-                r,
-                em,
-                es,
-                esrc,
-                eg,
-                boosted,
-                hit,
-                seen,
-                banned,
-                past_seen,
-                rank,
-                spend,
-                boost_on,
-                cat,
-                min_rank,
-                item_ok,
-                chain_sources,
-                enforce_tier,
-                price,
-                b_static,
-                b_mult,
-                b_sources,
-                b_past,
-                b_pmin,
-                b_pmax,
-            )
-            if elig[i]:
+                for a in range(n_active):
+                    hit[i, active[a]] = False
+            boosted[i] = es[i] * mult if es[i] >= 0 else es[i] / mult
+            elig[i] = ok
+            if i >= head and elig[i]:
                 n_sel = _take(i, em, cat, cat_count, max_per_cat, sel, n_sel)
         cat_count[:] = 0
         for i in range(past_ptr[r], past_ptr[r + 1]):
@@ -419,7 +347,8 @@ def _apply_kernel(
             p_rank = min(int(min_rank[item]), n_tiers)
             if enforce_tier and p_rank > 0:
                 out_r[r, p, 1] = exclusive_base + p_rank * n_tiers + rank
-            for b in range(n_b):
+            for a in range(n_active):
+                b = active[a]
                 if b_rbase[b] >= 0 and hit[i, b]:
                     out_r[r, p, 2 + b] = (
                         b_rbase[b] + rank * b_tstride[b] + np.int64(cat[item]) * b_cstride[b]

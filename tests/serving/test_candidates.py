@@ -214,6 +214,7 @@ def test_compiled_batch_blend_equals_blend(data: st.DataObject) -> None:
                 np.array([x[2] for x in rows], np.float32),
                 np.array([x[3] for x in rows], np.int32),
                 np.full(len(rows), int(src), np.int8),
+                np.full(len(rows), part, np.int64),
             )
         )
     got = _blend_flat(parts, weights, n)
