@@ -65,14 +65,14 @@ def recommend_batch(
         model, customer_ids, ctxs, rec_ptr, rec_idx, k, extra_exclude=extra
     )
     out = rules_batch(model, rules, cands, ex_ptr, ex_idx, ctxs, k)
-    item_ids = model.items.item_ids
+    item_ids = model.item_id_list
     reasons = out.all_reasons(item_ids)
     idx, scores, counts = out.item_idx.tolist(), out.score.tolist(), out.count.tolist()
     results = []
     for row, (cid, ctx) in enumerate(zip(customer_ids, ctxs, strict=True)):
         c = counts[row]
         picks = [
-            Pick(str(item_ids[i]), s, r)
+            Pick(item_ids[i], s, r)
             for i, s, r in zip(idx[row][:c], scores[row][:c], reasons[row], strict=True)
         ]
         fallback = None

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pydantic import TypeAdapter, ValidationError
-from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -62,7 +62,10 @@ class HotRecommendations:
         svc = getattr(getattr(app, "state", None), "services", None)
         if svc is None:  # not started (or not the app this was built for)
             return False
-        params: dict[str, Any] = dict(QueryParams(scope["query_string"]))
+        # as Starlette's QueryParams (a repeated parameter: the last value)
+        params: dict[str, Any] = dict(
+            parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        )
         params["customer_id"] = customer_id
         try:
             q = RecQuery.model_validate(params)

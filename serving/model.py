@@ -48,6 +48,7 @@ class LoadedModel:
     item_pos: dict[str, int]
     customer_pos: dict[str, int]
     items: ItemTable
+    item_id_list: list[str]  # item ids as Python strings, by bundle index (responses)
     item_gram: np.ndarray  # Y^T Y (f, f) float64, for fold-in
     popular_overall: Popular
     popular_tier: dict[str, Popular]
@@ -197,6 +198,7 @@ def build_model(
         item_pos=item_pos,
         customer_pos=customer_pos,
         items=build_item_table(data.catalog, item_ids),
+        item_id_list=item_ids.tolist(),
         item_gram=y.T @ y,
         popular_overall=overall,
         popular_tier={k: p for (s, k), p in scopes.items() if s == "tier"},

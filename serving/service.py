@@ -109,9 +109,9 @@ def _picks(
         p = rank_with_rules(model, cands, ctx, rules, k, excl)
     else:  # item-anchored lists: no popular padding, no diversity cap
         p = apply_rules(cands, ctx, model.items, rules.item_anchored, k, excl)
-    ids = model.items.item_ids
+    ids = model.item_id_list
     items = [
-        Pick(str(ids[i]), float(s), r)
+        Pick(ids[i], float(s), r)
         for i, s, r in zip(p.item_idx.tolist(), p.score.tolist(), p.reasons, strict=True)
     ]
     return items, p.rules_version

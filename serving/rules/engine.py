@@ -280,7 +280,7 @@ class BatchPicks:
         for name in ("item_idx", "score", "source", "anchor_idx", "reason_ids", "count", "group"):
             getattr(self, name)[rows] = getattr(other, name)
 
-    def all_reasons(self, item_ids: np.ndarray) -> list[list[list[str]]]:
+    def all_reasons(self, item_ids: np.ndarray | list[str]) -> list[list[list[str]]]:
         """``reasons_of`` for every row, decoded in one pass (the API's batches)."""
         kk = self.item_idx.shape[1]
         rid = self.reason_ids[:, :kk]
