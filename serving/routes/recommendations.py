@@ -18,7 +18,6 @@ from serving.routes.schemas import (
     BatchRequest,
     BatchResponse,
     ErrorResponse,
-    RecItem,
     RecommendationResponse,
     RecQuery,
 )
@@ -55,15 +54,20 @@ def _response(
     metrics.variants.labels(variant).inc()
     if res.fallback:
         metrics.fallbacks.labels(res.fallback).inc()
-    return RecommendationResponse(
-        customer_id=customer_id,
-        tier=res.tier,
-        segment=res.segment,
-        model_version=model.version,
-        variant=variant,
-        degraded=online is None,
-        rules_version=res.rules_version,
-        items=[RecItem(item_id=p.item_id, score=p.score, reasons=p.reasons) for p in res.items],
+    # one validation of plain data: faster than a model per item (measured ~12 vs ~18 us)
+    return RecommendationResponse.model_validate(
+        {
+            "customer_id": customer_id,
+            "tier": res.tier,
+            "segment": res.segment,
+            "model_version": model.version,
+            "variant": variant,
+            "degraded": online is None,
+            "rules_version": res.rules_version,
+            "items": [
+                {"item_id": p.item_id, "score": p.score, "reasons": p.reasons} for p in res.items
+            ],
+        }
     )
 
 
