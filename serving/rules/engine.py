@@ -633,7 +633,7 @@ def _kernel_rules(cr: CompiledRules) -> tuple[object, ...]:
         int(cr.n_cat),
         np.ascontiguousarray(cr.price, np.float64),
         np.ascontiguousarray(cr.boost_static, bool),
-        _static_bits(cr.boost_static),
+        _item_info(cr),
         col([b.multiply for b in cr.boosts], np.float64),
         b_sources,
         col(
@@ -655,12 +655,19 @@ def _kernel_rules(cr: CompiledRules) -> tuple[object, ...]:
     )
 
 
-def _static_bits(static: np.ndarray) -> np.ndarray:
-    """Each item's catalog-only boost conditions as bits (boost b = bit b, first 64)."""
+def _item_info(cr: CompiledRules) -> np.ndarray:
+    """Per item, packed for the kernel: [allowed | min tier << 1 | category << 17, the
+    catalog-only boost conditions as bits (boost b = bit b, the first 64)]."""
+    static = cr.boost_static
     bits = np.zeros(static.shape[0], np.uint64)
     for b in range(min(static.shape[1], 64)):
         bits |= static[:, b].astype(np.uint64) << np.uint64(b)
-    return bits
+    word = (
+        cr.item_ok.astype(np.int64)
+        | (cr.min_rank.astype(np.int64) & 0xFFFF) << 1
+        | (cr.cat.astype(np.int64) & 0xFFFFFFFF) << 17
+    )
+    return np.ascontiguousarray(np.stack([word, bits.view(np.int64)], axis=1))
 
 
 def _conditions(conds: list[_CompiledCondition], cb: CustomerBatch) -> np.ndarray:

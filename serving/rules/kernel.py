@@ -115,7 +115,8 @@ def _apply_kernel(
     n_cat: int,
     price: np.ndarray,
     b_static: np.ndarray,  # (n_items, B)
-    b_bits: np.ndarray,  # uint64 (n_items,): bit b = b_static[:, b] (b < 64)
+    item_info: np.ndarray,  # int64 (n_items, 2): allowed | min tier << 1 | category << 17;
+    # bit b of column 1 = b_static[:, b] (b < 64)
     b_mult: np.ndarray,
     b_sources: np.ndarray,  # (B, len(Source) + 1) allowed sources (all True = any)
     b_past: np.ndarray,  # int8: -1 no condition, 0 not a past category, 1 a past category
@@ -218,13 +219,13 @@ def _apply_kernel(
             past_seen[past_code[i]] = True
         rank = tier_rank[r]
         n_active = 0
-        row_mask = np.uint64(0)
+        row_mask = np.int64(0)
         for b in range(n_b):
             if boost_on[r, b]:
                 active[n_active] = b
                 n_active += 1
                 if b < 64:
-                    row_mask |= np.uint64(1) << np.uint64(b)
+                    row_mask |= np.int64(1) << np.int64(b)
 
         # 2.-5. entries in column order: eligibility (marks the item seen) and boosts; after
         # the head (pins, candidates) its picks; then fallback entries one by one as needed
@@ -269,19 +270,25 @@ def _apply_kernel(
                 ea[i] = -1
             item = em[i]
             ok = 0 <= item < len(cat) and (chain_sources[esrc[i] + 1] or eg[i] < 0)
+            word = np.int64(0)
             if ok:
                 ok = _hs_add(seen, item)  # only the first valid entry of an item
-                ok = ok and item_ok[item]
-                ok = ok and (not enforce_tier or min_rank[item] <= rank)
+                # the item's allowed flag, minimum tier and category in one word (one
+                # memory access per entry: the catalog is far bigger than the caches)
+                word = item_info[item, 0]
+                ok = ok and (word & 1) != 0
+                ok = ok and (not enforce_tier or ((word >> 1) & 0xFFFF) <= rank)
                 ok = ok and not _hs_has(banned, item)
             mult = 1.0
             # only this customer's boosts, and only for items some of them could apply to
-            if ok and n_active > 0 and (wide or (b_bits[item] & row_mask) != 0):
+            if ok and n_active > 0 and (wide or (item_info[item, 1] & row_mask) != 0):
+                bits = item_info[item, 1]
                 for a in range(n_active):
                     b = active[a]
-                    h = b_static[item, b] and b_sources[b, esrc[i] + 1]
+                    h = ((bits >> b) & 1) != 0 if b < 64 else b_static[item, b]
+                    h = h and b_sources[b, esrc[i] + 1]
                     if h and b_past[b] >= 0:
-                        h = past_seen[cat[item]] == (b_past[b] == 1)
+                        h = past_seen[(word >> 17) & 0xFFFFFFFF] == (b_past[b] == 1)
                     if h and not np.isnan(b_pmin[b]):
                         ratio = price[item] / spend[r]
                         h = ratio >= b_pmin[b] and (np.isnan(b_pmax[b]) or ratio <= b_pmax[b])

@@ -413,3 +413,29 @@ def test_first_in_row_equals_first_occurrence() -> None:
     want = _first_occurrence(keyed)
     got = _first_in_row(mi, valid, n_pin, n_pin + n_cand, n_items)
     assert np.array_equal(got[valid], want[valid])
+
+
+def test_more_boosts_than_bits_match_reference() -> None:
+    """Past 64 boosts the kernel reads the boolean table instead of the packed bits."""
+    from tests.rules.synth import candidates, customer, item_table
+
+    items = item_table(300, seed=5)
+    boosts = [
+        {
+            "name": f"b{j}",
+            "when": {"tier_at_least": TIERS[j % 4]},
+            "item": [{"premium": True}, {"on_promo": True}, {"exclusive": False}][j % 3],
+            "multiply": 1.0 + (j % 7) / 10,
+            "reason": f"boost {j}",
+        }
+        for j in range(70)
+    ]
+    rules = RuleSet.model_validate({"version": "t", "boosts": boosts})
+    compiled = compile_rules(rules, items)
+    cands = [candidates(np.arange(40) + 7 * i, seed=i) for i in range(20)]
+    ctxs = [customer(TIERS[i % 4]) for i in range(20)]
+    cb, cust = CandidateBatch.from_sets(cands), customers_from_contexts(ctxs, compiled)
+    pop = np.random.default_rng(3).permutation(300)
+    got = apply_rules_batch(cb, cust, compiled, 10, None, pop)
+    _same_picks(got, ref.apply_rules_batch(cb, cust, compiled, 10, None, pop))
+    assert (got.reason_ids[..., 2 + 64 :] >= 0).any()  # boosts past the bits did apply
