@@ -49,6 +49,9 @@ class LoadedModel:
     customer_pos: dict[str, int]
     items: ItemTable
     item_id_list: list[str]  # item ids as Python strings, by bundle index (responses)
+    # co-purchase CSR as the compiled candidate pass takes it: indptr int64, indices int32,
+    # data float32 (converted once, not per batch)
+    copurchase_arrays: tuple[np.ndarray, np.ndarray, np.ndarray]
     item_gram: np.ndarray  # Y^T Y (f, f) float64, for fold-in
     popular_overall: Popular
     popular_tier: dict[str, Popular]
@@ -199,6 +202,11 @@ def build_model(
         customer_pos=customer_pos,
         items=build_item_table(data.catalog, item_ids),
         item_id_list=item_ids.tolist(),
+        copurchase_arrays=(
+            data.copurchase.indptr.astype(np.int64),
+            data.copurchase.indices.astype(np.int32),
+            data.copurchase.data.astype(np.float32),
+        ),
         item_gram=y.T @ y,
         popular_overall=overall,
         popular_tier={k: p for (s, k), p in scopes.items() if s == "tier"},

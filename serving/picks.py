@@ -251,7 +251,6 @@ def batch_candidates_flat(
         pop_items[i, : len(p.item_idx)] = p.item_idx
         pop_scores[i, : len(p.item_idx)] = p.score
     code = {t: i for i, t in enumerate(names)}
-    cp = model.data.copurchase
     flat = source_hits(
         pre,
         safe,
@@ -263,9 +262,7 @@ def batch_candidates_flat(
         np.asarray(recent_idx, np.int32),
         tr_ptr2,
         tr_idx,
-        cp.indptr.astype(np.int64, copy=False),
-        cp.indices.astype(np.int32, copy=False),
-        cp.data.astype(np.float32, copy=False),
+        *model.copurchase_arrays,
         np.array([code[t] for t in tiers], np.int64),
         pop_items,
         pop_scores,

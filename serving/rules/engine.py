@@ -357,14 +357,18 @@ class _CompiledCondition:
 
     def _one(self, cb: CustomerBatch) -> bool:
         """The same test for a single customer with Python scalars (the per-request path)."""
-        rank = int(cb.tier_rank[0])
-        churn = float(cb.churn_risk[0])
+        return self.holds(
+            int(cb.tier_rank[0]), cb.segment[0], float(cb.churn_risk[0]), cb.clv_band[0]
+        )
+
+    def holds(self, rank: int, segment: str, churn: float, band: str) -> bool:
+        """The test on one customer's values (``mask`` for one row)."""
         return (
             (self.tier_min is None or rank >= self.tier_min)
             and (self.tier_max is None or rank <= self.tier_max)
-            and (self.segments is None or cb.segment[0] in self.segments)
+            and (self.segments is None or segment in self.segments)
             and (self.churn_min is None or churn >= self.churn_min)  # nan compares False
-            and (self.bands is None or cb.clv_band[0] in self.bands)
+            and (self.bands is None or band in self.bands)
         )
 
 
@@ -677,6 +681,13 @@ def _conditions(conds: list[_CompiledCondition], cb: CustomerBatch) -> np.ndarra
         return np.zeros((n, 0), bool)
     if n == 1:
         return np.array([[c._one(cb) for c in conds]], bool)
+    if n < 64:  # Python scalars: cheaper than a dozen array calls per condition
+        rows = zip(
+            cb.tier_rank.tolist(), cb.segment, cb.churn_risk.tolist(), cb.clv_band, strict=True
+        )
+        return np.array([[c.holds(*row) for c in conds] for row in rows], bool).reshape(
+            n, len(conds)
+        )
     return np.ascontiguousarray(np.stack([c.mask(cb) for c in conds], axis=1))
 
 
