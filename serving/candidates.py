@@ -1,4 +1,4 @@
-"""Candidate generation (pure numpy/FAISS; no FastAPI, no Redis).
+"""Candidate generation (numpy, FAISS, numba for the inner products; no FastAPI, no Redis).
 
 ``CandidateSet`` is the contract between candidate generation and the rules engine
 (serving/rules/), shared by the API and batch email picks. Sources:

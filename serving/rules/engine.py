@@ -1,8 +1,10 @@
-"""Apply a validated rule set to candidates: pure numpy, no FastAPI, no Redis.
+"""Apply a validated rule set to candidates: numpy and a numba kernel, no FastAPI, no Redis.
 
-One vectorised core (``apply_rules_batch``) works on a padded matrix of candidates, one row per
-customer; ``apply_rules`` (one API request) is the same core with one row, so the API and the
-email export give the same items in the same order for the same customer and state.
+The rule set is compiled against the catalog once (``compile_rules``: names to codes, per-item
+masks); ``apply_rules_batch`` runs the compiled pass (serving/rules/kernel.py) over a padded
+matrix of candidates, one row per customer; ``apply_rules`` (one API request) is the same pass
+with one row, so the API and the email export give the same items in the same order for the
+same customer and state.
 
 Order of operations per row: candidates + fallback sources (popular in tier, popular) + pins
 -> drop duplicates -> eligibility (min tier) -> exclusions (out of stock, blocklist, recently
