@@ -185,22 +185,26 @@ def _blend_kernel(
     return out_item, out_score, out_src, out_anchor
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _dot(factors: np.ndarray, i: int, vecs: np.ndarray, r: int) -> float:
+    """Item ``i``'s factors . row ``r``'s vector, summed in float64 in index order (the one
+    formula of both paths: one customer alone and in a batch get the same bits)."""
+    acc = 0.0
+    for d in range(factors.shape[1]):
+        acc += np.float64(factors[i, d]) * np.float64(vecs[r, d])
+    return acc
+
+
 @njit(cache=True, nogil=True)
 def _dot_scores(factors: np.ndarray, idx: np.ndarray, vecs: np.ndarray) -> np.ndarray:
     """Inner products of each row's items (``idx`` (r, c), -1 = none: 0) with the row's vector,
     summed in float64 in index order, rounded to float32: the same bits whatever the batch."""
     r_n, c_n = idx.shape
-    f = factors.shape[1]
     out = np.zeros((r_n, c_n), np.float32)
     for r in range(r_n):
         for c in range(c_n):
-            i = idx[r, c]
-            if i < 0:
-                continue
-            acc = 0.0
-            for d in range(f):
-                acc += np.float64(factors[i, d]) * np.float64(vecs[r, d])
-            out[r, c] = np.float32(acc)
+            if idx[r, c] >= 0:
+                out[r, c] = np.float32(_dot(factors, idx[r, c], vecs, r))
     return out
 
 
@@ -248,7 +252,6 @@ def _source_hits(
     raw = np.empty(total, np.float32)
     anchor = np.empty(total, np.int32)
     source = np.empty(total, np.int8)
-    f = factors.shape[1]
     h = 0
     for r in range(n):
         if pre[r]:
@@ -256,9 +259,7 @@ def _source_hits(
                 i = table[pos[r], c]
                 if i < 0:
                     continue
-                acc = 0.0
-                for d in range(f):
-                    acc += np.float64(factors[i, d]) * np.float64(vecs[r, d])
+                acc = _dot(factors, i, vecs, r)
                 row[h], part[h], item[h], raw[h], anchor[h], source[h] = r, 0, i, acc, -1, 0
                 h += 1
         if rec_ptr[r + 1] > rec_ptr[r]:
