@@ -208,6 +208,15 @@ def _dot_scores(factors: np.ndarray, idx: np.ndarray, vecs: np.ndarray) -> np.nd
     return out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _anchors(r: int, rec_ptr: np.ndarray, tr_ptr: np.ndarray, max_anchors: int) -> tuple:  # type: ignore[type-arg]
+    """Row ``r``'s co-purchase anchors: (from recent purchases?, start, count) — the recent
+    purchases when there are any, else the first ten training purchases."""
+    if rec_ptr[r + 1] > rec_ptr[r]:
+        return True, rec_ptr[r], min(rec_ptr[r + 1] - rec_ptr[r], max_anchors)
+    return False, tr_ptr[r], min(tr_ptr[r + 1] - tr_ptr[r], 10, max_anchors)
+
+
 @njit(cache=True, nogil=True)
 def _source_hits(
     pre: np.ndarray,  # bool (n,): ALS from the precomputed table
@@ -240,11 +249,7 @@ def _source_hits(
     for r in range(n):
         if pre[r]:
             total += min(want[r], table.shape[1])
-        if rec_ptr[r + 1] > rec_ptr[r]:
-            a_n = min(rec_ptr[r + 1] - rec_ptr[r], max_anchors)
-        else:
-            a_n = min(tr_ptr[r + 1] - tr_ptr[r], 10, max_anchors)
-        total += a_n * per_anchor
+        total += _anchors(r, rec_ptr, tr_ptr, max_anchors)[2] * per_anchor
         total += min(n_pop[r], pop_len[pop_of[r]])
     row = np.empty(total, np.int64)
     part = np.empty(total, np.int64)
@@ -262,10 +267,8 @@ def _source_hits(
                 acc = _dot(factors, i, vecs, r)
                 row[h], part[h], item[h], raw[h], anchor[h], source[h] = r, 0, i, acc, -1, 0
                 h += 1
-        if rec_ptr[r + 1] > rec_ptr[r]:
-            a_lo, a_n, a_list = rec_ptr[r], min(rec_ptr[r + 1] - rec_ptr[r], max_anchors), rec_idx
-        else:
-            a_lo, a_n, a_list = tr_ptr[r], min(tr_ptr[r + 1] - tr_ptr[r], 10, max_anchors), tr_idx
+        recent, a_lo, a_n = _anchors(r, rec_ptr, tr_ptr, max_anchors)
+        a_list = rec_idx if recent else tr_idx
         for a_rank in range(a_n):
             a = np.int64(a_list[a_lo + a_rank])
             lo = cp_ptr[a]

@@ -632,7 +632,6 @@ def _kernel_rules(cr: CompiledRules) -> tuple[object, ...]:
     return (
         np.ascontiguousarray(cr.cat, np.int32),
         np.ascontiguousarray(cr.min_rank, np.int16),
-        np.ascontiguousarray(cr.item_ok, bool),
         np.ascontiguousarray(cr.window, np.float64),
         np.ascontiguousarray(cr.chain_sources, bool),
         bool(cr.enforce_tier),
@@ -765,8 +764,8 @@ def apply_rules_batch(
         _conditions([p.when for p in cr.pins], c),
         *cr.kernel_args,
         int(k),
-        set_size_for(width, 0),
-        set_size_for(0, n_banned),
+        set_size_for(width),
+        set_size_for(n_banned),
     )
     return BatchPicks(
         item_idx=m,

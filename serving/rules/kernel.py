@@ -32,31 +32,28 @@ NO_GROUP = 127  # group of an empty output slot
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _hs_add(table: np.ndarray, key: int) -> bool:
-    """Insert ``key`` (>= 0) into an open-addressing set; True when it was new."""
+def _hs_slot(table: np.ndarray, key: int) -> int:
+    """Where ``key`` (>= 0) is in an open-addressing set, or the free slot it would take."""
     mask = len(table) - 1
     h = (key * 0x9E3779B1) & mask
-    while True:
-        v = table[h]
-        if v == key:
-            return False
-        if v < 0:
-            table[h] = key
-            return True
+    while table[h] >= 0 and table[h] != key:
         h = (h + 1) & mask
+    return h
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hs_add(table: np.ndarray, key: int) -> bool:
+    """Insert ``key``; True when it was new."""
+    h = _hs_slot(table, key)
+    if table[h] == key:
+        return False
+    table[h] = key
+    return True
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _hs_has(table: np.ndarray, key: int) -> bool:
-    mask = len(table) - 1
-    h = (key * 0x9E3779B1) & mask
-    while True:
-        v = table[h]
-        if v == key:
-            return True
-        if v < 0:
-            return False
-        h = (h + 1) & mask
+    return table[_hs_slot(table, key)] == key
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -108,7 +105,6 @@ def _apply_kernel(
     # compiled rules
     cat: np.ndarray,
     min_rank: np.ndarray,
-    item_ok: np.ndarray,
     window: np.ndarray,
     chain_sources: np.ndarray,
     enforce_tier: bool,
@@ -369,6 +365,6 @@ def _apply_kernel(
 apply_kernel: Callable[..., tuple[np.ndarray, ...]] = _apply_kernel
 
 
-def set_size_for(width: int, n_banned: int) -> int:
-    """Hash set capacity for a row of ``width`` entries and its exclusion lists."""
-    return _table_size(max(width, n_banned))
+def set_size_for(n: int) -> int:
+    """Hash set capacity for ``n`` keys (at most half full)."""
+    return _table_size(n)
