@@ -26,6 +26,8 @@ import numpy as np
 from features.online import CustomerOnline
 from serving.model import LoadedModel
 from serving.picks import batch_candidates_flat, contexts_from_online, rules_batch
+from serving.render import Answer, RenderedResult
+from serving.rules.engine import BatchPicks, CustomerContext
 from serving.rules.loader import LoadedRules
 from serving.service import Pick, RecResult
 
@@ -43,6 +45,33 @@ def _csr(lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     return ptr, idx
 
 
+def _batch_picks(
+    model: LoadedModel,
+    customer_ids: Sequence[str],
+    online: Sequence[CustomerOnline | None],
+    k: int,
+    rules: LoadedRules,
+    exclude: Sequence[Sequence[str]] | None,
+    now: float | None,
+) -> tuple[list[CustomerContext], BatchPicks]:
+    ctxs = contexts_from_online(online, model, now)
+    rec_ptr, rec_idx = _csr([c.recent_item_idx.tolist() for c in ctxs])
+    extra = None
+    if exclude is not None and any(exclude):
+        pos = model.item_pos
+        extra = _csr([[pos[e] for e in ex if e in pos] for ex in exclude])
+    cands, ex_ptr, ex_idx = batch_candidates_flat(
+        model, customer_ids, ctxs, rec_ptr, rec_idx, k, extra_exclude=extra
+    )
+    return ctxs, rules_batch(model, rules, cands, ex_ptr, ex_idx, ctxs, k)
+
+
+def _fallback(model: LoadedModel, customer_id: str, ctx: CustomerContext) -> str | None:
+    if customer_id in model.customer_pos:
+        return None
+    return "fold_in" if len(ctx.recent_item_idx) else "popular"
+
+
 def recommend_batch(
     model: LoadedModel,
     customer_ids: Sequence[str],
@@ -53,19 +82,9 @@ def recommend_batch(
     now: float | None = None,
 ) -> list[RecResult]:
     """``service.recommend(model, c, row, k, exclude=e, rules=rules)`` for every customer."""
-    n = len(customer_ids)
-    if n == 0:
+    if len(customer_ids) == 0:
         return []
-    ctxs = contexts_from_online(online, model, now)
-    rec_ptr, rec_idx = _csr([c.recent_item_idx.tolist() for c in ctxs])
-    extra = None
-    if exclude is not None and any(exclude):
-        pos = model.item_pos
-        extra = _csr([[pos[e] for e in ex if e in pos] for ex in exclude])
-    cands, ex_ptr, ex_idx = batch_candidates_flat(
-        model, customer_ids, ctxs, rec_ptr, rec_idx, k, extra_exclude=extra
-    )
-    out = rules_batch(model, rules, cands, ex_ptr, ex_idx, ctxs, k)
+    ctxs, out = _batch_picks(model, customer_ids, online, k, rules, exclude, now)
     item_ids = model.item_id_list
     reasons = out.all_reasons(item_ids)
     idx, scores, counts = out.item_idx.tolist(), out.score.tolist(), out.count.tolist()
@@ -76,11 +95,30 @@ def recommend_batch(
             Pick(item_ids[i], s, r)
             for i, s, r in zip(idx[row][:c], scores[row][:c], reasons[row], strict=True)
         ]
-        fallback = None
-        if cid not in model.customer_pos:
-            fallback = "fold_in" if len(ctx.recent_item_idx) else "popular"
+        fallback = _fallback(model, cid, ctx)
         results.append(RecResult(ctx.tier, ctx.segment, picks, out.rules_version, fallback))
     return results
+
+
+def recommend_batch_rendered(
+    model: LoadedModel,
+    customer_ids: Sequence[str],
+    online: Sequence[CustomerOnline | None],
+    k: int,
+    rules: LoadedRules,
+    exclude: Sequence[Sequence[str]] | None = None,
+    now: float | None = None,
+) -> list[RenderedResult]:
+    """``recommend_batch`` with each row's items rendered as response JSON (the API's path:
+    no pick objects, no response model; same bytes, tests/serving/test_render.py)."""
+    if len(customer_ids) == 0:
+        return []
+    ctxs, out = _batch_picks(model, customer_ids, online, k, rules, exclude, now)
+    rows = model.items_json.rows(out)
+    return [
+        RenderedResult(ctx.tier, ctx.segment, out.rules_version, _fallback(model, cid, ctx), js)
+        for cid, ctx, js in zip(customer_ids, ctxs, rows, strict=True)
+    ]
 
 
 # ------------------------------------------------------------------------------ micro-batcher
@@ -97,7 +135,7 @@ class _Ask:
     customer_id: str
     k: int
     exclude: tuple[str, ...]
-    future: asyncio.Future[tuple[RecResult, CustomerOnline | None]]
+    future: asyncio.Future[tuple[Answer, CustomerOnline | None]]
 
 
 class RecBatcher:
@@ -131,7 +169,7 @@ class RecBatcher:
         customer_id: str,
         k: int,
         exclude: Sequence[str] = (),
-    ) -> tuple[RecResult, CustomerOnline | None]:
+    ) -> tuple[Answer, CustomerOnline | None]:
         """This customer's picks and the online row they were computed from (None = degraded)."""
         loop = asyncio.get_running_loop()
         ask = _Ask(model, rules, customer_id, k, tuple(exclude), loop.create_future())
@@ -174,7 +212,7 @@ class RecBatcher:
                 self._one_by_one([batch[i] for i in members], [rows[i] for i in members])
                 continue
             try:
-                res = recommend_batch(
+                res = recommend_batch_rendered(
                     first.model,
                     [batch[i].customer_id for i in members],
                     [rows[i] for i in members],

@@ -7,8 +7,8 @@ as much CPU as the recommendation itself. This pure ASGI middleware (inside the 
 middleware, so timing and the route's metrics are unchanged) answers it directly:
 
 - it validates the same ``RecQuery`` model and calls the same ``recommend_for`` as the
-  FastAPI route (serving/routes/recommendations.py), and renders the response model to JSON
-  the way FastAPI does (same bytes, tests/serving/test_hot_path.py);
+  FastAPI route (serving/routes/recommendations.py), which renders the answer's JSON
+  (serving/render.py), so the bytes are the route's (tests/serving/test_hot_path.py);
 - anything but a plain 200 — invalid parameters, an unknown item or category, any error —
   is handed to FastAPI, which answers it again with its own validation and error handlers,
   so error bodies and status codes are FastAPI's by construction.
@@ -24,18 +24,17 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.errors import ServingError
 from serving.routes import leaf_routes
 from serving.routes.recommendations import recommend_for
-from serving.routes.schemas import RecommendationResponse, RecQuery
+from serving.routes.schemas import RecQuery
 
 ROUTE = "/v1/customers/{customer_id}/recommendations"
 _PATH = re.compile(r"^/v1/customers/([^/]+)/recommendations$")
-_JSON = TypeAdapter(RecommendationResponse)
 
 
 class HotRecommendations:
@@ -69,10 +68,9 @@ class HotRecommendations:
         params["customer_id"] = customer_id
         try:
             q = RecQuery.model_validate(params)
-            resp = await recommend_for(svc, q)
+            body = await recommend_for(svc, q)
         except (ValidationError, HTTPException, ServingError):
             return False  # FastAPI answers it again: its 4xx/5xx bodies, its handlers
-        body = _JSON.dump_json(resp)
         scope["route"] = self._route_of(app)  # the latency middleware labels by template
         await send(
             {

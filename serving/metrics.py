@@ -52,12 +52,26 @@ class Metrics:
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128),
             registry=r,
         )
+        self._children: dict[tuple[str, str], Any] = {}
         self.model_info = Gauge(
             "patron_model_loaded",
             "1 for the loaded model version.",
             ["role", "version"],
             registry=r,
         )
+
+    def variant_counter(self, variant: str) -> Any:
+        """``variants.labels(variant)``, looked up once per label (labels() takes a lock)."""
+        return self._child("variant", variant, self.variants)
+
+    def fallback_counter(self, kind: str) -> Any:
+        return self._child("fallback", kind, self.fallbacks)
+
+    def _child(self, family: str, label: str, metric: Any) -> Any:
+        child = self._children.get((family, label))
+        if child is None:
+            child = self._children[(family, label)] = metric.labels(label)
+        return child
 
 
 class LatencyMiddleware:

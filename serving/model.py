@@ -20,6 +20,7 @@ from scipy import sparse
 from features.schemas import DEFAULT_TIERS
 from patron.bundle import BundleData, Manifest, load_bundle
 from serving.index import HNSW_EF_SEARCH, build_index, load_index, set_ef_search
+from serving.render import ItemsJson
 from serving.rules.engine import ItemTable
 
 log = logging.getLogger("patron.serving")
@@ -49,6 +50,7 @@ class LoadedModel:
     customer_pos: dict[str, int]
     items: ItemTable
     item_id_list: list[str]  # item ids as Python strings, by bundle index (responses)
+    items_json: ItemsJson  # renders batch picks as response JSON (caches per model)
     # co-purchase CSR as the compiled candidate pass takes it: indptr int64, indices int32,
     # data float32 (converted once, not per batch)
     copurchase_arrays: tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -202,6 +204,7 @@ def build_model(
         customer_pos=customer_pos,
         items=build_item_table(data.catalog, item_ids),
         item_id_list=item_ids.tolist(),
+        items_json=ItemsJson(item_ids.tolist()),
         copurchase_arrays=(
             data.copurchase.indptr.astype(np.int64),
             data.copurchase.indices.astype(np.int32),

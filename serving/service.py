@@ -26,6 +26,7 @@ from serving.candidates import (
 from serving.errors import NotFound
 from serving.index import search
 from serving.model import LoadedModel, tier_rank
+from serving.render import picks_json
 from serving.rules.apply import rank_with_rules
 from serving.rules.engine import CustomerContext, apply_rules
 from serving.rules.loader import LoadedRules
@@ -48,6 +49,10 @@ class RecResult:
     rules_version: str = ""
     fallback: str | None = None  # "fold_in" | "popular" when the customer has no model vector
     extra: dict[str, str] = field(default_factory=dict)
+
+    def items_json(self) -> bytes:
+        """The items as the response JSON array (serving/render.py)."""
+        return picks_json(self.items)
 
 
 def item_index(model: LoadedModel, item_id: str) -> int:

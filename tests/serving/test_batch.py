@@ -4,6 +4,7 @@ coalesces concurrent requests without changing any answer."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from features.online import CustomerOnline
 from serving import service
 from serving.batch import RecBatcher, recommend_batch
 from serving.model import LoadedModel, load_model
+from serving.render import Answer
 from serving.rules.loader import LoadedRules, load_rules
 from tests.serving.helpers import customer_id, item_id
 
@@ -104,7 +106,7 @@ def test_batcher_coalesces_concurrent_requests(model: LoadedModel) -> None:
     reader = _Reader(dict(zip(ids, rows, strict=True)))
     batcher = RecBatcher(reader, service.recommend, max_batch=16)
 
-    async def run() -> list[tuple[service.RecResult, CustomerOnline | None]]:
+    async def run() -> list[tuple[Answer, CustomerOnline | None]]:
         return await asyncio.gather(
             *(
                 batcher.recommend(model, rules, c, 10 if i % 3 else 4, ex)
@@ -119,7 +121,8 @@ def test_batcher_coalesces_concurrent_requests(model: LoadedModel) -> None:
         assert got_row is row
         k = 10 if i % 3 else 4
         want = service.recommend(model, cid, row, k, exclude=ex, rules=rules)
-        assert [p.item_id for p in res.items] == [p.item_id for p in want.items], cid
+        assert res.items_json() == want.items_json(), cid  # the rendered answer, byte for byte
+        assert (res.tier, res.segment, res.fallback) == (want.tier, want.segment, want.fallback)
 
 
 def test_batcher_lone_request_and_failure_isolation(
@@ -140,11 +143,12 @@ def test_batcher_lone_request_and_failure_isolation(
 
     batcher = RecBatcher(reader, single, max_batch=64)
 
-    async def lone() -> service.RecResult:
+    async def lone() -> Answer:
         res, _ = await batcher.recommend(model, rules, ids[1], 5)
         return res
 
-    assert len(asyncio.run(lone()).items) == 5 and reader.calls == [1] and calls == [ids[1]]
+    assert len(json.loads(asyncio.run(lone()).items_json())) == 5
+    assert reader.calls == [1] and calls == [ids[1]]
     calls.clear()
 
     import serving.batch as batch_mod
@@ -152,7 +156,7 @@ def test_batcher_lone_request_and_failure_isolation(
     def broken(*a, **kw):  # type: ignore[no-untyped-def]
         raise RuntimeError("vectorised path failed")
 
-    monkeypatch.setattr(batch_mod, "recommend_batch", broken)
+    monkeypatch.setattr(batch_mod, "recommend_batch_rendered", broken)
 
     async def many() -> list[object]:
         return await asyncio.gather(
@@ -161,7 +165,11 @@ def test_batcher_lone_request_and_failure_isolation(
 
     res = asyncio.run(many())
     assert isinstance(res[2], ValueError)
-    assert all(isinstance(r, tuple) and len(r[0].items) == 5 for i, r in enumerate(res) if i != 2)
+    assert all(
+        isinstance(r, tuple) and len(json.loads(r[0].items_json())) == 5
+        for i, r in enumerate(res)
+        if i != 2
+    )
     assert sorted(calls) == sorted(ids)
 
 
@@ -190,4 +198,4 @@ def test_batcher_survives_a_failing_read(model: LoadedModel) -> None:
 
     out = asyncio.run(run())
     assert all(isinstance(r, RuntimeError) for r in out[:5])
-    assert isinstance(out[5], tuple) and len(out[5][0].items) == 3
+    assert isinstance(out[5], tuple) and len(json.loads(out[5][0].items_json())) == 3
