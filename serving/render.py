@@ -135,7 +135,8 @@ class ItemsJson:
         # its anchor; the key is those numbers' bytes (exact, one C call for the batch)
         anchor = np.where((rid == COPURCHASE_REASON).any(axis=1), out.anchor_idx[on], -1)
         key_arr = np.ascontiguousarray(np.column_stack([rid, anchor]), dtype=np.int32)
-        keys = key_arr.view(np.dtype((np.void, 4 * key_arr.shape[1]))).ravel().tolist()
+        void = key_arr.view(np.dtype((np.void, 4 * key_arr.shape[1]))).ravel()
+        keys: list[bytes] = void.tolist()  # type: ignore[assignment]
         cache = self._reason_cache(out)
         frags = [cache.get(key) for key in keys]
         if None in frags:
@@ -146,7 +147,7 @@ class ItemsJson:
                     frags[j] = cache[keys[j]] = f
         heads = self._heads
         # the model's float formatting, one call for the batch (a float's JSON has no comma)
-        scores = _js(out.score[on].tolist())[1:-1].split(b",")
+        scores = _js(out.score[on].tolist())[1:-1].split(b",") if len(keys) else []
         pieces = [
             heads[i] + s + f
             for i, s, f in zip(out.item_idx[on].tolist(), scores, frags, strict=True)
