@@ -45,6 +45,7 @@ def build_bundle(
     Returns the seconds the neighbour precomputation took (a training-time cost)."""
     import faiss
 
+    from serving.candidates import candidate_scores
     from serving.index import build_index, load_index, precompute_candidates
 
     rng = np.random.default_rng(seed)
@@ -115,6 +116,7 @@ def build_bundle(
         data.als_candidates = precompute_candidates(
             index, x, depth, threads=os.cpu_count(), ef=depth
         )  # as training does (training/bundle_builder.py)
+        data.als_scores = candidate_scores(data.als_candidates, y, x)
         pre_s = time.perf_counter() - t1
         print(f"precomputed {depth} neighbours per customer in {pre_s:.1f}s", file=sys.stderr)
     write_bundle(data, path, faiss_index_file=cached)

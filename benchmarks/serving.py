@@ -60,6 +60,7 @@ def build_bundle(
 
     from features.schemas import DEFAULT_TIERS
     from patron.bundle import BundleData, Manifest, write_bundle
+    from serving.candidates import candidate_scores
     from serving.index import build_index, precompute_candidates, set_ef_search, write_index
 
     rng = np.random.default_rng(seed)
@@ -125,6 +126,7 @@ def build_bundle(
                     params={"factors": dim, "regularization": 0.05, "alpha": 2.0},
                 ),
                 als_candidates=table,
+                als_scores=None if table is None else candidate_scores(table, y, x),
             ),
             out,
             faiss_index_file=Path(tmp) / "faiss.index",
@@ -344,7 +346,7 @@ def main() -> None:
     from tests.services import free_port, redis_server, wait_port
 
     bundle = args.workdir / (
-        f"bundle-{args.items}-{args.customers}-{args.dim}-c{args.candidate_depth}-ef{args.ef_search}"
+        f"bundle-{args.items}-{args.customers}-{args.dim}-c{args.candidate_depth}-ef{args.ef_search}-s"
     )
     if not (bundle / "manifest.json").is_file():
         log(f"building bundle {bundle} (cached for later runs)")

@@ -18,6 +18,9 @@ A bundle is a directory of plain files, no pickle:
     als_candidates.npy         optional int32 (n_customers, depth): each customer's nearest items
                                by that index (best first, -1 padded), searched once at build time
                                so serving and the email export skip FAISS for known customers
+    als_scores.npy             optional float32, the shape of als_candidates: each neighbour's
+                               score for its customer (user . item factors, 0 for -1 padding),
+                               so requests read the score instead of the item's factors
 
 Serving refuses a bundle whose format version differs or whose files do not match the sha256
 recorded in the manifest (``BundleError``), and keeps serving the previous one.
@@ -56,7 +59,7 @@ REQUIRED_FILES = (
     "popularity.parquet",
     "catalog.parquet",
 )
-OPTIONAL_FILES = ("faiss.index", "als_candidates.npy")
+OPTIONAL_FILES = ("faiss.index", "als_candidates.npy", "als_scores.npy")
 
 
 class BundleError(Exception):
@@ -107,6 +110,7 @@ class BundleData:
     catalog: pl.DataFrame
     manifest: Manifest = field(default_factory=Manifest)
     als_candidates: np.ndarray | None = None  # int32 (n_customers, depth), -1 padded
+    als_scores: np.ndarray | None = None  # float32, shape of als_candidates
 
     def validate_shapes(self) -> None:
         n_u, n_i = len(self.customer_ids), len(self.item_ids)
@@ -130,6 +134,16 @@ class BundleData:
                     "als_candidates must have one row per customer",
                 ),
                 (self.als_candidates.dtype == np.int32, "als_candidates must be int32"),
+            ]
+        if self.als_scores is not None:
+            checks += [
+                (self.als_candidates is not None, "als_scores needs als_candidates"),
+                (
+                    self.als_candidates is not None
+                    and self.als_scores.shape == self.als_candidates.shape,
+                    "als_scores must have the shape of als_candidates",
+                ),
+                (self.als_scores.dtype == np.float32, "als_scores must be float32"),
             ]
         for ok, msg in checks:
             if not ok:
@@ -166,6 +180,8 @@ def write_bundle(data: BundleData, out_dir: Path, faiss_index_file: Path | None 
             shutil.copyfile(faiss_index_file, tmp / "faiss.index")
         if data.als_candidates is not None:
             _save_npy(tmp / "als_candidates.npy", data.als_candidates)
+        if data.als_scores is not None:
+            _save_npy(tmp / "als_scores.npy", data.als_scores)
 
         manifest = data.manifest.model_copy(deep=True)
         manifest.format_version = FORMAT_VERSION
@@ -267,6 +283,11 @@ def load_bundle(bundle_dir: Path, *, verify: bool = True, mmap: bool = False) ->
         als_candidates=(
             _load_npy(bundle_dir / "als_candidates.npy", mmap)
             if "als_candidates.npy" in manifest.files
+            else None
+        ),
+        als_scores=(
+            _load_npy(bundle_dir / "als_scores.npy", mmap)
+            if "als_scores.npy" in manifest.files
             else None
         ),
     )

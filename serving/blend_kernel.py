@@ -1,9 +1,10 @@
 """The batch candidate stage compiled with numba: source hits and blend.
 
 ``source_hits`` gathers every row's hits in one pass (``serving.picks.batch_candidates_flat``):
-the precomputed ALS neighbours scored against the customer's vector (``dot_scores``, which
-the one-customer path uses too), co-purchase neighbours of the anchors and the popular list of
-the customer's tier. ``blend_kernel`` is ``serving.picks._blend_flat``'s core.
+the precomputed ALS neighbours with their stored scores (``als_scores``), or scored against
+the customer's vector (``dot_scores``, which the one-customer path uses too), co-purchase
+neighbours of the anchors and the popular list of the customer's tier. ``blend_kernel`` is
+``serving.picks._blend_flat``'s core.
 
 Same arithmetic as ``serving.candidates.blend`` (the one-customer path; tests/serving/
 test_batch.py and tests/rules/test_picks.py compare the two item for item): per (row, source)
@@ -223,6 +224,7 @@ def _source_hits(
     pos: np.ndarray,  # int64 (n,): customer row in the table
     want: np.ndarray,  # int64 (n,): ALS hits wanted
     table: np.ndarray,  # int32 (customers, depth)
+    table_scores: np.ndarray,  # float32 (customers, depth), or (1, 0): score with the vectors
     factors: np.ndarray,  # float32 (items, f)
     vecs: np.ndarray,  # float32 (n, f)
     rec_ptr: np.ndarray,
@@ -245,6 +247,7 @@ def _source_hits(
     (1) and popular (2), in table order, as the one-customer path finds them
     (serving.candidates.precomputed_hits / copurchase_hits and the tier's popular list)."""
     n = len(pre)
+    stored = table_scores.shape[1] == table.shape[1] and table.shape[1] > 0
     total = 0
     for r in range(n):
         if pre[r]:
@@ -264,7 +267,8 @@ def _source_hits(
                 i = table[pos[r], c]
                 if i < 0:
                     continue
-                acc = _dot(factors, i, vecs, r)
+                # the stored score has the bits of _dot's float32 rounding (candidate_scores)
+                acc = table_scores[pos[r], c] if stored else np.float32(_dot(factors, i, vecs, r))
                 row[h], part[h], item[h], raw[h], anchor[h], source[h] = r, 0, i, acc, -1, 0
                 h += 1
         recent, a_lo, a_n = _anchors(r, rec_ptr, tr_ptr, max_anchors)

@@ -101,13 +101,34 @@ def precomputed_scores(
     return out.reshape(idx.shape)
 
 
+def candidate_scores(
+    table: np.ndarray, item_factors: np.ndarray, user_factors: np.ndarray, chunk: int = 65_536
+) -> np.ndarray:
+    """Every precomputed neighbour's score for its customer (``precomputed_scores`` of each
+    row: the bits a request computes), float32, 0 for -1 padding; the bundle's
+    ``als_scores.npy``, so requests read a row instead of the items' factors."""
+    out = np.empty(table.shape, np.float32)
+    for lo in range(0, len(table), chunk):
+        hi = min(lo + chunk, len(table))
+        out[lo:hi] = precomputed_scores(item_factors, table[lo:hi], user_factors[lo:hi])
+    return out
+
+
 def precomputed_hits(
-    table_row: np.ndarray, item_factors: np.ndarray, user_vec: np.ndarray, n: int
+    table_row: np.ndarray,
+    item_factors: np.ndarray,
+    user_vec: np.ndarray,
+    n: int,
+    scores_row: np.ndarray | None = None,
 ) -> SourceHits:
     """The ALS source from the bundle's precomputed neighbours (``als_candidates``) instead of
-    a FAISS search: the first ``n`` of the customer's row, scored against their vector."""
+    a FAISS search: the first ``n`` of the customer's row, with their stored scores
+    (``als_scores``) or scored against the customer's vector (the same bits)."""
     idx = np.asarray(table_row[:n], np.int32)
-    idx = idx[idx >= 0]
+    keep = idx >= 0
+    if scores_row is not None:
+        return SourceHits(Source.ALS, idx[keep], np.asarray(scores_row[:n], np.float32)[keep])
+    idx = idx[keep]
     return SourceHits(Source.ALS, idx, precomputed_scores(item_factors, idx, user_vec))
 
 

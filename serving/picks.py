@@ -233,12 +233,14 @@ def batch_candidates_flat(
     want = np.minimum(n_items, np.maximum(4 * k, k + n_blocked + 20))
     n_pop = np.maximum(50, 2 * k + n_blocked)
     vecs, has = _user_vectors(model, ids, ctxs)
-    table = model.data.als_candidates
+    table, table_scores = model.data.als_candidates, model.data.als_scores
     pre = np.zeros(n, bool)
     if table is not None:
         pre = has & known & (want <= table.shape[1])
     else:
         table = np.full((1, 0), -1, np.int32)
+    if table_scores is None:  # scored against the vectors in the pass
+        table_scores = np.zeros((1, 0), np.float32)
     # one compiled pass: precomputed ALS neighbours, co-purchase of the anchors (recent
     # purchases, else the first 10 training purchases), popular in the customer's tier
     tiers = [c.tier for c in ctxs]
@@ -256,6 +258,7 @@ def batch_candidates_flat(
         safe,
         want.astype(np.int64),
         np.asarray(table),
+        np.asarray(table_scores),
         np.asarray(model.data.item_factors),
         vecs,
         np.asarray(recent_ptr, np.int64),

@@ -184,7 +184,14 @@ def recommend(
     als = None
     table, pos = model.data.als_candidates, model.customer_pos.get(customer_id)
     if table is not None and pos is not None and user_vec is not None and want <= table.shape[1]:
-        als = precomputed_hits(table[pos], model.data.item_factors, user_vec, want)
+        scores = model.data.als_scores
+        als = precomputed_hits(
+            table[pos],
+            model.data.item_factors,
+            user_vec,
+            want,
+            None if scores is None else scores[pos],
+        )
     cands = generate(
         als=als,
         index=model.index,

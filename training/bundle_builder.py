@@ -130,9 +130,13 @@ def write(
         data.manifest.params["faiss.index"] = kind
         if candidate_depth > 0:
             # imported here: serving.index pins FAISS to one thread (the API's setting)
+            from serving.candidates import candidate_scores
             from serving.index import candidate_recall
 
             data.als_candidates = _precompute(index_path, data, candidate_depth)
+            data.als_scores = candidate_scores(
+                data.als_candidates, data.item_factors, data.user_factors
+            )
             data.manifest.params["als_candidates.depth"] = int(data.als_candidates.shape[1])
             data.manifest.metrics["als_candidates.recall_at_10"] = round(
                 candidate_recall(data.als_candidates, data.item_factors, data.user_factors), 4

@@ -3,6 +3,7 @@ searching FAISS, and answer exactly as the search would."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 
 from patron.bundle import BundleError, load_bundle, write_bundle
 from serving import service
-from serving.batch import recommend_batch
+from serving.batch import recommend_batch, recommend_batch_rendered
+from serving.candidates import candidate_scores
 from serving.index import build_index, precompute_candidates
 from serving.model import LoadedModel, load_model
 from serving.rules.loader import load_rules
@@ -31,6 +33,19 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedModel, LoadedM
     return load_model(base / "plain"), load_model(base / "pre")
 
 
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    """The ``pair`` bundle with the neighbours' scores stored (``als_scores.npy``)."""
+    base = tmp_path_factory.mktemp("scored")
+    data = make_bundle_data(seed=3)
+    data.als_candidates = precompute_candidates(
+        build_index(data.item_factors), data.user_factors, 64
+    )
+    data.als_scores = candidate_scores(data.als_candidates, data.item_factors, data.user_factors)
+    write_bundle(data, base / "scored")
+    return load_model(base / "scored")
+
+
 def test_bundle_round_trip_and_validation(tmp_path: Path) -> None:
     data = make_bundle_data(n_customers=50, seed=1)
     data.als_candidates = np.zeros((49, 8), np.int32)
@@ -45,6 +60,54 @@ def test_bundle_round_trip_and_validation(tmp_path: Path) -> None:
     (tmp_path / "ok" / "als_candidates.npy").write_bytes(b"tampered")
     with pytest.raises(BundleError, match=r"checksum mismatch for als_candidates\.npy"):
         load_bundle(tmp_path / "ok")
+    data.als_scores = np.zeros((50, 7), np.float32)
+    with pytest.raises(BundleError, match="shape of als_candidates"):
+        write_bundle(data, tmp_path / "bad")
+    data.als_scores = np.zeros((50, 8), np.float64)
+    with pytest.raises(BundleError, match="als_scores must be float32"):
+        write_bundle(data, tmp_path / "bad")
+    data.als_scores = candidate_scores(data.als_candidates, data.item_factors, data.user_factors)
+    m = write_bundle(data, tmp_path / "scored")
+    back = load_bundle(tmp_path / "scored")
+    assert "als_scores.npy" in m.files and back.als_scores is not None
+    assert np.array_equal(back.als_scores, data.als_scores)
+    data.als_candidates = None
+    with pytest.raises(BundleError, match="als_scores needs als_candidates"):
+        write_bundle(data, tmp_path / "bad")
+
+
+def test_stored_scores_are_the_computed_bits(
+    pair: tuple[LoadedModel, LoadedModel], scored: LoadedModel
+) -> None:
+    """With ``als_scores`` the answers are byte-identical to scoring the neighbours against
+    the vectors, on both paths, and the items' factors are not read for known customers."""
+    _, pre = pair
+    rules = load_rules(DEFAULT_RULES)
+    ids, rows, excludes = _rows(80, seed=12)
+    now = time.time()
+    known = [i for i, c in enumerate(ids) if c in pre.customer_pos]
+    # factors the scored model must not need for known customers: NaN would show in scores
+    blind = dataclasses.replace(
+        scored,
+        data=dataclasses.replace(
+            scored.data, item_factors=np.full_like(scored.data.item_factors, np.nan)
+        ),
+    )
+    for name, fn in (("batch", recommend_batch), ("rendered", recommend_batch_rendered)):
+        want = fn(pre, ids, rows, 10, rules, excludes, now=now)
+        got = fn(scored, ids, rows, 10, rules, excludes, now=now)
+        kids = [ids[i] for i in known]
+        blind_got = fn(
+            blind, kids, [rows[i] for i in known], 10, rules, [excludes[i] for i in known], now=now
+        )
+        for w, g in zip(want, got, strict=True):
+            assert w.items_json() == g.items_json(), name
+        for i, g in zip(known, blind_got, strict=True):
+            assert want[i].items_json() == g.items_json(), name
+    for i in known[:20]:
+        a = service.recommend(pre, ids[i], rows[i], 10, exclude=excludes[i], rules=rules)
+        b = service.recommend(blind, ids[i], rows[i], 10, exclude=excludes[i], rules=rules)
+        assert a.items_json() == b.items_json()
 
 
 def test_precomputed_equals_search(

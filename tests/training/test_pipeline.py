@@ -40,3 +40,8 @@ def test_train_paths(eval_customers: int, final_fit: str, tmp_path: Path) -> Non
     # recorded, and high: exact index here (block data has near-ties, so not exactly 1)
     assert 0.9 <= b.manifest.metrics["als_candidates.recall_at_10"] <= 1.0
     assert b.manifest.params["als_candidates.depth"] == b.als_candidates.shape[1]
+    # and their scores, stored beside them (user . item factors; 0 for padding)
+    assert b.als_scores is not None and b.als_scores.shape == b.als_candidates.shape
+    rows = np.arange(len(b.customer_ids))[:, None]
+    want = np.where(b.als_candidates >= 0, scores[rows, np.maximum(b.als_candidates, 0)], 0)
+    assert np.allclose(b.als_scores, want, atol=1e-5)
