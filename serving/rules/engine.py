@@ -15,6 +15,7 @@ in chain order) -> diversity cap per category -> top k -> pins moved to their sl
 
 from __future__ import annotations
 
+import bisect
 import functools
 from dataclasses import dataclass, field
 
@@ -425,9 +426,13 @@ class CompiledRules:
     # (n_items, n_boosts) bool: every boost's catalog-only condition, one gather per batch
     boost_static: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0), bool))
     kernel_args: tuple[object, ...] = field(repr=False, default=())  # _kernel_rules(self)
+    boost_conditions: ConditionTable = field(init=False, repr=False)
+    pin_conditions: ConditionTable = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.kernel_args = _kernel_rules(self)
+        self.boost_conditions = ConditionTable([b.when for b in self.boosts])
+        self.pin_conditions = ConditionTable([p.when for p in self.pins])
 
 
 def _condition(c: object, tiers: tuple[str, ...]) -> _CompiledCondition:
@@ -675,21 +680,44 @@ def _item_info(cr: CompiledRules) -> np.ndarray:
     return np.ascontiguousarray(np.stack([word, bits.view(np.int64)], axis=1))
 
 
-def _conditions(conds: list[_CompiledCondition], cb: CustomerBatch) -> np.ndarray:
-    """(customers, conditions) bool: each customer condition evaluated once per batch."""
-    n = len(cb)
-    if not conds:
-        return np.zeros((n, 0), bool)
-    if n == 1:
-        return np.array([[c._one(cb) for c in conds]], bool)
-    if n < 64:  # Python scalars: cheaper than a dozen array calls per condition
-        rows = zip(
+class ConditionTable:
+    """A rule set's customer conditions (of its boosts, or of its pins) for a batch.
+
+    A condition depends on a customer only through (tier rank, segment, CLV band, which churn
+    thresholds are met), and customers fall into a few such states: for small batches each
+    state is evaluated once and its row of answers kept (bounded); big batches are masked
+    column by column.
+    """
+
+    MAX_STATES = 4096
+
+    def __init__(self, conds: list[_CompiledCondition]) -> None:
+        self.conds = conds
+        self.thresholds = sorted({c.churn_min for c in conds if c.churn_min is not None})
+        self._states: dict[tuple[int, str, str, int], tuple[bool, ...]] = {}
+
+    def rows(self, cb: CustomerBatch) -> np.ndarray:
+        """(customers, conditions) bool."""
+        n, conds = len(cb), self.conds
+        if not conds:
+            return np.zeros((n, 0), bool)
+        if n >= 64:
+            return np.ascontiguousarray(np.stack([c.mask(cb) for c in conds], axis=1))
+        states, ts = self._states, self.thresholds
+        if len(states) > self.MAX_STATES:
+            states.clear()
+        out = []
+        for rank, seg, churn, band in zip(
             cb.tier_rank.tolist(), cb.segment, cb.churn_risk.tolist(), cb.clv_band, strict=True
-        )
-        return np.array([[c.holds(*row) for c in conds] for row in rows], bool).reshape(
-            n, len(conds)
-        )
-    return np.ascontiguousarray(np.stack([c.mask(cb) for c in conds], axis=1))
+        ):
+            # churn >= t for exactly the first ``met`` thresholds (none when churn is nan)
+            met = bisect.bisect_right(ts, churn) if churn == churn else -1
+            key = (rank, seg, band, met)
+            row = states.get(key)
+            if row is None:
+                row = states[key] = tuple(c.holds(rank, seg, churn, band) for c in conds)
+            out.append(row)
+        return np.array(out, bool).reshape(n, len(conds))
 
 
 def _pad_arg(
@@ -760,8 +788,8 @@ def apply_rules_batch(
         np.asarray(c.past_cat_code, np.int32),
         ex_ptr,
         np.asarray(c.exclude_idx, np.int32),
-        _conditions([b.when for b in cr.boosts], c),
-        _conditions([p.when for p in cr.pins], c),
+        cr.boost_conditions.rows(c),
+        cr.pin_conditions.rows(c),
         *cr.kernel_args,
         int(k),
         set_size_for(width),

@@ -439,3 +439,49 @@ def test_more_boosts_than_bits_match_reference() -> None:
     got = apply_rules_batch(cb, cust, compiled, 10, None, pop)
     _same_picks(got, ref.apply_rules_batch(cb, cust, compiled, 10, None, pop))
     assert (got.reason_ids[..., 2 + 64 :] >= 0).any()  # boosts past the bits did apply
+
+
+_LABELS = st.sampled_from(["", "regular", "at_risk", "new", "high_value"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_condition_table_equals_masks(data) -> None:  # type: ignore[no-untyped-def]
+    """The per-state cache of customer conditions answers as the column masks do, for any
+    conditions and customers (nan churn, thresholds hit exactly), on a repeat too."""
+    from serving.rules.engine import ConditionTable, CustomerBatch, _CompiledCondition
+
+    opt = st.none() | st.integers(0, 3)
+    labels = st.none() | st.frozensets(_LABELS, max_size=3)
+    churns = st.sampled_from([0.0, 0.25, 0.5, 0.7, 1.0])
+    conds = data.draw(
+        st.lists(
+            st.builds(_CompiledCondition, opt, opt, labels, st.none() | churns, labels),
+            max_size=6,
+        )
+    )
+    n = data.draw(st.integers(2, 40))
+    churn = data.draw(
+        st.lists(st.floats(0, 1) | churns | st.just(float("nan")), min_size=n, max_size=n)
+    )
+    empty_i, empty_f = np.zeros(n + 1, np.int64), np.zeros(0)
+    cb = CustomerBatch(
+        tier_rank=np.array(
+            data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), np.int16
+        ),
+        segment=np.array(data.draw(st.lists(_LABELS, min_size=n, max_size=n)), dtype=object),
+        churn_risk=np.array(churn, np.float64),
+        clv_band=np.array(data.draw(st.lists(_LABELS, min_size=n, max_size=n)), dtype=object),
+        typical_spend=np.full(n, np.nan),
+        recent_indptr=empty_i,
+        recent_item_idx=np.zeros(0, np.int32),
+        recent_days_ago=empty_f,
+        past_cat_indptr=empty_i,
+        past_cat_code=np.zeros(0, np.int32),
+        exclude_indptr=empty_i,
+        exclude_idx=np.zeros(0, np.int32),
+    )
+    want = np.stack([c.mask(cb) for c in conds], axis=1) if conds else np.zeros((n, 0), bool)
+    table = ConditionTable(conds)
+    for _ in range(2):
+        assert np.array_equal(table.rows(cb), want)
