@@ -12,8 +12,9 @@ the FastAPI route and the hot path (serving/hot_path.py) both answer with these 
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic_core import to_json
@@ -22,7 +23,7 @@ from serving.rules.engine import COPURCHASE_REASON, BatchPicks
 
 __all__ = ["Answer", "ItemsJson", "RenderedResult", "batch_body", "body", "picks_json"]
 
-_CACHE_MAX = 200_000  # cached (reason combination, anchor) fragments per reason table
+_CACHE_MAX = 100_000  # cached reason combinations per reason table (a handful in practice)
 
 
 def _js(value: object) -> bytes:
@@ -94,16 +95,39 @@ def batch_body(bodies: Sequence[bytes]) -> bytes:
     return b"".join((b'{"results":[', b",".join(bodies), b"]}"))
 
 
+def _split_template(template: str) -> tuple[str, str] | None:
+    """(head, tail) with ``template.format(anchor=x) == head + x + tail`` for every string x,
+    or None when the template is not of that simple form."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError:
+        return None
+    fields = [i for i, (_, name, _, _) in enumerate(parts) if name is not None]
+    if len(fields) != 1:
+        return None
+    i = fields[0]
+    _, name, spec, conversion = parts[i]
+    if name != "anchor" or spec or conversion is not None:
+        return None
+    return "".join(p[0] for p in parts[: i + 1]), "".join(p[0] for p in parts[i + 1 :])
+
+
+def _esc(text: str) -> bytes:
+    """A string's JSON escape without the quotes (JSON escapes character by character)."""
+    return _js(text)[1:-1]
+
+
 class ItemsJson:
     """Renders the items arrays of a batch's picks; one per model (fragments cached)."""
 
     def __init__(self, item_ids: Sequence[str]) -> None:
         self._ids = item_ids
-        # '{"item_id":<id>,"score":' of every item, encoded once (~0.5 us each)
-        self._heads = [b'{"item_id":' + _js(i) + b',"score":' for i in item_ids]
-        self._reasons: dict[int, tuple[tuple[str, ...], dict[bytes, bytes]]] = {}
+        # every item id's JSON escape and '{"item_id":<id>,"score":', encoded once
+        self._esc_ids = [_esc(i) for i in item_ids]
+        self._heads = [b'{"item_id":"' + e + b'","score":' for e in self._esc_ids]
+        self._reasons: dict[int, tuple[tuple[str, ...], dict[bytes, _Frag]]] = {}
 
-    def _reason_cache(self, out: BatchPicks) -> dict[bytes, bytes]:
+    def _reason_cache(self, out: BatchPicks) -> dict[bytes, _Frag]:
         entry = self._reasons.get(id(out.reason_table))
         if entry is None or entry[0] is not out.reason_table:
             entry = (out.reason_table, {})
@@ -114,7 +138,26 @@ class ItemsJson:
             entry[1].clear()
         return entry[1]
 
-    def _reasons_json(self, out: BatchPicks, ids: list[int], anchor: int) -> bytes:
+    def _combo(self, out: BatchPicks, ids: list[int]) -> _Frag:
+        """The ``,"reasons":[...]}`` tail of a pick with these reason ids: bytes, or (before,
+        after) the anchor's escaped id when one reason is the co-purchase template, or None
+        (decode each pick: a template of another form, several anchored reasons)."""
+        ids = [v for v in ids if v >= 0]
+        table = out.reason_table
+        cp = [j for j, v in enumerate(ids) if v == COPURCHASE_REASON]
+        if not cp:
+            return b',"reasons":' + _js([table[v] for v in ids]) + b"}"
+        split = _split_template(out.copurchase_template)
+        if len(cp) > 1 or split is None:
+            return None
+        j = cp[0]
+        before = [_js(table[v]) for v in ids[:j]]
+        after = [_js(table[v]) for v in ids[j + 1 :]]
+        head = b',"reasons":[' + b"".join(x + b"," for x in before) + b'"' + _esc(split[0])
+        tail = _esc(split[1]) + b'"' + b"".join(b"," + x for x in after) + b"]}"
+        return head, tail
+
+    def _decoded(self, out: BatchPicks, ids: list[int], anchor: int) -> bytes:
         texts = [
             out.copurchase_template.format(anchor=self._ids[anchor])
             if v == COPURCHASE_REASON
@@ -130,29 +173,41 @@ class ItemsJson:
         if n == 0:
             return []
         on = np.arange(kk)[None, :] < out.count[:, None]  # (n, kk): the row's picks
-        rid = out.reason_ids[:, :kk][on]  # (m, R)
-        # a pick's reasons: its combination of reason ids and, with the co-purchase reason,
-        # its anchor; the key is those numbers' bytes (exact, one C call for the batch)
-        anchor = np.where((rid == COPURCHASE_REASON).any(axis=1), out.anchor_idx[on], -1)
-        key_arr = np.ascontiguousarray(np.column_stack([rid, anchor]), dtype=np.int32)
-        void = key_arr.view(np.dtype((np.void, 4 * key_arr.shape[1]))).ravel()
+        rid = np.ascontiguousarray(out.reason_ids[:, :kk][on], dtype=np.int32)  # (m, R)
+        if len(rid) == 0:
+            return [b"[]"] * n
+        # a pick's reasons: its combination of reason ids (keyed by their bytes, one C call
+        # for the batch) and, with the co-purchase reason, its anchor
+        void = rid.view(np.dtype((np.void, 4 * rid.shape[1]))).ravel()
         keys: list[bytes] = void.tolist()  # type: ignore[assignment]
         cache = self._reason_cache(out)
-        frags = [cache.get(key) for key in keys]
-        if None in frags:
-            rid_l, anchor_l = rid.tolist(), anchor.tolist()
-            for j, f in enumerate(frags):
-                if f is None:
-                    f = cache.get(keys[j]) or self._reasons_json(out, rid_l[j], anchor_l[j])
-                    frags[j] = cache[keys[j]] = f
-        heads = self._heads
+        combos = [cache.get(key, _MISSING) for key in keys]
+        if _MISSING in combos:
+            rid_l = rid.tolist()
+            for j, c in enumerate(combos):
+                if c is _MISSING:
+                    c = cache.get(keys[j], _MISSING)
+                    if c is _MISSING:
+                        c = cache[keys[j]] = self._combo(out, rid_l[j])
+                    combos[j] = c
+        heads, esc = self._heads, self._esc_ids
+        items = out.item_idx[on].tolist()
+        anchors = out.anchor_idx[on].tolist()
         # the model's float formatting, one call for the batch (a float's JSON has no comma)
-        scores = _js(out.score[on].tolist())[1:-1].split(b",") if len(keys) else []
-        pieces = [
-            heads[i] + s + f
-            for i, s, f in zip(out.item_idx[on].tolist(), scores, frags, strict=True)
-        ]
+        scores = _js(out.score[on].tolist())[1:-1].split(b",")
+        pieces = []
+        for i, sc, c, a, ids in zip(items, scores, combos, anchors, rid, strict=True):
+            if type(c) is bytes:
+                pieces.append(heads[i] + sc + c)
+            elif c is not None:
+                pieces.append(b"".join((heads[i], sc, c[0], esc[a], c[1])))  # type: ignore[index]
+            else:
+                pieces.append(heads[i] + sc + self._decoded(out, ids.tolist(), a))
         ends = np.cumsum(out.count).tolist()
         return [
             b"[" + b",".join(pieces[lo:hi]) + b"]" for lo, hi in zip([0, *ends], ends, strict=False)
         ]
+
+
+_Frag = bytes | tuple[bytes, bytes] | None
+_MISSING: Any = object()

@@ -75,7 +75,18 @@ def test_batch_rows_decode_as_all_reasons(data) -> None:  # type: ignore[no-unty
     n_items = 30
     ids = [data.draw(texts) + f"#{j}" for j in range(n_items)]
     table = tuple(data.draw(st.lists(texts, min_size=1, max_size=6)))
-    template = data.draw(st.sampled_from(["bought together with {anchor}", "{anchor}!", "x"]))
+    template = data.draw(
+        st.sampled_from(
+            [
+                "bought together with {anchor}",
+                '{anchor}! "quoted" \\ é',
+                "x",  # no field
+                "a {{b}} {anchor} c}}",  # escaped braces around the field
+                "{anchor} and {anchor}",  # two fields: decoded pick by pick
+                "{anchor!r}",  # a conversion: decoded pick by pick
+            ]
+        )
+    )
     ints = st.integers(-1, len(table) - 1)
     rid = np.array(data.draw(st.lists(ints, min_size=n * kk * n_r, max_size=n * kk * n_r)))
     out = BatchPicks(
