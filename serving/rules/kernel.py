@@ -57,9 +57,10 @@ def _hs_has(table: np.ndarray, key: int) -> bool:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _take(i, em, cat, cat_count, max_per_cat, sel, n_sel):  # type: ignore[no-untyped-def]
-    """Step 5 for the next eligible entry in order: picked unless its category is full."""
-    c = cat[em[i]]
+def _take(i, ew0, cat_count, max_per_cat, sel, n_sel):  # type: ignore[no-untyped-def]
+    """Step 5 for the next eligible entry in order: picked unless its category is full
+    (the category from the entry's packed item word)."""
+    c = (ew0[i] >> 17) & 0xFFFFFFFF
     if max_per_cat < 0 or cat_count[c] < max_per_cat:
         sel[n_sel] = i
         n_sel += 1
@@ -156,6 +157,8 @@ def _apply_kernel(
     ea = np.empty(width, np.int32)
     eg = np.empty(width, np.int64)
     elig = np.empty(width, np.bool_)
+    ew0 = np.zeros(width, np.int64)  # each entry's packed item words (item_info row)
+    ew1 = np.zeros(width, np.int64)
     hit = np.zeros((width, max(n_b, 1)), np.bool_)
     active = np.empty(max(n_b, 1), np.int64)
     wide = n_b > 64  # more boosts than bits: no pre-filter
@@ -195,6 +198,13 @@ def _apply_kernel(
             )
             e += 1
         head = e
+        # the head's item words gathered in one loop of independent loads: the catalog is far
+        # bigger than the caches, and here the misses overlap instead of one per entry
+        for i in range(head):
+            item = em[i]
+            if 0 <= item < n_items:
+                ew0[i] = item_info[item, 0]
+                ew1[i] = item_info[item, 1]
 
         # customer state: items not to show, categories bought in the past
         seen[:] = -1
@@ -230,7 +240,7 @@ def _apply_kernel(
             if i == head:  # 5. pins, then candidates by boosted score
                 for j in range(n_pin):
                     if n_sel < kk and elig[j]:
-                        n_sel = _take(j, em, cat, cat_count, max_per_cat, sel, n_sel)
+                        n_sel = _take(j, ew0, cat_count, max_per_cat, sel, n_sel)
                 if n_sel < kk:
                     m = 0
                     for j in range(n_pin, head):
@@ -242,9 +252,7 @@ def _apply_kernel(
                     for o in range(m):
                         if n_sel >= kk:
                             break
-                        n_sel = _take(
-                            cand_cols[order[o]], em, cat, cat_count, max_per_cat, sel, n_sel
-                        )
+                        n_sel = _take(cand_cols[order[o]], ew0, cat_count, max_per_cat, sel, n_sel)
             if i == width or (i >= head and n_sel >= kk):
                 break
             if i >= head:  # a fallback entry, read only now
@@ -264,6 +272,10 @@ def _apply_kernel(
                         pad2_group,
                     )
                 ea[i] = -1
+                item = em[i]
+                if 0 <= item < n_items:
+                    ew0[i] = item_info[item, 0]
+                    ew1[i] = item_info[item, 1]
             item = em[i]
             ok = 0 <= item < len(cat) and (chain_sources[esrc[i] + 1] or eg[i] < 0)
             word = np.int64(0)
@@ -271,14 +283,14 @@ def _apply_kernel(
                 ok = _hs_add(seen, item)  # only the first valid entry of an item
                 # the item's allowed flag, minimum tier and category in one word (one
                 # memory access per entry: the catalog is far bigger than the caches)
-                word = item_info[item, 0]
+                word = ew0[i]
                 ok = ok and (word & 1) != 0
                 ok = ok and (not enforce_tier or ((word >> 1) & 0xFFFF) <= rank)
                 ok = ok and not _hs_has(banned, item)
             mult = 1.0
             # only this customer's boosts, and only for items some of them could apply to
-            if ok and n_active > 0 and (wide or (item_info[item, 1] & row_mask) != 0):
-                bits = item_info[item, 1]
+            if ok and n_active > 0 and (wide or (ew1[i] & row_mask) != 0):
+                bits = ew1[i]
                 for a in range(n_active):
                     b = active[a]
                     h = ((bits >> b) & 1) != 0 if b < 64 else b_static[item, b]
@@ -297,7 +309,7 @@ def _apply_kernel(
             boosted[i] = es[i] * mult if es[i] >= 0 else es[i] / mult
             elig[i] = ok
             if i >= head and elig[i]:
-                n_sel = _take(i, em, cat, cat_count, max_per_cat, sel, n_sel)
+                n_sel = _take(i, ew0, cat_count, max_per_cat, sel, n_sel)
         cat_count[:] = 0
         for i in range(past_ptr[r], past_ptr[r + 1]):
             past_seen[past_code[i]] = False
