@@ -59,6 +59,7 @@ _READ_LUA = """
 local ns = ARGV[1]
 local cached = ARGV[2]
 local k = tonumber(ARGV[3])
+local with_spend = ARGV[4] == '1'
 local ver = redis.call('GET', ns .. ':current')
 local buckets = nil
 local codebook = false
@@ -68,7 +69,7 @@ if ver then
   if ver ~= cached then codebook = meta[2] end
 end
 local out = {ver, codebook}
-local i = 4
+local i = 5
 while i <= #ARGV do
   local cid = ARGV[i]
   local packed = false
@@ -76,7 +77,9 @@ while i <= #ARGV do
   if buckets then
     local b = tonumber(ARGV[i + 1]) % buckets
     packed = redis.call('HGET', ns .. ':v:' .. ver .. ':c:' .. string.format('%d', b), cid)
-    spend = redis.call('HGET', ns .. ':rt:spend:' .. cid, ver)
+    if with_spend then
+      spend = redis.call('HGET', ns .. ':rt:spend:' .. cid, ver)
+    end
   end
   local recent = redis.call('ZREVRANGE', ns .. ':rt:recent:' .. cid, 0, k - 1, 'WITHSCORES')
   out[#out + 1] = {packed, spend, recent}
@@ -268,8 +271,10 @@ def _s(v: bytes | str) -> str:
     return v.decode("utf-8") if isinstance(v, bytes) else v
 
 
-def _read_args(ns: str, cached: str | None, ids: Sequence[str], k: int) -> list[Any]:
-    args: list[Any] = [ns, cached or "", k]
+def _read_args(
+    ns: str, cached: str | None, ids: Sequence[str], k: int, spend: bool = True
+) -> list[Any]:
+    args: list[Any] = [ns, cached or "", k, 1 if spend else 0]
     for cid in ids:
         args += [cid, bucket_of(cid)]
     return args
@@ -518,16 +523,18 @@ class AsyncOnlineStore:
         return (await self.read_customers([customer_id], recent_k))[0]
 
     async def read_customers(
-        self, customer_ids: Sequence[str], recent_k: int = 20
+        self, customer_ids: Sequence[str], recent_k: int = 20, spend: bool = True
     ) -> list[CustomerOnline]:
+        """Many customers in one round trip; ``spend=False`` skips the spend-since-build
+        counter (``spend_since_build`` is then 0: recommendations do not use it)."""
         if not customer_ids:
             return []
         reply = await self._read(
-            args=_read_args(self.ns, self._books.latest, customer_ids, recent_k)
+            args=_read_args(self.ns, self._books.latest, customer_ids, recent_k, spend)
         )
         ver, book = self._books.update(reply[0], reply[1])
         if ver is not None and book is None:
-            reply = await self._read(args=_read_args(self.ns, None, customer_ids, recent_k))
+            reply = await self._read(args=_read_args(self.ns, None, customer_ids, recent_k, spend))
             ver, book = self._books.update(reply[0], reply[1])
         return [
             parse_customer(cid, ver, book, *row)

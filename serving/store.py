@@ -29,7 +29,9 @@ log = logging.getLogger("patron.serving")
 class AsyncStore(Protocol):
     async def read_customer(self, customer_id: str) -> CustomerOnline: ...
 
-    async def read_customers(self, customer_ids: Sequence[str]) -> list[CustomerOnline]: ...
+    async def read_customers(
+        self, customer_ids: Sequence[str], recent_k: int = 20, spend: bool = True
+    ) -> list[CustomerOnline]: ...
 
     async def record_events(self, events: Sequence[PurchaseEvent]) -> int: ...
 
@@ -105,12 +107,13 @@ class OnlineGateway:
         return row
 
     async def customers(self, customer_ids: Sequence[str]) -> list[CustomerOnline | None]:
-        """Many customers in one round trip (all None when Redis is unusable)."""
+        """Many customers in one round trip, for recommendations (all None when Redis is
+        unusable); the spend-since-build counter only /profile needs is not read."""
         if self.down:
             return [None] * len(customer_ids)
         try:
             async with asyncio.timeout(self.timeout * 10):
-                rows = await self.store.read_customers(customer_ids)
+                rows = await self.store.read_customers(customer_ids, spend=False)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
             return [None] * len(customer_ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from datetime import UTC, datetime
 
@@ -127,6 +128,27 @@ def test_async_reader_matches_sync(redis_url: str) -> None:
     assert n == 1
     assert one == store.read_customer("c7")
     assert ver == store.current_version()
+
+
+def test_async_read_without_spend(redis_url: str) -> None:
+    """Recommendation reads skip the spend counter: same rows, spend_since_build 0."""
+    store = OnlineStore(redis.Redis.from_url(redis_url), namespace="t")
+    store.publish(customers(20, 4), ITEMS)
+    store.record_events([PurchaseEvent("c3", "i1", datetime.now(UTC), 2, 7.5)])
+
+    async def go() -> tuple[list[object], list[object]]:
+        client = aioredis.Redis.from_url(redis_url)
+        a = AsyncOnlineStore(client, namespace="t")
+        ids = ["c3", "c4", "nobody"]
+        full, lean = await a.read_customers(ids), await a.read_customers(ids, spend=False)
+        await client.aclose()
+        return full, lean
+
+    full, lean = asyncio.run(go())
+    assert full[0].spend_since_build == pytest.approx(15.0)  # type: ignore[attr-defined]
+    assert lean[0].spend_since_build == 0.0  # type: ignore[attr-defined]
+    assert lean[0].recent_items == full[0].recent_items  # type: ignore[attr-defined]
+    assert [dataclasses.replace(f, spend_since_build=0.0) for f in full] == lean  # type: ignore[type-var]
 
 
 def test_concurrent_reader_sees_only_complete_versions(redis_url: str) -> None:
