@@ -17,7 +17,8 @@ def serve(
     workers: int = typer.Option(1, min=1, max=64, help="Worker processes (each loads the model)."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
-    """Run the API under uvicorn (uvloop + httptools). Settings come from PATRON_* variables."""
+    """Run the API under uvicorn (uvloop + httptools); with --workers N, N processes, each
+    on its own SO_REUSEPORT socket. Settings come from PATRON_* variables."""
     import uvicorn
     from pydantic import ValidationError
 
@@ -28,8 +29,18 @@ def serve(
     except ValidationError as exc:
         msgs = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         raise UserError(f"invalid serving settings: {msgs}") from None
+    from serving.workers import APP, SUPPORTED, run_workers
+
+    if workers > 1 and SUPPORTED:  # one SO_REUSEPORT socket per worker (serving/workers.py)
+        try:
+            code = run_workers(host, port, workers, log_level)
+        except OSError as exc:
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        if code:
+            raise typer.Exit(code)
+        return
     uvicorn.run(
-        "serving.app:create_app",
+        APP,
         factory=True,
         host=host,
         port=port,

@@ -37,6 +37,21 @@ ROUTE = "/v1/customers/{customer_id}/recommendations"
 _PATH = re.compile(r"^/v1/customers/([^/]+)/recommendations$")
 
 
+def query_params(query_string: bytes) -> dict[str, str]:
+    """The query as Starlette's QueryParams reads it (``parse_qsl`` of the latin-1 text,
+    blank values kept, a repeated parameter: the last value); split directly when nothing
+    in it needs decoding (no ``%``, no ``+``), the usual case."""
+    text = query_string.decode("latin-1")
+    if "%" in text or "+" in text:
+        return dict(parse_qsl(text, keep_blank_values=True))
+    out = {}
+    for part in text.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            out[name] = value
+    return out
+
+
 class HotRecommendations:
     """Pure ASGI middleware; see the module docstring."""
 
@@ -61,10 +76,7 @@ class HotRecommendations:
         svc = getattr(getattr(app, "state", None), "services", None)
         if svc is None:  # not started (or not the app this was built for)
             return False
-        # as Starlette's QueryParams (a repeated parameter: the last value)
-        params: dict[str, Any] = dict(
-            parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-        )
+        params: dict[str, Any] = query_params(scope["query_string"])
         params["customer_id"] = customer_id
         try:
             q = RecQuery.model_validate(params)

@@ -85,13 +85,18 @@ def candidates_for(
 
 
 def _user_vectors(
-    model: LoadedModel, ids: Sequence[str], ctxs: Sequence[CustomerContext]
+    model: LoadedModel,
+    ids: Sequence[str],
+    ctxs: Sequence[CustomerContext],
+    pos: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors for the batch (own factors, or folded in from recent purchases) and a mask."""
+    """Vectors for the batch (own factors, or folded in from recent purchases) and a mask;
+    ``pos``: the customers' rows in the model (-1 = unknown) when already looked up."""
     f = model.data.item_factors.shape[1]
     vecs = np.zeros((len(ids), f), np.float32)
     has = np.zeros(len(ids), bool)
-    pos = np.array([model.customer_pos.get(c, -1) for c in ids], np.int64)
+    if pos is None:
+        pos = np.array([model.customer_pos.get(c, -1) for c in ids], np.int64)
     known = pos >= 0
     if known.any():
         vecs[known] = np.asarray(model.data.user_factors)[pos[known]]
@@ -184,14 +189,20 @@ def _blend_flat(hits: list[_Hits], weights: dict[str, float], n: int) -> Candida
         [np.float32(float(weights.get(key, 0.0))) for key in ("als", "copurchase", "popular")],
         np.float32,
     )
+
+    def flat(name: str, dtype: type) -> np.ndarray:
+        if len(parts) == 1:  # the usual case: no FAISS rows, nothing to join
+            return np.asarray(getattr(parts[0], name), dtype)
+        return np.concatenate([getattr(h, name) for h in parts]).astype(dtype)
+
     item, score, source, anchor = blend_kernel(
         n,
-        np.concatenate([h.row for h in parts]).astype(np.int64),
-        np.concatenate([h.part for h in parts]).astype(np.int64),
-        np.concatenate([h.item for h in parts]).astype(np.int32),
-        np.concatenate([h.score for h in parts]).astype(np.float32),
-        np.concatenate([h.anchor for h in parts]).astype(np.int32),
-        np.concatenate([h.source for h in parts]).astype(np.int8),
+        flat("row", np.int64),
+        flat("part", np.int64),
+        flat("item", np.int32),
+        flat("score", np.float32),
+        flat("anchor", np.int32),
+        flat("source", np.int8),
         w,
     )
     return CandidateBatch(item_idx=item, score=score, source=source, anchor_idx=anchor)
@@ -232,7 +243,7 @@ def batch_candidates_flat(
     n_items = len(model.item_pos)
     want = np.minimum(n_items, np.maximum(4 * k, k + n_blocked + 20))
     n_pop = np.maximum(50, 2 * k + n_blocked)
-    vecs, has = _user_vectors(model, ids, ctxs)
+    vecs, has = _user_vectors(model, ids, ctxs, pos)
     table, table_scores = model.data.als_candidates, model.data.als_scores
     pre = np.zeros(n, bool)
     if table is not None:

@@ -9,12 +9,15 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from patron.bundle import write_bundle
 from serving.app import create_app
 from serving.settings import ServingSettings
+from tests.services import RedisServer
 from tests.serving.helpers import (
     customers_frame,
     items_frame,
     make_bundle,
+    make_bundle_data,
     sync_store,
 )
 
@@ -94,3 +97,31 @@ def client(bundle_dir: Path, published: str) -> Iterator[TestClient]:
     app = create_app(settings_for(bundle_dir, published))
     with TestClient(app) as c:
         yield c
+
+
+def _live_bundle(tmp: Path) -> Path:
+    live = tmp / "live"
+    write_bundle(make_bundle_data(seed=0, version="1"), live)
+    return live
+
+
+@pytest.fixture
+def live_bundle(tmp_path: Path) -> Path:
+    return _live_bundle(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_live_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _live_bundle(tmp_path_factory.mktemp("live"))
+
+
+@pytest.fixture(scope="module")
+def shared_redis(redis_srv: RedisServer) -> str:
+    """Customers published once for the module's server (tests add their own events)."""
+    if redis_srv.proc is None:
+        redis_srv.start()
+    client = redis.Redis.from_url(redis_srv.url)
+    client.flushall()
+    sync_store(client, NS).publish(customers_frame(CUSTOMERS), items_frame(240))
+    client.close()
+    return redis_srv.url

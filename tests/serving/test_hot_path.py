@@ -4,12 +4,16 @@ bytes; whatever it does not answer with 200 is FastAPI's answer."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import serving.routes.recommendations as rec_route
 from serving.app import create_app
+from serving.hot_path import query_params
 from tests.serving.conftest import settings_for
 from tests.serving.helpers import customer_id, item_id
 
@@ -70,3 +74,16 @@ def test_hot_path_requests_are_timed_under_the_route(both) -> None:  # type: ign
     text = hot.get("/metrics").text
     line = f'patron_http_request_seconds_count{{method="GET",route="{ROUTE}",status="200"}} 3.0'
     assert line in text
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["k", "exclude", "", "k=", "a b"]), st.text(max_size=6)),
+        max_size=5,
+    ).map(lambda kv: "&".join(f"{k}={v}" if i % 3 else k + v for i, (k, v) in enumerate(kv)))
+    | st.text(alphabet="k=&%+;abc é1", max_size=20)
+)
+def test_query_params_as_starlette_reads_them(text: str) -> None:
+    qs = text.encode("utf-8")
+    assert query_params(qs) == dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True))

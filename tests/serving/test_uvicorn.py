@@ -13,12 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from patron.bundle import write_bundle
-from tests.services import RedisServer, free_port
-from tests.serving.conftest import ADMIN_KEY, CUSTOMERS, NS
-from tests.serving.helpers import customers_frame, items_frame, make_bundle_data, sync_store
+from tests.services import free_port
+from tests.serving.conftest import ADMIN_KEY, NS
+from tests.serving.helpers import make_bundle_data
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,34 +50,6 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 30) ->
             pass
         time.sleep(0.1)
     raise AssertionError("server not ready in time")
-
-
-def _live_bundle(tmp: Path) -> Path:
-    live = tmp / "live"
-    write_bundle(make_bundle_data(seed=0, version="1"), live)
-    return live
-
-
-@pytest.fixture
-def live_bundle(tmp_path: Path) -> Path:
-    return _live_bundle(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def shared_live_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _live_bundle(tmp_path_factory.mktemp("live"))
-
-
-@pytest.fixture(scope="module")
-def shared_redis(redis_srv: RedisServer) -> str:
-    """Customers published once for the module's server (tests add their own events)."""
-    if redis_srv.proc is None:
-        redis_srv.start()
-    client = redis.Redis.from_url(redis_srv.url)
-    client.flushall()
-    sync_store(client, NS).publish(customers_frame(CUSTOMERS), items_frame(240))
-    client.close()
-    return redis_srv.url
 
 
 def _serve(live_bundle: Path, redis_url: str, poll_s: float) -> Iterator[str]:
