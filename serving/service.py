@@ -92,9 +92,16 @@ def context_for(
         churn_risk=online.churn_risk if online else None,
         clv_band=online.clv_band if online else None,
         typical_spend=online.typical_spend if online else None,
-        recent_item_idx=np.asarray(recent_idx, dtype=np.int32),
-        recent_days_ago=np.asarray(recent_age, dtype=np.float32),
+        recent_item_idx=np.asarray(recent_idx, dtype=np.int32) if recent_idx else _NO_ITEMS,
+        recent_days_ago=np.asarray(recent_age, dtype=np.float32) if recent_idx else _NO_DAYS,
     )
+
+
+# most customers bought nothing recently: one shared, read-only empty pair for all of them
+_NO_ITEMS = np.empty(0, np.int32)
+_NO_DAYS = np.empty(0, np.float32)
+_NO_ITEMS.flags.writeable = False
+_NO_DAYS.flags.writeable = False
 
 
 def _picks(

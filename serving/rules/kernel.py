@@ -52,6 +52,16 @@ def _hs_add(table: np.ndarray, key: int) -> bool:
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _hs_insert(table: np.ndarray, key: int) -> int:
+    """Insert ``key``: its slot when it was new, -1 when it was there already."""
+    h = _hs_slot(table, key)
+    if table[h] == key:
+        return -1
+    table[h] = key
+    return h
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _hs_has(table: np.ndarray, key: int) -> bool:
     return table[_hs_slot(table, key)] == key
 
@@ -169,7 +179,9 @@ def _apply_kernel(
     final = np.empty(max(kk, 1), np.int64)
     cat_count = np.zeros(n_cat + 1, np.int64)
     past_seen = np.zeros(n_cat + 1, np.bool_)
-    seen = np.empty(set_size, np.int64)
+    seen = np.full(set_size, -1, np.int64)
+    seen_slots = np.empty(width, np.int64)  # slots a row filled: emptied after it
+    n_seen = 0
     banned = np.empty(banned_size, np.int64)
     occupied = np.zeros(max(kk, 1), np.bool_)
     placed = np.zeros(max(kk, 1), np.bool_)
@@ -207,7 +219,9 @@ def _apply_kernel(
                 ew1[i] = item_info[item, 1]
 
         # customer state: items not to show, categories bought in the past
-        seen[:] = -1
+        for u in range(n_seen):  # the previous row's keys only (not the whole table)
+            seen[seen_slots[u]] = -1
+        n_seen = 0
         banned[:] = -1
         for i in range(rec_ptr[r], rec_ptr[r + 1]):
             item = rec_idx[i]
@@ -280,7 +294,11 @@ def _apply_kernel(
             ok = 0 <= item < len(cat) and (chain_sources[esrc[i] + 1] or eg[i] < 0)
             word = np.int64(0)
             if ok:
-                ok = _hs_add(seen, item)  # only the first valid entry of an item
+                slot = _hs_insert(seen, item)  # only the first valid entry of an item
+                ok = slot >= 0
+                if ok:
+                    seen_slots[n_seen] = slot
+                    n_seen += 1
                 # the item's allowed flag, minimum tier and category in one word (one
                 # memory access per entry: the catalog is far bigger than the caches)
                 word = ew0[i]
