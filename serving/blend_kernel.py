@@ -291,10 +291,33 @@ def _source_hits(
     return row[:h], part[:h], item[:h], raw[:h], anchor[:h], source[:h]
 
 
+@njit(cache=True, nogil=True)
+def _take_rows(
+    indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``rows`` of a CSR list as a new CSR (indptr int64, values int32); row -1 = an
+    empty row. One pass, O(picked values), whatever the list's size."""
+    n = len(rows)
+    ptr = np.zeros(n + 1, np.int64)
+    for r in range(n):
+        length = 0
+        if rows[r] >= 0:
+            length = indptr[rows[r] + 1] - indptr[rows[r]]
+        ptr[r + 1] = ptr[r] + length
+    out = np.empty(ptr[n], np.int32)
+    for r in range(n):
+        if rows[r] >= 0:
+            lo = indptr[rows[r]]
+            for j in range(ptr[r + 1] - ptr[r]):
+                out[ptr[r] + j] = indices[lo + j]
+    return ptr, out
+
+
 # the compiled functions, typed for callers (numba's Dispatcher hides the signatures)
 blend_kernel: Callable[..., tuple[np.ndarray, ...]] = _blend_kernel
 source_hits: Callable[..., tuple[np.ndarray, ...]] = _source_hits
 dot_scores: Callable[..., np.ndarray] = _dot_scores
+take_rows: Callable[..., tuple[np.ndarray, np.ndarray]] = _take_rows
 
 
 def warm_up() -> None:

@@ -59,6 +59,9 @@ class LoadedModel:
     popular_tier: dict[str, Popular]
     popular_category: dict[str, Popular]
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    # arrays derived from this model for the batch path (popular rows per tier set), built
+    # on first use; the model's own fields never change
+    cache: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def fingerprint(self) -> str:

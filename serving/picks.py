@@ -22,7 +22,7 @@ import polars as pl
 
 from features.online import CustomerOnline
 from features.schemas import DEFAULT_TIERS
-from serving.blend_kernel import blend_kernel, source_hits
+from serving.blend_kernel import blend_kernel, source_hits, take_rows
 from serving.candidates import (
     CandidateSet,
     Source,
@@ -208,6 +208,41 @@ def _blend_flat(hits: list[_Hits], weights: dict[str, float], n: int) -> Candida
     return CandidateBatch(item_idx=item, score=score, source=source, anchor_idx=anchor)
 
 
+def _popular_rows(
+    model: LoadedModel, names: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The popular list of each tier in ``names`` as the compiled pass takes them (items and
+    scores padded to one width, lengths, sources); built once per model and tier set."""
+    key = ("popular_rows", names)
+    hit = model.cache.get(key)
+    if hit is None:
+        lists = [model.popular_for(t, None) for t in names]
+        width = max(len(p.item_idx) for p in lists)
+        items = np.full((len(lists), width), -1, np.int32)
+        scores = np.zeros((len(lists), width), np.float32)
+        for i, p in enumerate(lists):
+            items[i, : len(p.item_idx)] = p.item_idx
+            scores[i, : len(p.item_idx)] = p.score
+        lens = np.array([len(p.item_idx) for p in lists], np.int64)
+        src = [Source.POPULAR_TIER if t in model.popular_tier else Source.POPULAR for t in names]
+        hit = model.cache[key] = (items, scores, lens, np.array(src, np.int8))
+    return hit  # type: ignore[return-value]
+
+
+def _fallback_rows(model: LoadedModel, names: tuple[str, ...]) -> np.ndarray:
+    """The tiers' popular-in-tier fallback lists (-1 padded rows), once per model."""
+    key = ("fallback_rows", names)
+    hit = model.cache.get(key)
+    if hit is None:
+        lists = [fallback_lists(model, t)[0] for t in names]
+        width = max((len(t) for t in lists), default=0)
+        hit = np.full((len(names), width), -1, np.int32)
+        for i, t in enumerate(lists):
+            hit[i, : len(t)] = t
+        model.cache[key] = hit
+    return hit  # type: ignore[return-value]
+
+
 def batch_candidates_flat(
     model: LoadedModel,
     ids: Sequence[str],
@@ -223,19 +258,14 @@ def batch_candidates_flat(
     ``extra_exclude`` (CSR) are items a request asked to leave out (the API's ``exclude``):
     excluded after the training purchases, and counted when sizing the ALS over-fetch.
     """
-    from serving.rules.engine import _csr_take
-
     n = len(ids)
     ui = model.data.user_items
     pos = np.array([model.customer_pos.get(c, -1) for c in ids], np.int64)
     known = pos >= 0
-    # training purchases of each customer (none for unknown customers)
     safe = np.where(known, pos, 0)
-    tr_ptr, tr_idx = _csr_take(ui.indptr, ui.indices, safe)
-    tr_len = np.where(known, np.diff(tr_ptr), 0)
-    tr_ptr2 = np.zeros(n + 1, np.int64)
-    np.cumsum(tr_len, out=tr_ptr2[1:])
-    tr_idx = tr_idx[_ranges(tr_ptr[:-1], tr_len)].astype(np.int32)
+    # training purchases of each customer (none for unknown customers), one compiled pass
+    tr_ptr2, tr_idx = take_rows(ui.indptr, ui.indices, pos)
+    tr_len = np.diff(tr_ptr2)
     rec_len = np.diff(recent_ptr)
     n_blocked = tr_len + rec_len
     if extra_exclude is not None:
@@ -255,14 +285,8 @@ def batch_candidates_flat(
     # one compiled pass: precomputed ALS neighbours, co-purchase of the anchors (recent
     # purchases, else the first 10 training purchases), popular in the customer's tier
     tiers = [c.tier for c in ctxs]
-    names = sorted(set(tiers))
-    lists = [model.popular_for(t, None) for t in names]
-    p_width = max(len(p.item_idx) for p in lists)
-    pop_items = np.full((len(lists), p_width), -1, np.int32)
-    pop_scores = np.zeros((len(lists), p_width), np.float32)
-    for i, p in enumerate(lists):
-        pop_items[i, : len(p.item_idx)] = p.item_idx
-        pop_scores[i, : len(p.item_idx)] = p.score
+    names = tuple(sorted(set(tiers)))
+    pop_items, pop_scores, pop_len, pop_src = _popular_rows(model, names)
     code = {t: i for i, t in enumerate(names)}
     flat = source_hits(
         pre,
@@ -280,14 +304,8 @@ def batch_candidates_flat(
         np.array([code[t] for t in tiers], np.int64),
         pop_items,
         pop_scores,
-        np.array([len(p.item_idx) for p in lists], np.int64),
-        np.array(
-            [
-                int(Source.POPULAR_TIER if t in model.popular_tier else Source.POPULAR)
-                for t in names
-            ],
-            np.int8,
-        ),
+        pop_len,
+        pop_src,
         n_pop.astype(np.int64),
         10,
         20,
@@ -408,12 +426,8 @@ def rules_batch(
     compiled = compiled_for(rules, model.items)
     customers: CustomerBatch = customers_from_contexts(ctxs, compiled)
     customers.exclude_indptr, customers.exclude_idx = ex_ptr, ex_idx.astype(np.int32)
-    tiers = sorted({c.tier for c in ctxs})
-    lists = [fallback_lists(model, t)[0] for t in tiers]
-    width = max((len(t) for t in lists), default=0)
-    per_tier = np.full((len(tiers), width), -1, np.int32)
-    for i, t in enumerate(lists):
-        per_tier[i, : len(t)] = t
+    tiers = tuple(sorted({c.tier for c in ctxs}))
+    per_tier = _fallback_rows(model, tiers)
     code = {t: i for i, t in enumerate(tiers)}
     pop_tier = per_tier[np.array([code[c.tier] for c in ctxs], np.int64)]
     return apply_rules_batch(

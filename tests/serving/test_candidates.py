@@ -226,3 +226,22 @@ def test_compiled_batch_blend_equals_blend(data: st.DataObject) -> None:
         assert np.array_equal(got.score[r, :m], want.score)
         assert got.source[r, :m].tolist() == want.source.tolist()
         assert got.anchor_idx[r, :m].tolist() == want.anchor_idx.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 6), min_size=1, max_size=30),
+    picks=st.lists(st.integers(-1, 29), max_size=20),
+    wide=st.booleans(),
+)
+def test_take_rows_equals_row_slices(lengths: list[int], picks: list[int], wide: bool) -> None:
+    """The compiled CSR row take = the rows sliced one by one (-1 = an empty row)."""
+    from serving.blend_kernel import take_rows
+
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64 if wide else np.int32)
+    values = np.arange(int(indptr[-1]), dtype=np.int32) * 7 % 101
+    rows = np.array([p if p < len(lengths) else -1 for p in picks], np.int64)
+    ptr, got = take_rows(indptr, values, rows)
+    want = [values[indptr[r] : indptr[r + 1]] if r >= 0 else np.zeros(0, np.int32) for r in rows]
+    assert ptr.tolist() == np.concatenate([[0], np.cumsum([len(w) for w in want])]).tolist()
+    assert got.tolist() == (np.concatenate(want).tolist() if want else [])
