@@ -29,7 +29,7 @@ def serve(
     except ValidationError as exc:
         msgs = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         raise UserError(f"invalid serving settings: {msgs}") from None
-    from serving.workers import APP, SUPPORTED, run_workers
+    from serving.workers import SUPPORTED, run_workers, uvicorn_options
 
     if workers > 1 and SUPPORTED:  # one SO_REUSEPORT socket per worker (serving/workers.py)
         try:
@@ -39,15 +39,4 @@ def serve(
         if code:
             raise typer.Exit(code)
         return
-    uvicorn.run(
-        APP,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        log_level=log_level,
-        access_log=False,
-        lifespan="on",
-    )
+    uvicorn.run(workers=workers, **uvicorn_options(host, port, log_level))

@@ -24,6 +24,7 @@ import socket
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger("uvicorn.error")
 
@@ -46,21 +47,26 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_options(host: str, port: int, log_level: str) -> dict[str, Any]:
+    """How every worker runs the app: the factory, uvloop + httptools, no access log."""
+    return {
+        "app": APP,
+        "factory": True,
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": log_level,
+        "access_log": False,
+        "lifespan": "on",
+    }
+
+
 def _worker(host: str, port: int, log_level: str) -> None:  # pragma: no cover (a child)
-    """One worker process: its own socket, one uvicorn server (uvloop + httptools)."""
+    """One worker process: its own socket, one uvicorn server."""
     import uvicorn
 
-    config = uvicorn.Config(
-        APP,
-        factory=True,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level=log_level,
-        access_log=False,
-        lifespan="on",
-    )
+    config = uvicorn.Config(**uvicorn_options(host, port, log_level))
     try:
         sock = reuseport_socket(host, port)
     except OSError as exc:

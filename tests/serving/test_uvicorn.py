@@ -22,7 +22,7 @@ from tests.serving.helpers import make_bundle_data
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_server(env_extra: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+def start_server(env_extra: dict[str, str], port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -30,7 +30,7 @@ def start_server(env_extra: dict[str, str], port: int) -> subprocess.Popen[bytes
         **env_extra,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "patron", "serve", "--port", str(port), "--workers", "1"],
+        [sys.executable, "-m", "patron", "serve", "--port", str(port), "--workers", str(workers)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -4,11 +4,9 @@ is a clear error."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,26 +16,17 @@ import pytest
 
 from tests.services import free_port
 from tests.serving.conftest import NS
-from tests.serving.test_uvicorn import ROOT, wait_ready
+from tests.serving.test_uvicorn import start_server, wait_ready
 
 
 def _serve(bundle: Path, redis_url: str, port: int) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "OPENBLAS_NUM_THREADS": "1",
         "PATRON_BUNDLE": str(bundle),
         "PATRON_REDIS_URL": redis_url,
         "PATRON_REDIS_NAMESPACE": NS,
         "PATRON_ENV": "dev",
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "patron", "serve", "--port", str(port), "--workers", "2"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    return start_server(env, port, workers=2)
 
 
 def _workers(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
