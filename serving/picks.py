@@ -320,6 +320,15 @@ def batch_candidates_flat(
     return _blend_flat(hits, dict(model.manifest.blend), n), tr_ptr2, tr_idx
 
 
+def warm_model(model: LoadedModel) -> None:
+    """Run the candidate pass once on a customer the model does not know, so its compiled
+    kernels exist for this model's array types (loaded from numba's cache, or compiled)
+    before the model serves a request, not during one."""
+    ctx = context_for(model, None)
+    none = np.zeros(2, np.int64)
+    batch_candidates_flat(model, ["\x00warm-up"], [ctx], none, np.zeros(0, np.int32), 10)
+
+
 def _csr_concat(
     a_ptr: np.ndarray, a_idx: np.ndarray, b_ptr: np.ndarray, b_idx: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

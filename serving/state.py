@@ -16,6 +16,7 @@ from pathlib import Path
 from patron.bundle import BundleError, read_manifest
 from serving.errors import NotFound, NotReady, ReloadRefused
 from serving.model import LoadedModel, load_model
+from serving.picks import warm_model
 from serving.registry_client import RegistryClient, ResolvedBundle
 from serving.settings import ServingSettings
 
@@ -79,7 +80,7 @@ class ModelHolder:
             same_version = not r.version or previous.version == r.version
             if same_version and read_manifest(r.path).fingerprint() == previous.fingerprint:
                 return previous
-        return load_model(
+        model = load_model(
             r.path,
             version=r.version or None,
             alias=r.alias,
@@ -87,6 +88,8 @@ class ModelHolder:
             hnsw_min_items=self.settings.hnsw_min_items,
             ef_search=self.settings.hnsw_ef_search,
         )
+        warm_model(model)  # its kernels ready before it serves (here, in the loading thread)
+        return model
 
     def load(self) -> Models:
         """Resolve and load (blocking); reuses unchanged models of the current value."""

@@ -199,3 +199,19 @@ def test_batcher_survives_a_failing_read(model: LoadedModel) -> None:
     out = asyncio.run(run())
     assert all(isinstance(r, RuntimeError) for r in out[:5])
     assert isinstance(out[5], tuple) and len(json.loads(out[5][0].items_json())) == 3
+
+
+def test_warm_model_compiles_what_the_batch_path_runs(model: LoadedModel) -> None:
+    """After ``warm_model`` a batch (known, folded-in, unknown customers) compiles nothing
+    new: no request pays a numba compilation."""
+    from serving.batch import recommend_batch_rendered
+    from serving.blend_kernel import blend_kernel, source_hits, take_rows
+    from serving.picks import warm_model
+
+    warm_model(model)
+    kernels = (blend_kernel, source_hits, take_rows)
+    before = [len(k.signatures) for k in kernels]  # type: ignore[attr-defined]
+    assert all(before)
+    ids, rows, excludes = _rows(20, seed=9)
+    assert recommend_batch_rendered(model, ids, rows, 10, load_rules(), excludes)
+    assert [len(k.signatures) for k in kernels] == before  # type: ignore[attr-defined]
