@@ -227,26 +227,15 @@ def _one_customer(
     )
 
 
-def _csr_take(
-    indptr: np.ndarray, values: np.ndarray, rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``rows`` of a CSR list (indptr, values), vectorised; O(len(rows)), whatever the
-    size of the list (the API takes a few customers' rows out of millions per batch)."""
-    rows = np.asarray(rows, np.int64)
-    first = indptr[rows].astype(np.int64)
-    lengths = indptr[rows + 1].astype(np.int64) - first
-    new_ptr = np.zeros(len(rows) + 1, np.int64)
-    np.cumsum(lengths, out=new_ptr[1:])
-    starts = np.repeat(first - new_ptr[:-1], lengths)
-    return new_ptr, values[np.arange(new_ptr[-1]) + starts]
-
-
 def take_customers(cb: CustomerBatch, rows: np.ndarray) -> CustomerBatch:
     """A sub-batch of customers (rows in the given order)."""
-    rp, ri = _csr_take(cb.recent_indptr, cb.recent_item_idx, rows)
-    _, rd = _csr_take(cb.recent_indptr, cb.recent_days_ago, rows)
-    pp, pc = _csr_take(cb.past_cat_indptr, cb.past_cat_code, rows)
-    ep, ei = _csr_take(cb.exclude_indptr, cb.exclude_idx, rows)
+    from serving.blend_kernel import take_rows
+
+    rows = np.asarray(rows, np.int64)
+    rp, ri = take_rows(cb.recent_indptr, cb.recent_item_idx, rows)
+    _, rd = take_rows(cb.recent_indptr, cb.recent_days_ago, rows)
+    pp, pc = take_rows(cb.past_cat_indptr, cb.past_cat_code, rows)
+    ep, ei = take_rows(cb.exclude_indptr, cb.exclude_idx, rows)
     return CustomerBatch(
         tier_rank=cb.tier_rank[rows],
         segment=cb.segment[rows],

@@ -239,9 +239,10 @@ def test_take_rows_equals_row_slices(lengths: list[int], picks: list[int], wide:
     from serving.blend_kernel import take_rows
 
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64 if wide else np.int32)
-    values = np.arange(int(indptr[-1]), dtype=np.int32) * 7 % 101
+    values = (np.arange(int(indptr[-1])) * 7 % 101).astype(np.float64 if wide else np.int32)
     rows = np.array([p if p < len(lengths) else -1 for p in picks], np.int64)
     ptr, got = take_rows(indptr, values, rows)
-    want = [values[indptr[r] : indptr[r + 1]] if r >= 0 else np.zeros(0, np.int32) for r in rows]
+    want = [values[indptr[r] : indptr[r + 1]] if r >= 0 else values[:0] for r in rows]
+    assert got.dtype == values.dtype
     assert ptr.tolist() == np.concatenate([[0], np.cumsum([len(w) for w in want])]).tolist()
     assert got.tolist() == (np.concatenate(want).tolist() if want else [])
