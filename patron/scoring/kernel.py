@@ -1,0 +1,362 @@
+"""The scoring pass compiled with numba: every customer of a batch in one call.
+
+``score_rows`` is the one definition of a customer's candidates and their blended scores
+(patron/scoring/library.py prepares its arguments and documents the formula). Per row:
+
+1. the exclusion set: training purchases, the request's exclusions and the context item;
+2. candidates: the customer's ALS neighbour list, the item-item neighbours of every history
+   item (context item, real-time purchases, training purchases; each item once), the
+   popular list of the customer's tier; excluded items and, with a category, items of other
+   categories are dropped;
+3. per candidate: the ALS score (the customer's vector . the item's factors, summed in
+   float64 in index order; the bundle's stored score where it has one: the same bits), the
+   item-item score (the sum over the history of weight x neighbour score; the anchor is the
+   history item with the largest term) and the popularity score;
+4. each source divided by its best score among the row's candidates (a source whose best
+   score is <= 0 contributes nothing), weighted and summed in float32; a customer with
+   neither a vector nor item-item candidates gets the raw popularity scores;
+5. the row sorted by score (descending, ties by item index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numba import njit
+
+_EMPTY = -1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dot(factors: np.ndarray, i: int, vecs: np.ndarray, r: int) -> np.float32:
+    """Item ``i``'s factors . row ``r``'s vector, summed in float64 in index order."""
+    acc = 0.0
+    for d in range(factors.shape[1]):
+        acc += np.float64(factors[i, d]) * np.float64(vecs[r, d])
+    return np.float32(acc)
+
+
+@njit(cache=True, nogil=True)
+def _dot_scores(factors: np.ndarray, idx: np.ndarray, vecs: np.ndarray) -> np.ndarray:
+    """``_dot`` of each row's items (``idx`` (r, c), -1 = none: 0) with the row's vector."""
+    r_n, c_n = idx.shape
+    out = np.zeros((r_n, c_n), np.float32)
+    for r in range(r_n):
+        for c in range(c_n):
+            if idx[r, c] >= 0:
+                out[r, c] = _dot(factors, idx[r, c], vecs, r)
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ahead(total: np.ndarray, item: np.ndarray, a: int, b: int) -> bool:
+    """Does slot ``a`` rank before slot ``b`` (total descending, then item ascending)?"""
+    if total[a] != total[b]:
+        return total[a] > total[b]
+    return item[a] < item[b]
+
+
+@njit(cache=True, nogil=True)
+def _rank(total: np.ndarray, item: np.ndarray, order: np.ndarray, tmp: np.ndarray, m: int) -> None:
+    """Bottom-up merge sort of ``order[:m]`` (slot numbers) by ``_ahead``."""
+    width = 1
+    while width < m:
+        lo = 0
+        while lo < m:
+            mid = min(lo + width, m)
+            hi = min(lo + 2 * width, m)
+            i, j, o = lo, mid, lo
+            while i < mid and j < hi:
+                if _ahead(total, item, order[j], order[i]):
+                    tmp[o] = order[j]
+                    j += 1
+                else:
+                    tmp[o] = order[i]
+                    i += 1
+                o += 1
+            while i < mid:
+                tmp[o] = order[i]
+                i += 1
+                o += 1
+            while j < hi:
+                tmp[o] = order[j]
+                j += 1
+                o += 1
+            lo = hi
+        order[:m] = tmp[:m]
+        width *= 2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _probe(keys: np.ndarray, mask: int, it: int) -> int:
+    """The slot of ``it`` in an open-addressing table (its own, or the empty one to take)."""
+    p = (np.int64(it) * 0x9E3779B1) & mask
+    while keys[p] != _EMPTY and keys[p] != it:
+        p = (p + 1) & mask
+    return p
+
+
+@njit(cache=True, nogil=True)
+def _score_rows(
+    has_vec: np.ndarray,  # bool (n,): the row has a vector (own or folded in)
+    vecs: np.ndarray,  # float32 (n, f)
+    als_items: np.ndarray,  # int32 (n, d): the row's ALS neighbour list, -1 padded
+    als_stored: np.ndarray,  # float32 (n, d) stored scores, or (0, 0): score with the vectors
+    pos: np.ndarray,  # int64 (n,): customer row in the model, -1 = unknown
+    ui_ptr: np.ndarray,  # training purchases (CSR over customers)
+    ui_idx: np.ndarray,
+    rec_ptr: np.ndarray,  # real-time purchases per row (CSR), newest first
+    rec_idx: np.ndarray,
+    ex_ptr: np.ndarray,  # the request's exclusions per row (CSR)
+    ex_idx: np.ndarray,
+    context: np.ndarray,  # int32 (n,): the item on screen, -1 = none
+    context_weight: float,
+    category: np.ndarray,  # int32 (n,): keep only this category, -1 = all
+    item_category: np.ndarray,  # int32 (items,)
+    cp_ptr: np.ndarray,  # item-item neighbour table (CSR over items), best first
+    cp_idx: np.ndarray,
+    cp_data: np.ndarray,
+    factors: np.ndarray,  # float32 (items, f)
+    pop_of: np.ndarray,  # int64 (n,): which popular list
+    pop_items: np.ndarray,  # int32 (lists, P)
+    pop_scores: np.ndarray,  # float32 (lists, P)
+    pop_len: np.ndarray,  # int64 (lists,)
+    pop_src: np.ndarray,  # int8 (lists,)
+    weights: np.ndarray,  # float32 (3,): als, item-item, popular
+    depth: int,  # candidates kept per row (best first)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    n = len(pos)
+    # the largest row sets the scratch sizes
+    most = 16
+    for r in range(n):
+        m = als_items.shape[1] + pop_len[pop_of[r]] + 1
+        h = rec_ptr[r + 1] - rec_ptr[r] + 1
+        e = ex_ptr[r + 1] - ex_ptr[r] + 1
+        if pos[r] >= 0:
+            h += ui_ptr[pos[r] + 1] - ui_ptr[pos[r]]
+            e += ui_ptr[pos[r] + 1] - ui_ptr[pos[r]]
+        cp_n = 0
+        for j in range(rec_ptr[r], rec_ptr[r + 1]):
+            cp_n += cp_ptr[rec_idx[j] + 1] - cp_ptr[rec_idx[j]]
+        if pos[r] >= 0:
+            for j in range(ui_ptr[pos[r]], ui_ptr[pos[r] + 1]):
+                cp_n += cp_ptr[ui_idx[j] + 1] - cp_ptr[ui_idx[j]]
+        if context[r] >= 0:
+            cp_n += cp_ptr[context[r] + 1] - cp_ptr[context[r]]
+        most = max(most, m + min(cp_n, len(item_category)), h + e)
+    size = 16
+    while size < 2 * most:
+        size *= 2
+    keys = np.full(size, _EMPTY, np.int64)  # item -> slot (candidates)
+    slot_of = np.empty(size, np.int64)
+    seen = np.full(size, _EMPTY, np.int64)  # excluded items, then history items
+    used = np.empty(size, np.int64)  # positions taken in ``keys``/``seen``, to reset them
+    s_item = np.empty(most, np.int64)
+    s_als = np.empty(most, np.float32)
+    s_als_known = np.empty(most, np.bool_)
+    s_cp = np.empty(most, np.float64)
+    s_cp_best = np.empty(most, np.float64)
+    s_anchor = np.empty(most, np.int32)
+    s_pop = np.empty(most, np.float32)
+    s_total = np.empty(most, np.float32)
+    s_src = np.empty(most, np.int8)
+    order = np.empty(most, np.int64)
+    tmp = np.empty(most, np.int64)
+    hist = np.empty(most, np.int64)
+    hist_w = np.empty(most, np.float64)
+    out_item = np.full((n, depth), -1, np.int32)
+    out_score = np.zeros((n, depth), np.float32)
+    out_src = np.zeros((n, depth), np.int8)
+    out_anchor = np.full((n, depth), -1, np.int32)
+    w_als, w_cp, w_pop = weights[0], weights[1], weights[2]
+    stored = als_stored.shape[0] == n and als_stored.shape[1] == als_items.shape[1]
+    for r in range(n):
+        mask = size - 1
+        n_used = 0
+        # 1. exclusions
+        p_lo = ui_ptr[pos[r]] if pos[r] >= 0 else 0
+        p_hi = ui_ptr[pos[r] + 1] if pos[r] >= 0 else 0
+        for j in range(p_lo, p_hi):
+            p = _probe(seen, mask, ui_idx[j])
+            if seen[p] == _EMPTY:
+                seen[p] = ui_idx[j]
+                used[n_used] = p
+                n_used += 1
+        for j in range(ex_ptr[r], ex_ptr[r + 1]):
+            p = _probe(seen, mask, ex_idx[j])
+            if seen[p] == _EMPTY:
+                seen[p] = ex_idx[j]
+                used[n_used] = p
+                n_used += 1
+        if context[r] >= 0:
+            p = _probe(seen, mask, context[r])
+            if seen[p] == _EMPTY:
+                seen[p] = context[r]
+                used[n_used] = p
+                n_used += 1
+        cat = category[r]
+        k = 0
+
+        # 2a. the ALS neighbour list
+        if has_vec[r]:
+            for c in range(als_items.shape[1]):
+                i = als_items[r, c]
+                if i < 0:
+                    continue
+                if seen[_probe(seen, mask, i)] == i or (cat >= 0 and item_category[i] != cat):
+                    continue
+                p = _probe(keys, mask, i)
+                if keys[p] == _EMPTY:
+                    keys[p] = i
+                    slot_of[p] = k
+                    s_item[k] = i
+                    s_als[k] = als_stored[r, c] if stored else _dot(factors, i, vecs, r)
+                    s_als_known[k] = True
+                    s_cp[k], s_cp_best[k], s_anchor[k], s_pop[k] = 0.0, 0.0, -1, 0.0
+                    k += 1
+        # 2b. the history (context item, real-time, training; each item once)
+        n_hist = 0
+        # the item on screen weighs as much as the rest of the history together
+        w_context = context_weight * max(1.0, np.float64(rec_ptr[r + 1] - rec_ptr[r] + p_hi - p_lo))
+        for part in range(3):
+            if part == 0:
+                lo, hi = (0, 1) if context[r] >= 0 else (0, 0)
+            elif part == 1:
+                lo, hi = rec_ptr[r], rec_ptr[r + 1]
+            else:
+                lo, hi = p_lo, p_hi
+            for j in range(lo, hi):
+                it = context[r] if part == 0 else (rec_idx[j] if part == 1 else ui_idx[j])
+                # history items are kept apart from exclusions: their keys are offset
+                key = np.int64(it) + len(item_category)
+                p = _probe(seen, mask, key)
+                if seen[p] == key:
+                    continue
+                seen[p] = key
+                used[n_used] = p
+                n_used += 1
+                hist[n_hist] = it
+                hist_w[n_hist] = w_context if part == 0 else 1.0
+                n_hist += 1
+        n_cp = 0
+        for h in range(n_hist):
+            a = hist[h]
+            w = hist_w[h]
+            for j in range(cp_ptr[a], cp_ptr[a + 1]):
+                i = cp_idx[j]
+                if seen[_probe(seen, mask, i)] == i or (cat >= 0 and item_category[i] != cat):
+                    continue
+                term = w * np.float64(cp_data[j])
+                p = _probe(keys, mask, i)
+                if keys[p] == _EMPTY:
+                    keys[p] = i
+                    slot_of[p] = k
+                    s_item[k] = i
+                    s_als_known[k] = False
+                    s_cp[k], s_cp_best[k], s_anchor[k], s_pop[k] = 0.0, term, a, 0.0
+                    k += 1
+                s = slot_of[p]
+                s_cp[s] += term
+                n_cp += 1
+                if term > s_cp_best[s]:
+                    s_cp_best[s] = term
+                    s_anchor[s] = a
+        # 2c. popular in the customer's tier
+        pl_ = pop_of[r]
+        for c in range(pop_len[pl_]):
+            i = pop_items[pl_, c]
+            if seen[_probe(seen, mask, i)] == i or (cat >= 0 and item_category[i] != cat):
+                continue
+            p = _probe(keys, mask, i)
+            if keys[p] == _EMPTY:
+                keys[p] = i
+                slot_of[p] = k
+                s_item[k] = i
+                s_als_known[k] = False
+                s_cp[k], s_cp_best[k], s_anchor[k] = 0.0, 0.0, -1
+                k += 1
+            s_pop[slot_of[p]] = pop_scores[pl_, c]
+        # 3-4. scores, maxima, blend
+        als_max = np.float32(0.0)
+        cp_max = 0.0
+        pop_max = np.float32(0.0)
+        for s in range(k):
+            if has_vec[r] and not s_als_known[s]:
+                s_als[s] = _dot(factors, s_item[s], vecs, r)
+            if not has_vec[r]:
+                s_als[s] = 0.0
+            if s == 0 or s_als[s] > als_max:
+                als_max = s_als[s]
+            cp_max = max(cp_max, s_cp[s])
+            pop_max = max(pop_max, s_pop[s])
+        popular_only = not has_vec[r] and n_cp == 0
+        for s in range(k):
+            c_als = np.float32(0.0)
+            c_cp = np.float32(0.0)
+            c_pop = np.float32(0.0)
+            if has_vec[r] and als_max > 0:
+                c_als = np.float32(w_als * np.float32(s_als[s] / als_max))
+            if cp_max > 0:
+                c_cp = np.float32(w_cp * np.float32(np.float32(s_cp[s]) / np.float32(cp_max)))
+            if popular_only:
+                c_pop = s_pop[s]
+            elif pop_max > 0:
+                c_pop = np.float32(w_pop * np.float32(s_pop[s] / pop_max))
+            s_total[s] = np.float32(np.float32(c_als + c_cp) + c_pop)
+            # the reason: the largest contribution among the sources that found the item
+            src = np.int8(-1)
+            best = np.float32(0.0)
+            if has_vec[r]:
+                src, best = np.int8(0), c_als
+            if s_cp[s] > 0 and (src < 0 or c_cp > best):
+                src, best = np.int8(1), c_cp
+            if s_pop[s] > 0 and (src < 0 or c_pop > best):
+                src = pop_src[pl_]
+            if src < 0:
+                src = pop_src[pl_]
+            s_src[s] = src
+        # 5. rank, keep the best ``depth``
+        for s in range(k):
+            order[s] = s
+        _rank(s_total, s_item, order, tmp, k)
+        for j in range(min(k, depth)):
+            s = order[j]
+            out_item[r, j] = s_item[s]
+            out_score[r, j] = s_total[s]
+            out_src[r, j] = s_src[s]
+            out_anchor[r, j] = s_anchor[s] if s_src[s] == 1 else -1
+        # reset the scratch tables for the next row
+        for s in range(k):
+            keys[_probe(keys, mask, s_item[s])] = _EMPTY
+        for j in range(n_used):
+            seen[used[j]] = _EMPTY
+    return out_item, out_score, out_src, out_anchor
+
+
+@njit(cache=True, nogil=True)
+def _take_rows(
+    indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``rows`` of a CSR list as a new CSR (indptr int64, values of the list's dtype);
+    row -1 = an empty row. One pass, O(picked values), whatever the list's size."""
+    n = len(rows)
+    ptr = np.zeros(n + 1, np.int64)
+    for r in range(n):
+        length = 0
+        if rows[r] >= 0:
+            length = indptr[rows[r] + 1] - indptr[rows[r]]
+        ptr[r + 1] = ptr[r] + length
+    out = np.empty(ptr[n], indices.dtype)
+    for r in range(n):
+        if rows[r] >= 0:
+            lo = indptr[rows[r]]
+            for j in range(ptr[r + 1] - ptr[r]):
+                out[ptr[r] + j] = indices[lo + j]
+    return ptr, out
+
+
+# the compiled functions, typed for callers (numba's Dispatcher hides the signatures)
+score_rows: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = _score_rows
+dot_scores: Callable[..., np.ndarray] = _dot_scores
+take_rows: Callable[..., tuple[np.ndarray, np.ndarray]] = _take_rows
