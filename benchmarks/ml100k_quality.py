@@ -41,26 +41,26 @@ def main() -> None:
     )
     err.write("\n")
     first = a["seeds"][str(seeds[0])]
-    for model in ("popular", "als", "copurchase", "blend"):
+    for model in ("popular", "als", "copurchase", "served"):
         err.write(f"{model:<12}" + "".join(f"{first[model][m]:>14.4f}" for m in METRICS) + "\n")
     err.write(
         f"{'BiVAE (pub.)':<12}" + "".join(f"{BIVAE.get(m, float('nan')):>14.4f}" for m in METRICS)
     )
     err.write(
-        f"\nblend nDCG@10 over seeds {seeds}: mean {a['spread']['blend']['ndcg@10']['mean']:.4f}"
-        f" sd {a['spread']['blend']['ndcg@10']['std']:.4f}"
-        f" min {a['spread']['blend']['ndcg@10']['min']:.4f}"
-        f" max {a['spread']['blend']['ndcg@10']['max']:.4f}\n"
+        f"\nserved nDCG@10 over seeds {seeds}: mean {a['spread']['served']['ndcg@10']['mean']:.4f}"
+        f" sd {a['spread']['served']['ndcg@10']['std']:.4f}"
+        f" min {a['spread']['served']['ndcg@10']['min']:.4f}"
+        f" max {a['spread']['served']['ndcg@10']['max']:.4f}\n"
     )
     err.write("protocol (b), temporal:\n")
     for model, vals in b["models"].items():
         err.write(f"{model:<12}" + "".join(f"{vals[m]:>14.4f}" for m in METRICS) + "\n")
-    err.write(f"blend / popular nDCG@10 = {b['blend_vs_popular_ndcg']:.2f}\n")
+    err.write(f"served / popular nDCG@10 = {b['served_vs_popular_ndcg']:.2f}\n")
     print(
         json.dumps(
             {
                 "protocol_a": {"seed": seeds[0], "models": first, "spread": a["spread"]},
-                "protocol_a_blend_vs_bivae_ndcg": first["blend"]["ndcg@10"] / BIVAE["ndcg@10"],
+                "protocol_a_blend_vs_bivae_ndcg": first["served"]["ndcg@10"] / BIVAE["ndcg@10"],
                 "protocol_b": b,
             }
         )

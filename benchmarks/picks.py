@@ -45,7 +45,7 @@ def build_bundle(
     Returns the seconds the neighbour precomputation took (a training-time cost)."""
     import faiss
 
-    from serving.candidates import candidate_scores
+    from patron.scoring.kernel import candidate_scores
     from serving.index import build_index, load_index, precompute_candidates
 
     rng = np.random.default_rng(seed)
@@ -149,7 +149,7 @@ def per_request(
 ) -> dict[str, Any]:
     """``apply_rules`` alone on API-sized candidate sets (ALS + co-purchase + popular), as
     ``service.recommend`` calls it for one request."""
-    from serving.candidates import Source
+    from patron.scoring import Source
     from serving.picks import batch_candidates, contexts_from_frame, fallback_lists
     from serving.rules.engine import apply_rules
 
@@ -219,8 +219,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="FAISS threads.")
     args = ap.parse_args()
 
+    from serving.export import export_picks
     from serving.model import load_model
-    from serving.picks import export_picks
     from serving.rules.loader import load_rules
 
     work = args.workdir / f"{args.customers}x{args.items}x{args.factors}-c{args.candidate_depth}"

@@ -55,8 +55,13 @@ REPORTS = Path(os.environ.get("PATRON_REPORTS_DIR", "reports/model_eval_ml100k")
 REPORTS.mkdir(parents=True, exist_ok=True)
 DATA = get_settings().data_dir
 K = 10
-MODELS = ("popular", "als", "copurchase", "blend")
-COLORS = {"popular": "tab:red", "als": "tab:blue", "copurchase": "tab:orange", "blend": "tab:green"}
+MODELS = ("popular", "als", "copurchase", "served")
+COLORS = {
+    "popular": "tab:red",
+    "als": "tab:blue",
+    "copurchase": "tab:orange",
+    "served": "tab:green",
+}
 pl.Config.set_tbl_rows(30)
 pl.Config.set_tbl_cols(12)
 plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "axes.grid": True, "grid.alpha": 0.3})
@@ -154,10 +159,10 @@ metrics = table(
 )
 display(metrics)
 best = metrics.filter(pl.col("source") == "published").row(0, named=True)
-blend_ndcg = report["blend"][f"ndcg@{K}"]
+served_ndcg = report["served"][f"ndcg@{K}"]
 print(
-    f"blend nDCG@{K} {blend_ndcg:.4f} vs best published ({best['model']}) "
-    f"{best[f'ndcg@{K}']:.4f}: ratio {blend_ndcg / best[f'ndcg@{K}']:.3f}"
+    f"served nDCG@{K} {served_ndcg:.4f} vs best published ({best['model']}) "
+    f"{best[f'ndcg@{K}']:.4f}: ratio {served_ndcg / best[f'ndcg@{K}']:.3f}"
 )
 
 # %%

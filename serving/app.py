@@ -13,7 +13,6 @@ from fastapi import FastAPI
 
 from serving import service
 from serving.batch import RecBatcher
-from serving.blend_kernel import warm_up as blend_warm_up
 from serving.hot_path import HotRecommendations
 from serving.metrics import LatencyMiddleware, Metrics
 from serving.routes import (
@@ -74,7 +73,6 @@ def create_app(
         # compiled rules pass: loaded from numba's cache (compiled on a first start) before
         # readiness, never on a request; in a thread so the loop stays free meanwhile
         await asyncio.to_thread(warm_up)
-        await asyncio.to_thread(blend_warm_up)
         await holder.reload()
         admin.publish_model_gauge(metrics, holder.models())
         app.state.settings = settings

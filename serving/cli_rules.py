@@ -70,7 +70,7 @@ def picks_export(
 
     from patron.cliutil import UserError
     from patron.settings import get_settings
-    from serving.picks import export_picks
+    from serving.export import export_picks
     from serving.rules.loader import load_rules
 
     if fmt not in ("parquet", "csv", "jsonl"):
@@ -89,7 +89,7 @@ def picks_export(
         import redis
 
         from features.online import OnlineStore
-        from serving.picks import RECENT_K
+        from serving.export import RECENT_K
 
         store = OnlineStore(redis.Redis.from_url(redis_url), get_settings().redis_namespace)
 

@@ -1,10 +1,8 @@
-"""FAISS inner-product index over item factors: exact for small catalogs, HNSW above.
+"""FAISS in the API process: loading a bundle's index, batch searches, precomputed neighbours.
 
-Exact ``IndexFlatIP`` costs O(n_items * f) per query: ~0.2 ms at 20k x 64 on one core, so it is
-used below ``hnsw_min_items`` (default 50,000, see docs/serving.md); larger catalogs get
-``IndexHNSWFlat`` (M=32, efSearch=256), whose recall@10 against exact search is measured in
-tests/serving/test_index.py (>= 0.95). Each worker uses one FAISS thread: requests are
-single queries and the workers already fill the cores.
+The index itself is built by ``patron.scoring.index.build_index`` (the one builder, shared with
+training). Each worker uses one FAISS thread: requests are single queries and the workers
+already fill the cores.
 """
 
 from __future__ import annotations
@@ -16,32 +14,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from patron.scoring.index import HNSW_EF_SEARCH, build_index, set_ef_search
+
 faiss.omp_set_num_threads(1)
 
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = 256
-
-
-def build_index(item_factors: np.ndarray, hnsw_min_items: int = 50_000) -> faiss.Index:
-    """An inner-product index over ``item_factors`` (row j = item index j)."""
-    x = np.ascontiguousarray(item_factors, dtype=np.float32)
-    n, d = x.shape
-    if n < hnsw_min_items:
-        index: faiss.Index = faiss.IndexFlatIP(d)
-    else:
-        hnsw = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        hnsw.hnsw.efSearch = HNSW_EF_SEARCH
-        index = hnsw
-    index.add(x)
-    return index
-
-
-def set_ef_search(index: faiss.Index, ef: int) -> None:
-    """Search depth of an HNSW index (no-op for exact indexes)."""
-    if isinstance(index, faiss.IndexHNSW):
-        index.hnsw.efSearch = int(ef)
+__all__ = ["HNSW_EF_SEARCH", "build_index", "set_ef_search"]
 
 
 def load_index(path: Path, n_items: int, dim: int) -> faiss.Index:
@@ -100,7 +77,7 @@ def precompute_candidates(
     """Every customer's ``depth`` nearest items by ``index`` (int32, -1 padded), in chunks.
 
     The search serving would run per request, done once per model with all cores: the API and
-    the email export then read a row instead of searching (``serving.candidates``). ``ef``
+    the email export then read a row instead of searching (``patron.scoring``). ``ef``
     sets the HNSW search depth for it (FAISS searches at least ``depth`` deep anyway); the
     index keeps that setting afterwards.
     """

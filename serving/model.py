@@ -19,21 +19,13 @@ from scipy import sparse
 
 from features.schemas import DEFAULT_TIERS
 from patron.bundle import BundleData, Manifest, load_bundle
-from serving.index import HNSW_EF_SEARCH, build_index, load_index, set_ef_search
+from patron.scoring import Popular, ScoringModel, category_codes
+from patron.scoring.index import HNSW_EF_SEARCH, HNSW_MIN_ITEMS, build_index, set_ef_search
+from serving.index import load_index
 from serving.render import ItemsJson
 from serving.rules.engine import ItemTable
 
 log = logging.getLogger("patron.serving")
-
-POPULAR_DEPTH = 500  # popular items kept per scope (tier / category / overall)
-
-
-@dataclass(frozen=True)
-class Popular:
-    """Popular items of one scope, best first."""
-
-    item_idx: np.ndarray  # int32
-    score: np.ndarray  # float32
 
 
 @dataclass(frozen=True)
@@ -51,10 +43,7 @@ class LoadedModel:
     items: ItemTable
     item_id_list: list[str]  # item ids as Python strings, by bundle index (responses)
     items_json: ItemsJson  # renders batch picks as response JSON (caches per model)
-    # co-purchase CSR as the compiled candidate pass takes it: indptr int64, indices int32,
-    # data float32 (converted once, not per batch)
-    copurchase_arrays: tuple[np.ndarray, np.ndarray, np.ndarray]
-    item_gram: np.ndarray  # Y^T Y (f, f) float64, for fold-in
+    scoring: ScoringModel  # what the scoring library reads (patron/scoring)
     popular_overall: Popular
     popular_tier: dict[str, Popular]
     popular_category: dict[str, Popular]
@@ -66,21 +55,6 @@ class LoadedModel:
     @property
     def fingerprint(self) -> str:
         return self.manifest.fingerprint()
-
-    @property
-    def reg(self) -> float:
-        p = self.manifest.params
-        return float(p.get("regularization", p.get("reg", 0.01)))
-
-    @property
-    def alpha(self) -> float:
-        return float(self.manifest.params.get("alpha", 1.0))
-
-    def user_vector(self, customer_id: str) -> np.ndarray | None:
-        pos = self.customer_pos.get(customer_id)
-        if pos is None:
-            return None
-        return np.asarray(self.data.user_factors[pos], dtype=np.float32)
 
     def training_items(self, customer_id: str) -> np.ndarray:
         pos = self.customer_pos.get(customer_id)
@@ -116,9 +90,7 @@ def build_item_table(catalog: pl.DataFrame, item_ids: np.ndarray) -> ItemTable:
             return catalog[name].cast(dtype, strict=False).fill_null(default)
         return pl.Series(name, [default] * n, dtype=dtype)
 
-    category = col("category", pl.String(), "unknown")
-    categories = tuple(sorted(set(category.to_list())))
-    code = {c: i for i, c in enumerate(categories)}
+    codes, categories = category_codes(catalog)
     min_tier = col("min_tier", pl.String(), "")
     now = datetime.now(UTC)
     if "launched_at" in catalog.columns:
@@ -129,7 +101,7 @@ def build_item_table(catalog: pl.DataFrame, item_ids: np.ndarray) -> ItemTable:
         days = pl.Series([float("nan")] * n)
     return ItemTable(
         item_ids=item_ids,
-        category_code=np.array([code[c] for c in category.to_list()], dtype=np.int32),
+        category_code=codes,
         categories=categories,
         price=col("price", pl.Float64(), float("nan")).to_numpy().astype(np.float32),
         in_stock=col("in_stock", pl.Boolean(), True).to_numpy().astype(bool),
@@ -142,29 +114,6 @@ def build_item_table(catalog: pl.DataFrame, item_ids: np.ndarray) -> ItemTable:
     )
 
 
-def _popular_scopes(popularity: pl.DataFrame) -> dict[tuple[str, str], Popular]:
-    out: dict[tuple[str, str], Popular] = {}
-    if popularity.height == 0:
-        return out
-    pop = (
-        popularity.select(
-            pl.col("scope").cast(pl.String),
-            pl.col("key").cast(pl.String).fill_null(""),
-            pl.col("item_idx").cast(pl.Int32),
-            pl.col("score").cast(pl.Float32),
-        )
-        .sort(["scope", "key", "score"], descending=[False, False, True])
-        .group_by(["scope", "key"], maintain_order=True)
-        .head(POPULAR_DEPTH)
-    )
-    for (scope, key), part in pop.group_by(["scope", "key"], maintain_order=True):
-        out[(str(scope), str(key))] = Popular(
-            part["item_idx"].to_numpy().astype(np.int32),
-            part["score"].to_numpy().astype(np.float32),
-        )
-    return out
-
-
 def build_model(
     data: BundleData,
     *,
@@ -172,7 +121,7 @@ def build_model(
     alias: str | None = None,
     source: str = "",
     index_path: Path | None = None,
-    hnsw_min_items: int = 50_000,
+    hnsw_min_items: int = HNSW_MIN_ITEMS,
     ef_search: int = HNSW_EF_SEARCH,
 ) -> LoadedModel:
     """Derive everything requests need from a loaded bundle (once per bundle)."""
@@ -187,15 +136,8 @@ def build_model(
     item_pos = dict(zip(item_ids.tolist(), range(len(item_ids)), strict=True))
     cids = data.customer_ids.astype(str).tolist()
     customer_pos = dict(zip(cids, range(len(cids)), strict=True))
-    y = np.asarray(data.item_factors, dtype=np.float64)
-    scopes = _popular_scopes(data.popularity)
-    overall = scopes.get(("overall", "")) or next(
-        (p for (s, _), p in scopes.items() if s == "overall"), None
-    )
-    if overall is None:  # no popularity table: fall back to training purchase counts
-        counts = np.asarray(data.user_items.sum(axis=0)).ravel().astype(np.float32)
-        top = np.argsort(-counts, kind="stable")[:POPULAR_DEPTH].astype(np.int32)
-        overall = Popular(top, counts[top])
+    scoring = ScoringModel.from_bundle(data, index)
+    scopes = scoring.popular
     model = LoadedModel(
         data=data,
         manifest=data.manifest,
@@ -208,13 +150,8 @@ def build_model(
         items=build_item_table(data.catalog, item_ids),
         item_id_list=item_ids.tolist(),
         items_json=ItemsJson(item_ids.tolist()),
-        copurchase_arrays=(
-            data.copurchase.indptr.astype(np.int64),
-            data.copurchase.indices.astype(np.int32),
-            data.copurchase.data.astype(np.float32),
-        ),
-        item_gram=y.T @ y,
-        popular_overall=overall,
+        scoring=scoring,
+        popular_overall=scopes[("overall", "")],
         popular_tier={k: p for (s, k), p in scopes.items() if s == "tier"},
         popular_category={k: p for (s, k), p in scopes.items() if s == "category"},
     )
@@ -236,7 +173,7 @@ def load_model(
     alias: str | None = None,
     source: str | None = None,
     verify: bool = True,
-    hnsw_min_items: int = 50_000,
+    hnsw_min_items: int = HNSW_MIN_ITEMS,
     ef_search: int = HNSW_EF_SEARCH,
 ) -> LoadedModel:
     """Verify and load a bundle directory (factors memory-mapped) into a LoadedModel."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from patron.bundle import BundleError, read_manifest
 from serving.errors import NotFound, NotReady, ReloadRefused
 from serving.model import LoadedModel, load_model
-from serving.picks import warm_model
+from serving.recommend import warm_model
 from serving.registry_client import RegistryClient, ResolvedBundle
 from serving.settings import ServingSettings
 

@@ -1,8 +1,7 @@
 """Trained models -> ``patron.bundle.BundleData`` -> bundle directory (+ optional FAISS index).
 
-FAISS: an exact ``IndexFlatIP`` over the float32 item factors for catalogs up to
-``HNSW_MIN_ITEMS`` (50,000) items, an ``IndexHNSWFlat`` (inner product, M=32) above that,
-where exact search per request gets too slow. Serving may also build its own; a prebuilt
+FAISS: ``patron.scoring.index.build_index``, the builder serving uses too (exact below
+50,000 items, HNSW from 50,000 on). Serving builds its own when a bundle has none; a prebuilt
 index just saves start-up time.
 """
 
@@ -26,8 +25,6 @@ from training.interactions import Interactions
 from training.popularity import PopularityRecommender
 
 log = logging.getLogger(__name__)
-
-HNSW_MIN_ITEMS = 50_000
 
 
 def catalog_snapshot(item_ids: np.ndarray, catalog: pl.DataFrame | None) -> pl.DataFrame:
@@ -54,22 +51,14 @@ def catalog_snapshot(item_ids: np.ndarray, catalog: pl.DataFrame | None) -> pl.D
 
 
 def build_faiss_index(item_factors: np.ndarray, path: Path) -> str:
-    """Write a FAISS inner-product index over ``item_factors``; returns its kind."""
+    """Write the FAISS index serving would build over ``item_factors``; returns its kind."""
     import faiss
 
-    vecs = np.ascontiguousarray(item_factors, dtype=np.float32)
-    d = vecs.shape[1]
-    index: Any
-    if len(vecs) > HNSW_MIN_ITEMS:
-        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 200  # as serving.index builds it
-        kind = "hnsw32"
-    else:
-        index = faiss.IndexFlatIP(d)
-        kind = "flat_ip"
-    index.add(vecs)
+    from patron.scoring.index import build_index, index_kind
+
+    index = build_index(item_factors)
     faiss.write_index(index, str(path))
-    return kind
+    return index_kind(index)
 
 
 def build_bundle_data(
@@ -130,7 +119,7 @@ def write(
         data.manifest.params["faiss.index"] = kind
         if candidate_depth > 0:
             # imported here: serving.index pins FAISS to one thread (the API's setting)
-            from serving.candidates import candidate_scores
+            from patron.scoring.kernel import candidate_scores
             from serving.index import candidate_recall
 
             data.als_candidates = _precompute(index_path, data, candidate_depth)

@@ -193,7 +193,8 @@ def recommend(
     import polars as pl
 
     from patron.bundle import BundleError, load_bundle
-    from training.bundle_scoring import recommend_from_bundle
+    from patron.scoring import load_scoring
+    from patron.scoring import recommend as score_top_k
 
     if not no_rules:
         raise UserError(
@@ -206,7 +207,7 @@ def recommend(
     except BundleError as exc:
         raise UserError(str(exc)) from None
     users = np.arange(len(b.customer_ids))
-    ids, scores = recommend_from_bundle(b, users, k)
+    ids, scores = score_top_k(load_scoring(b, bundle), users, k)
     ok = ids >= 0
     rows, ranks = np.nonzero(ok)
     frame = pl.DataFrame(

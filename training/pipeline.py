@@ -194,7 +194,7 @@ def train(
                 models = fit_models(data.inter, config, data.user_tiers, baskets=baskets)
                 report = evaluate_models(models, data, k)
                 for name, vals in report.items():
-                    prefix = "val" if name == "blend" else f"val_{name}"
+                    prefix = "val" if name == "served" else f"val_{name}"
                     for m, v in vals.items():
                         metrics[f"{prefix}_{m}"] = v
                 tags["eval_fingerprint"] = data.fingerprint

@@ -18,19 +18,22 @@ from mlflow.pyfunc import PythonModel
 
 
 class PatronModel(PythonModel):
-    """Top-k blend recommendations from a verified bundle."""
+    """Top-k picks from a verified bundle: the scoring library the API serves with."""
 
     def load_context(self, context: Any) -> None:
         from patron.bundle import load_bundle
+        from patron.scoring import load_scoring
 
-        self.bundle = load_bundle(Path(context.artifacts["bundle"]))
+        path = Path(context.artifacts["bundle"])
+        self.bundle = load_bundle(path)
+        self.scoring = load_scoring(self.bundle, path)
         ids = self.bundle.customer_ids.astype(str)
         self.index = dict(zip(ids.tolist(), range(len(ids)), strict=True))
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        from training.bundle_scoring import recommend_from_bundle
+        from patron.scoring import recommend
 
         if "customer_id" not in model_input.columns:
             raise ValueError("input needs a 'customer_id' column")
@@ -40,7 +43,7 @@ class PatronModel(PythonModel):
         if not known:
             return pd.DataFrame({"customer_id": [], "rank": [], "item_id": [], "score": []})
         users = np.array([self.index[c] for c in known], dtype=np.int64)
-        ids, scores = recommend_from_bundle(self.bundle, users, k)
+        ids, scores = recommend(self.scoring, users, k)
         ok = ids >= 0
         item_ids = self.bundle.item_ids.astype(str)
         rows, ranks = np.nonzero(ok)

@@ -2,7 +2,8 @@
 
 Stages (small grids; every trial is returned and optionally logged to MLflow as a nested run):
 1. co-purchase weighting (EASE lambda), 2. ALS (factors, regularisation, alpha, confidence
-weighting), 3. blend weights over the chosen models' normalised validation scores. Each trial's
+weighting), 3. blend weights of the scoring library the API serves with (patron/scoring), over the
+chosen models. Each trial's
 metrics are averaged over several validation folds (different split seeds) to damp noise. The
 test part is never touched here; check the chosen config afterwards with ``patron evaluate``.
 """
@@ -18,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from patron.scoring import recommend as score_top_k
 from training.als import ALSParams, ALSRecommender
-from training.blend import normalise
 from training.config import TrainConfig
 from training.copurchase import CoPurchaseParams, CoPurchaseRecommender
 from training.evaluate import EvalData
 from training.metrics import ranking_metrics
 from training.popularity import PopularityRecommender
-from training.recommender import top_n
+from training.served import ServedRecommender
 
 log = logging.getLogger(__name__)
 
@@ -109,35 +110,22 @@ def tune(
         score = record("als", params, m)
         if score > best_als[0]:
             best_als = (score, p)
-    # 3. blend weights on precomputed normalised scores of the chosen models
-    parts = []
+    # 3. blend weights: the scoring library the API serves with, over the chosen models
+    served = []
     for fold in folds:
         x = fold.inter.binary()
-        exclude = x[fold.users]
         als = ALSRecommender(best_als[1]).fit(fold.inter.matrix)
         cp = CoPurchaseRecommender(best_cp[1]).fit(x)
         pop = PopularityRecommender(fold.user_tiers).fit(x)
-        parts.append(
-            {
-                "als": normalise(als.score(fold.users, x), exclude),
-                "copurchase": normalise(cp.score(fold.users, x), exclude),
-                "popular": normalise(pop.score(fold.users, x), exclude),
-                "exclude": exclude,
-                "truth": fold.truth[fold.users],
-            }
-        )
+        config = replace(base, als=best_als[1], copurchase=best_cp[1])
+        served.append(ServedRecommender(fold.inter, als, cp, pop, config).scoring)
     best_w: tuple[float, dict[str, float]] = (-1.0, dict(base.blend))
     for w_als, w_pop in itertools.product(g["blend_als"], g["blend_popular"]):
         weights = {"als": float(w_als), "copurchase": 1.0, "popular": float(w_pop)}
         ms = []
-        for part in parts:
-            total = (
-                part["copurchase"]
-                + weights["als"] * part["als"]
-                + weights["popular"] * part["popular"]
-            )
-            ids, _ = top_n(total, k, part["exclude"])
-            ms.append(ranking_metrics(ids, part["truth"], k))
+        for fold, model in zip(folds, served, strict=True):
+            ids, _ = score_top_k(model.with_weights(weights), fold.users, k)
+            ms.append(ranking_metrics(ids, fold.truth[fold.users], k))
         score = record("blend", weights, _mean(ms))
         if score > best_w[0]:
             best_w = (score, weights)

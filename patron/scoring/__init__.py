@@ -10,7 +10,9 @@ from patron.scoring.library import (
     ScoringModel,
     category_codes,
     exclusions,
+    load_scoring,
     popular_scopes,
+    recommend,
     score_batch,
     top_k,
 )
@@ -29,7 +31,9 @@ __all__ = [
     "exclusions",
     "fold_in",
     "fold_in_batch",
+    "load_scoring",
     "popular_scopes",
+    "recommend",
     "score_batch",
     "top_k",
 ]

@@ -13,7 +13,8 @@
    item-item score (the sum over the history of weight x neighbour score; the anchor is the
    history item with the largest term) and the popularity score;
 4. each source divided by its best score among the row's candidates (a source whose best
-   score is <= 0 contributes nothing), weighted and summed in float32; a customer with
+   score is <= 0 contributes nothing), weighted (with a context item the item-item weight is
+   raised by the ALS weight) and summed in float32; a customer with
    neither a vector nor item-item candidates gets the raw popularity scores;
 5. the row sorted by score (descending, ties by item index).
 """
@@ -89,9 +90,9 @@ def _rank(total: np.ndarray, item: np.ndarray, order: np.ndarray, tmp: np.ndarra
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _probe(keys: np.ndarray, mask: int, it: int) -> int:
+def _probe(keys: np.ndarray, mask: int, it: int | np.integer) -> int:  # type: ignore[type-arg]
     """The slot of ``it`` in an open-addressing table (its own, or the empty one to take)."""
-    p = (np.int64(it) * 0x9E3779B1) & mask
+    p = int((np.int64(it) * 0x9E3779B1) & mask)
     while keys[p] != _EMPTY and keys[p] != it:
         p = (p + 1) & mask
     return p
@@ -291,6 +292,8 @@ def _score_rows(
             cp_max = max(cp_max, s_cp[s])
             pop_max = max(pop_max, s_pop[s])
         popular_only = not has_vec[r] and n_cp == 0
+        # the item on screen matters at least as much as taste
+        w_cp_r = w_cp + w_als if context[r] >= 0 else w_cp
         for s in range(k):
             c_als = np.float32(0.0)
             c_cp = np.float32(0.0)
@@ -298,7 +301,7 @@ def _score_rows(
             if has_vec[r] and als_max > 0:
                 c_als = np.float32(w_als * np.float32(s_als[s] / als_max))
             if cp_max > 0:
-                c_cp = np.float32(w_cp * np.float32(np.float32(s_cp[s]) / np.float32(cp_max)))
+                c_cp = np.float32(w_cp_r * np.float32(np.float32(s_cp[s]) / np.float32(cp_max)))
             if popular_only:
                 c_pop = s_pop[s]
             elif pop_max > 0:
@@ -360,3 +363,20 @@ def _take_rows(
 score_rows: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = _score_rows
 dot_scores: Callable[..., np.ndarray] = _dot_scores
 take_rows: Callable[..., tuple[np.ndarray, np.ndarray]] = _take_rows
+
+
+def candidate_scores(
+    table: np.ndarray, item_factors: np.ndarray, user_factors: np.ndarray, chunk: int = 65_536
+) -> np.ndarray:
+    """Every precomputed neighbour's score for its customer (``_dot``: the bits the scoring
+    pass computes), float32, 0 for -1 padding; the bundle's ``als_scores.npy``."""
+    out = np.empty(table.shape, np.float32)
+    y = np.asarray(item_factors, np.float32)
+    for lo in range(0, len(table), chunk):
+        hi = min(lo + chunk, len(table))
+        out[lo:hi] = dot_scores(
+            y,
+            np.ascontiguousarray(table[lo:hi], np.int32),
+            np.ascontiguousarray(user_factors[lo:hi], np.float32),
+        )
+    return out

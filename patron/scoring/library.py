@@ -10,7 +10,8 @@ one), the email export, ``patron recommend``, the MLflow pyfunc model, ``patron 
   folded in from their real-time purchases) . item i's factors;
 - ``item(i)``: the item-item model (EASE or co-purchase neighbour table) summed over the whole
   history: sum over history items j of table[j, i] (training purchases and real-time purchases
-  weigh 1 each; a context item weighs as much as the rest of the history together);
+  weigh 1 each; a context item weighs as much as the rest of the history together, and
+  with one ``w_item`` becomes ``w_item + w_als``: the item on screen matters as much as taste);
 - ``pop(i)``: item i's popularity in the customer's tier;
 - each maximum is taken over the customer's candidates (the ALS neighbour list, the table
   neighbours of the history, the tier's popular items), never over excluded items (training
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -35,7 +37,7 @@ import polars as pl
 
 from patron.bundle import BundleData
 from patron.scoring.foldin import fold_in
-from patron.scoring.index import build_index
+from patron.scoring.index import HNSW_EF_SEARCH, build_index, set_ef_search
 from patron.scoring.kernel import dot_scores, score_rows, take_rows
 from patron.scoring.types import CandidateBatch, Source
 
@@ -131,6 +133,10 @@ class ScoringModel:
         y64 = y.astype(np.float64)
         params = data.manifest.params
         scopes = popular_scopes(data.popularity, len(data.item_ids))
+        if not len(scopes[("overall", "")].item_idx):  # no table: training purchase counts
+            counts = np.asarray(data.user_items.sum(axis=0)).ravel().astype(np.float32)
+            top = np.argsort(-counts, kind="stable")[:POPULAR_DEPTH].astype(np.int32)
+            scopes[("overall", "")] = Popular(top, counts[top])
         tiers = sorted(k for s, k in scopes if s == "tier")
         lists = [scopes[("overall", "")], *(scopes[("tier", t)] for t in tiers)]
         items = np.full((len(lists), POP_CANDIDATES), -1, np.int32)
@@ -280,8 +286,9 @@ def _als_lists(
     model: ScoringModel, req: ScoreRequest, vecs: np.ndarray, has: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ALS neighbour list (-1 padded) and its scores (or (0, 0): scored in the
-    pass): the precomputed row when at most half of it can be excluded, else a FAISS search
-    ``n_excluded + depth`` deep. Depths are rounded up to a power of two and searched per
+    pass): the customer's ``depth`` nearest items (the precomputed row when there is one)
+    when at most half of them can be excluded, else a FAISS search ``n_excluded + depth``
+    deep. Depths are rounded up to a power of two and searched per
     depth, so a customer gets the same list alone and in any batch."""
     n = len(req)
     table = model.table
@@ -291,11 +298,16 @@ def _als_lists(
     n_ex[known] += (model.ui_ptr[req.pos[known] + 1] - model.ui_ptr[req.pos[known]]).astype(
         n_ex.dtype
     )
-    use_table = has & known & (req.category < 0) & (n_ex <= base // 2)
+    # the same depth whether the row comes from the table or a search (a bundle without a
+    # table ranks like one with it): ``base``, or ``base + n_excluded`` when exclusions
+    # could eat more than half of it
+    short = n_ex <= base // 2
+    fetch = np.where(short, base, base + n_ex)
+    fetch = np.where(req.category >= 0, base * CATEGORY_FETCH + n_ex, fetch)
+    fetch = np.minimum(fetch, model.n_items)
+    use_table = has & known & (req.category < 0) & short
     if table is None:
         use_table[:] = False
-    fetch = np.where(req.category >= 0, base * CATEGORY_FETCH, base) + n_ex
-    fetch = np.minimum(fetch, model.n_items)
     search = np.flatnonzero(has & ~use_table)
     width = base if use_table.any() else 0
     if search.size:
@@ -364,3 +376,29 @@ def top_k(cands: CandidateBatch, k: int) -> tuple[np.ndarray, np.ndarray]:
     model's answer without business rules."""
     ids = cands.item_idx[:, :k]
     return ids, np.where(ids >= 0, cands.score[:, :k], -np.inf).astype(np.float32)
+
+
+def recommend(
+    model: ScoringModel, pos: np.ndarray, k: int, batch: int = 4_096
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (item index, score) of customers ``pos`` from their training history alone:
+    ``score_batch`` in chunks (``patron recommend``, the pyfunc model, evaluation, tuning)."""
+    pos = np.asarray(pos, np.int64)
+    ids = np.full((len(pos), k), -1, np.int32)
+    scores = np.full((len(pos), k), -np.inf, np.float32)
+    for lo in range(0, len(pos), batch):
+        part = pos[lo : lo + batch]
+        got_ids, got_scores = top_k(score_batch(model, ScoreRequest.build(model, part)), k)
+        ids[lo : lo + len(part), : got_ids.shape[1]] = got_ids
+        scores[lo : lo + len(part), : got_ids.shape[1]] = got_scores
+    return ids, scores
+
+
+def load_scoring(data: BundleData, bundle_dir: Path | None = None) -> ScoringModel:
+    """The scoring model of a loaded bundle, with the bundle's own FAISS index when it has one
+    (searched as serving searches it), so offline answers are the API's."""
+    index = None
+    if bundle_dir is not None and (Path(bundle_dir) / "faiss.index").is_file():
+        index = faiss.read_index(str(Path(bundle_dir) / "faiss.index"))
+        set_ef_search(index, HNSW_EF_SEARCH)
+    return ScoringModel.from_bundle(data, index)

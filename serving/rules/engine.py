@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from features.schemas import DEFAULT_TIERS
-from serving.candidates import CandidateSet, Source
+from patron.scoring import CandidateBatch, CandidateSet, Source
 from serving.rules.loader import LoadedRules
 from serving.rules.models import FallbackSource, RuleSet, norm_label
 
@@ -79,33 +79,6 @@ class Picks:
 
 # --------------------------------------------------------------------------------------------
 # Batch inputs and outputs
-
-
-@dataclass
-class CandidateBatch:
-    """Candidates of many customers as (n, C) matrices, best first per row, -1 = padding."""
-
-    item_idx: np.ndarray  # int32
-    score: np.ndarray  # float32
-    source: np.ndarray  # int8
-    anchor_idx: np.ndarray  # int32
-
-    @classmethod
-    def from_sets(cls, sets: list[CandidateSet]) -> CandidateBatch:
-        n, width = len(sets), max((len(c) for c in sets), default=0)
-        out = cls(
-            item_idx=np.full((n, width), -1, np.int32),
-            score=np.zeros((n, width), np.float32),
-            source=np.full((n, width), int(Source.ALS), np.int8),
-            anchor_idx=np.full((n, width), -1, np.int32),
-        )
-        for i, c in enumerate(sets):
-            m = len(c)
-            out.item_idx[i, :m] = c.item_idx
-            out.score[i, :m] = c.score
-            out.source[i, :m] = c.source
-            out.anchor_idx[i, :m] = c.anchor_idx
-        return out
 
 
 def _csr(parts: list[np.ndarray], dtype: type) -> tuple[np.ndarray, np.ndarray]:
@@ -229,7 +202,7 @@ def _one_customer(
 
 def take_customers(cb: CustomerBatch, rows: np.ndarray) -> CustomerBatch:
     """A sub-batch of customers (rows in the given order)."""
-    from serving.blend_kernel import take_rows
+    from patron.scoring.kernel import take_rows
 
     rows = np.asarray(rows, np.int64)
     rp, ri = take_rows(cb.recent_indptr, cb.recent_item_idx, rows)

@@ -131,3 +131,18 @@ def load_rules(path: Path | str | None = None) -> LoadedRules:
     if not p.is_file():
         raise FileNotFoundError(f"rules file {p} does not exist")
     return parse_rules_text(p.read_text(encoding="utf-8"), source=str(p))
+
+
+FALLBACK_ONLY = {
+    "version": "fallback-only",
+    "eligibility": {"enforce_min_tier": False},
+    "exclusions": {"out_of_stock": False, "recently_bought_days": 0},
+}
+
+
+@functools.cache
+def fallback_only() -> LoadedRules:
+    """Rules off: the model's own ranking, padded by the fallback chain (no eligibility,
+    exclusions beyond the model's, boosts, pins or diversity cap). What ``rules=None`` means
+    everywhere (evaluation's "served" row, ``--no-rules`` exports)."""
+    return parse_rules(FALLBACK_ONLY, "<fallback-only>")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from serving.candidates import Source
+from patron.scoring import Source
 from serving.rules.engine import (
     _LAST_GROUP,
     PIN_SOURCE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.candidates import CandidateSet, Source
+from patron.scoring import CandidateSet, Source
 from serving.rules.engine import CustomerContext, ItemTable
 
 TIERS = ("bronze", "silver", "gold", "platinum")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.candidates import CandidateSet, Source
+from patron.scoring import CandidateSet, Source
 from serving.rules.engine import ItemTable, apply_rules
 from serving.rules.loader import DEFAULT_RULES_FILE, LoadedRules, load_rules
 from tests.rules.synth import TIERS, customer, item_table

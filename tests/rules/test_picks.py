@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,10 +15,9 @@ from typer.testing import CliRunner
 
 from features.online import OnlineStore, PurchaseEvent
 from serving.cli_rules import picks_app
+from serving.export import export_picks
 from serving.model import LoadedModel, load_model
-from serving.picks import export_picks
-from serving.rules.apply import rank_with_rules
-from serving.rules.loader import LoadedRules, load_rules
+from serving.rules.loader import LoadedRules, fallback_only, load_rules
 from tests.serving.helpers import customer_id, customers_frame, item_id, items_frame, make_bundle
 
 NS = "picks-test"
@@ -133,7 +131,7 @@ def test_no_rules_baseline_differs_but_keeps_consent(
     rep = export_picks(model, customers, b, rules=None, k=8)
     with_rules, without = pl.read_parquet(a), pl.read_parquet(b)
     assert set(without["customer_id"]) == set(with_rules["customer_id"])
-    assert rep.extra["rules_version"] is None
+    assert rep.extra["rules_version"] == fallback_only().version
     gold_only = {item_id(j) for j in range(0, 240, 17)}
     bronze = without.filter(pl.col("tier") == "bronze")
     assert set(bronze["item_id"]) & gold_only, "baseline shows exclusives: the rules matter"
@@ -167,17 +165,8 @@ def test_export_equals_api(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from serving import ranking
     from serving.app import create_app
     from serving.settings import ServingSettings
-
-    if "apply_rules" not in inspect.getsource(ranking):
-        # The API's ranking hook is not switched to the rules engine on this branch yet: wire
-        # it to serving.rules.apply.rank_with_rules, the call the hook is meant to make.
-        def hook(cands, ctx, items, k, exclude_idx):  # type: ignore[no-untyped-def]
-            return rank_with_rules(model, cands, ctx, rules, k, exclude_idx)
-
-        monkeypatch.setattr(ranking, "rank", hook)
 
     out = tmp_path / "picks.parquet"
     rep = export_picks(
@@ -214,46 +203,9 @@ def test_export_equals_api(
     assert item_id(3) not in c0["item_id"].to_list()
 
 
-def test_vectorised_candidates_equal_the_api_blend(model: LoadedModel) -> None:
-    """The export's batch candidate generation equals serving.candidates.blend per customer."""
-    from serving.picks import batch_candidates, batch_candidates_flat, contexts_from_frame
-    from serving.rules.engine import CustomerContext
-
-    frame = _customers(60)
-    ctxs = contexts_from_frame(frame, model)
-    rng = np.random.default_rng(5)
-    # some customers with recent purchases (anchors for co-purchase), one unknown (fold-in)
-    with_recent = []
-    for i, c in enumerate(ctxs):
-        if i % 3 == 0:
-            rec = rng.choice(240, size=int(rng.integers(1, 6)), replace=False).astype(np.int32)
-            c = CustomerContext(
-                **{
-                    **c.__dict__,
-                    "recent_item_idx": rec,
-                    "recent_days_ago": np.ones(len(rec), np.float32),
-                }
-            )
-        with_recent.append(c)
-    ids = frame["customer_id"].to_list()
-    sets, excl = batch_candidates(model, ids, with_recent, 8)
-    ptr = np.zeros(len(ids) + 1, np.int64)
-    ptr[1:] = np.cumsum([len(c.recent_item_idx) for c in with_recent])
-    rec_idx = np.concatenate([c.recent_item_idx for c in with_recent]).astype(np.int32)
-    flat, ex_ptr, ex_idx = batch_candidates_flat(model, ids, with_recent, ptr, rec_idx, 8)
-    for i, s in enumerate(sets):
-        m = len(s)
-        assert flat.item_idx[i, :m].tolist() == s.item_idx.tolist(), i
-        assert (flat.item_idx[i, m:] == -1).all()
-        assert np.array_equal(flat.score[i, :m], s.score), i
-        assert flat.source[i, :m].tolist() == s.source.tolist(), i
-        assert flat.anchor_idx[i, :m].tolist() == s.anchor_idx.tolist(), i
-        assert ex_idx[ex_ptr[i] : ex_ptr[i + 1]].tolist() == excl[i].tolist()
-
-
 def test_unique_rows_matches_numpy() -> None:
     """The hashed row de-duplication used to decode reasons equals np.unique(axis=0)."""
-    from serving.picks import _unique_rows
+    from serving.export.frame import _unique_rows
 
     rng = np.random.default_rng(9)
     a = rng.integers(-1, 7, (5_000, 9)).astype(np.int32)

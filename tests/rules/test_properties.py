@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.candidates import CandidateSet, Source
+from patron.scoring import CandidateSet, Source
 from serving.rules.engine import (
     BatchPicks,
     CandidateBatch,

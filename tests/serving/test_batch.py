@@ -14,8 +14,9 @@ import pytest
 
 from features.online import CustomerOnline
 from serving import service
-from serving.batch import RecBatcher, recommend_batch
+from serving.batch import RecBatcher
 from serving.model import LoadedModel, load_model
+from serving.recommend import recommend_batch
 from serving.render import Answer
 from serving.rules.loader import LoadedRules, load_rules
 from tests.serving.helpers import customer_id, item_id
@@ -128,7 +129,8 @@ def test_batcher_coalesces_concurrent_requests(model: LoadedModel) -> None:
 def test_batcher_lone_request_and_failure_isolation(
     model: LoadedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A lone request is a batch of one; when a batch fails, each request is answered alone,
+    """A lone request is a batch of one (the batch function, not the one-by-one fallback);
+    when a batch fails, each request is answered alone,
     so only the request that really fails gets the error."""
     rules: LoadedRules = load_rules()
     ids, rows, _ = _rows(6, seed=4)
@@ -148,7 +150,7 @@ def test_batcher_lone_request_and_failure_isolation(
         return res
 
     assert len(json.loads(asyncio.run(lone()).items_json())) == 5
-    assert reader.calls == [1] and calls == [ids[1]]
+    assert reader.calls == [1] and calls == []
     calls.clear()
 
     import serving.batch as batch_mod
@@ -204,18 +206,19 @@ def test_batcher_survives_a_failing_read(model: LoadedModel) -> None:
 def test_warm_model_compiles_what_the_batch_path_runs(
     model: LoadedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``warm_model`` calls every kernel of the candidate pass with the argument types a batch
-    (known, folded-in, unknown customers) calls it with, so no request pays a numba
+    """``warm_model`` calls the scoring pass's kernels with the argument types a batch
+    (known, folded-in, unknown customers) calls them with, so no request pays a numba
     compilation; checked on the types themselves, whatever earlier tests compiled."""
     import numba
 
-    import serving.picks as picks
-    from serving.batch import recommend_batch_rendered
+    import patron.scoring.library as library
+    from serving.recommend import recommend_batch_rendered, warm_model
 
     seen: list[tuple[str, tuple[object, ...]]] = []
+    names = ("score_rows", "take_rows", "dot_scores")
 
     def recording(name: str):  # type: ignore[no-untyped-def]
-        kernel = getattr(picks, name)
+        kernel = getattr(library, name)
 
         def call(*args):  # type: ignore[no-untyped-def]
             seen.append((name, tuple(numba.typeof(a) for a in args)))
@@ -223,11 +226,11 @@ def test_warm_model_compiles_what_the_batch_path_runs(
 
         return call
 
-    for name in ("blend_kernel", "source_hits", "take_rows"):
-        monkeypatch.setattr(picks, name, recording(name))
-    picks.warm_model(model)
+    for name in names:
+        monkeypatch.setattr(library, name, recording(name))
+    warm_model(model)
     warmed = set(seen)
-    assert {name for name, _ in warmed} == {"blend_kernel", "source_hits", "take_rows"}
+    assert "score_rows" in {name for name, _ in warmed}
     seen.clear()
     ids, rows, excludes = _rows(20, seed=9)
     assert recommend_batch_rendered(model, ids, rows, 10, load_rules(), excludes)

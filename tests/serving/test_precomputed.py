@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from patron.bundle import BundleError, load_bundle, write_bundle
+from patron.scoring.kernel import candidate_scores
 from serving import service
-from serving.batch import recommend_batch, recommend_batch_rendered
-from serving.candidates import candidate_scores
 from serving.index import build_index, precompute_candidates
 from serving.model import LoadedModel, load_model
+from serving.recommend import recommend_batch, recommend_batch_rendered
 from serving.rules.loader import load_rules
 from tests.serving.helpers import customer_id, make_bundle_data
 from tests.serving.test_batch import DEFAULT_RULES, _rows

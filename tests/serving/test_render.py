@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from serving import render
-from serving.batch import recommend_batch, recommend_batch_rendered
 from serving.model import LoadedModel, load_model
+from serving.recommend import recommend_batch, recommend_batch_rendered
 from serving.routes.schemas import BatchResponse, RecommendationResponse
 from serving.rules.engine import BatchPicks
 from serving.rules.loader import load_rules

@@ -75,7 +75,7 @@ def test_recommend_picks_meet_quality_bar(
     # the in-process evaluation (training/metrics.py) gives the same numbers
     config = TrainConfig()
     data = prepare(train_rows, test_rows, config=config)
-    report = evaluate_models(fit_models(data.inter, config), data)["blend"]
+    report = evaluate_models(fit_models(data.inter, config), data)["served"]
     assert report["users"] == 943
     assert report["ndcg@10"] == pytest.approx(ours["ndcg"], abs=1e-9)
     assert report["map"] == pytest.approx(ours["map"], abs=1e-9)
