@@ -38,7 +38,15 @@ SEGMENTS = ("high_value", "regular", "new", "at_risk")
 
 
 def build_bundle(
-    path: Path, n_customers: int, n_items: int, f: int, depth: int, seed: int = 0
+    path: Path,
+    n_customers: int,
+    n_items: int,
+    f: int,
+    depth: int,
+    *,
+    purchases: int = 20,
+    neighbours: int = 200,
+    seed: int = 0,
 ) -> float:
     """A bundle with clustered factors (benchmarks/factors.py), realistic catalog flags and,
     with ``depth``, each customer's precomputed ALS neighbours as training writes them.
@@ -50,9 +58,9 @@ def build_bundle(
 
     rng = np.random.default_rng(seed)
     y, x, _ = clustered_factors(n_items, n_customers, f, rng)
-    ui = random_rows(n_customers, n_items, 5, rng)
+    ui = random_rows(n_customers, n_items, purchases, rng)
     ui.sum_duplicates()
-    cp = random_rows(n_items, n_items, 10, rng, decay=True)
+    cp = random_rows(n_items, n_items, neighbours, rng, decay=True)
     cp.sum_duplicates()
     counts = np.asarray(ui.sum(axis=0)).ravel() + rng.random(n_items)
     order = np.argsort(-counts)[:1000]
@@ -149,8 +157,10 @@ def per_request(
 ) -> dict[str, Any]:
     """``apply_rules`` alone on API-sized candidate sets (ALS + co-purchase + popular), as
     ``service.recommend`` calls it for one request."""
-    from patron.scoring import Source
-    from serving.picks import batch_candidates, contexts_from_frame, fallback_lists
+    from patron.scoring import Source, exclusions, score_batch
+    from serving.export.frame import contexts_from_frame
+    from serving.recommend import customer_request
+    from serving.rules.apply import fallback_lists
     from serving.rules.engine import apply_rules
 
     frame = pl.DataFrame(
@@ -165,7 +175,11 @@ def per_request(
     )
     ctxs = contexts_from_frame(frame, model)  # type: ignore[arg-type]
     ids = frame["customer_id"].to_list()
-    sets, excl = batch_candidates(model, ids, ctxs, k)  # type: ignore[arg-type]
+    req = customer_request(model, ids, ctxs)  # type: ignore[arg-type]
+    batch = score_batch(model.scoring, req)  # type: ignore[attr-defined]
+    sets = [batch.row(i) for i in range(len(ids))]
+    ex_ptr, ex_idx = exclusions(model.scoring, req)  # type: ignore[attr-defined]
+    excl = [ex_idx[ex_ptr[i] : ex_ptr[i + 1]] for i in range(len(ids))]
     items = model.items  # type: ignore[attr-defined]
     lists = [fallback_lists(model, c.tier) for c in ctxs]  # type: ignore[arg-type]
     apply_rules(sets[0], ctxs[0], items, rules, k, excl[0], *lists[0])  # type: ignore[arg-type]
@@ -216,6 +230,8 @@ def main() -> None:
         help="precomputed ALS neighbours per customer in the bundle (0 = FAISS in the export)",
     )
     ap.add_argument("--skip-export", action="store_true", help="Only the per-request timing.")
+    ap.add_argument("--purchases", type=int, default=20, help="training purchases per customer")
+    ap.add_argument("--neighbours", type=int, default=200, help="item-item neighbours per item")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="FAISS threads.")
     args = ap.parse_args()
 
@@ -223,12 +239,21 @@ def main() -> None:
     from serving.model import load_model
     from serving.rules.loader import load_rules
 
-    work = args.workdir / f"{args.customers}x{args.items}x{args.factors}-c{args.candidate_depth}"
+    work = args.workdir / (
+        f"{args.customers}x{args.items}x{args.factors}-c{args.candidate_depth}"
+        f"-p{args.purchases}-n{args.neighbours}"
+    )
     bundle = work / "bundle"
     precompute_s = None
     if not (bundle / "manifest.json").is_file():
         precompute_s = build_bundle(
-            bundle, args.customers, args.items, args.factors, args.candidate_depth
+            bundle,
+            args.customers,
+            args.items,
+            args.factors,
+            args.candidate_depth,
+            purchases=args.purchases,
+            neighbours=args.neighbours,
         )
     customers_file = work / "customers.parquet"
     if not customers_file.is_file():

@@ -54,7 +54,16 @@ def cid(u: int) -> str:
 
 # ----------------------------------------------------------------------------- bundle
 def build_bundle(
-    out: Path, n_items: int, n_customers: int, dim: int, depth: int, ef: int, seed: int = 0
+    out: Path,
+    n_items: int,
+    n_customers: int,
+    dim: int,
+    depth: int,
+    ef: int,
+    *,
+    purchases: int = 20,
+    neighbours: int = 200,
+    seed: int = 0,
 ) -> None:
     import faiss
     import polars as pl
@@ -66,8 +75,9 @@ def build_bundle(
 
     rng = np.random.default_rng(seed)
     y, x, item_cluster = clustered_factors(n_items, n_customers, dim, rng)
-    ui = random_rows(n_customers, n_items, 3, rng)
-    cp = random_rows(n_items, n_items, 20, rng, decay=True)
+    ui = random_rows(n_customers, n_items, purchases, rng)
+    ui.sum_duplicates()
+    cp = random_rows(n_items, n_items, neighbours, rng, decay=True)
     pop_score = rng.pareto(1.5, n_items)
     order = np.argsort(-pop_score)[:500]
     cats = np.array([f"cat{c % 50}" for c in item_cluster])
@@ -344,17 +354,29 @@ def main() -> None:
         help="precomputed ALS neighbours per customer in the bundle (0 = FAISS per request)",
     )
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    ap.add_argument("--purchases", type=int, default=20, help="training purchases per customer")
+    ap.add_argument(
+        "--neighbours", type=int, default=200, help="item-item neighbours per item (training: 200)"
+    )
     args = ap.parse_args()
 
     from tests.services import free_port, redis_server, wait_port
 
     bundle = args.workdir / (
-        f"bundle-{args.items}-{args.customers}-{args.dim}-c{args.candidate_depth}-ef{args.ef_search}-s"
+        f"bundle-{args.items}-{args.customers}-{args.dim}-c{args.candidate_depth}-ef{args.ef_search}"
+        f"-p{args.purchases}-n{args.neighbours}"
     )
     if not (bundle / "manifest.json").is_file():
         log(f"building bundle {bundle} (cached for later runs)")
         build_bundle(
-            bundle, args.items, args.customers, args.dim, args.candidate_depth, args.ef_search
+            bundle,
+            args.items,
+            args.customers,
+            args.dim,
+            args.candidate_depth,
+            args.ef_search,
+            purchases=args.purchases,
+            neighbours=args.neighbours,
         )
     result_recall = index_recall(bundle, args.ef_search)
     rules_cost = rules_per_request(bundle, args.ef_search)
