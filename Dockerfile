@@ -30,8 +30,8 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     NUMBA_CACHE_DIR=/app/numba-cache
 RUN mkdir -p /app/var /app/numba-cache && chown patron:patron /app/var /app/numba-cache
 USER 10001:10001
-# compile the numba kernels (rules, blend) into the image: workers start from the cache
-RUN python -c "from serving.rules.engine import warm_up; from serving.blend_kernel import warm_up as b; warm_up(); b()"
+# compile the numba kernels (rules, scoring) into the image: workers start from the cache
+RUN python -c "from serving.rules.engine import warm_up; from patron.scoring.kernel import warm_up as s; warm_up(); s()"
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"]

@@ -27,15 +27,15 @@ from training.als import ALSRecommender
 from training.config import TrainConfig
 from training.copurchase import CoPurchaseRecommender
 from training.interactions import Interactions, baskets_matrix, build_interactions
-from training.metrics import catalog_coverage, per_user_metrics, ranking_metrics
+from training.metrics import catalog_coverage, hit_matrix, per_user_metrics, ranking_metrics
 from training.popularity import PopularityRecommender, tiers_for
 from training.recommender import Recommender
-from training.served import ServedRecommender
+from training.served import ServedRecommender, ServedWithRules
 from training.splits import stratified_split, temporal_split
 
 log = logging.getLogger(__name__)
 
-MODEL_ORDER = ("popular", "als", "copurchase", "served")
+MODEL_ORDER = ("popular", "als", "copurchase", "served", "served_rules")
 
 
 @dataclass
@@ -126,6 +126,7 @@ def evaluate_models(
     x = data.inter.binary()
     truth_rows = data.truth[data.users]
     report: dict[str, dict[str, float]] = {}
+    hits: dict[str, int] = {}
     for name in [m for m in MODEL_ORDER if m in models] + [
         m for m in models if m not in MODEL_ORDER
     ]:
@@ -142,6 +143,10 @@ def evaluate_models(
                 if mask.any():
                     metrics[f"ndcg@{k}.{tier}"] = float(per["ndcg"][mask].mean())
         report[name] = metrics
+        hits[name] = int(hit_matrix(ids, truth_rows).sum())
+    if "served_rules" in report and hits.get("served"):
+        # what the business rules cost in held-out hits (tier gating, stock, diversity, ...)
+        report["served_rules"]["hits_removed_share"] = 1.0 - hits["served_rules"] / hits["served"]
     return report
 
 
@@ -168,8 +173,20 @@ def ml100k_validation_folds(
     return [stratified_split(train, ratio=val_ratio, filter_by="item", seed=s) for s in val_seeds]
 
 
+def with_rules(models: dict[str, Recommender], rules_file: Path | None) -> dict[str, Recommender]:
+    """Add ``served_rules``: the served model through the business rules (the default
+    config/rules.yaml when ``rules_file`` is None), as the API answers."""
+    served = models["served"]
+    assert isinstance(served, ServedRecommender)
+    return {**models, "served_rules": ServedWithRules(served, rules_file)}  # type: ignore[dict-item]
+
+
 def protocol_ml100k(
-    data_dir: Path, config: TrainConfig, seeds: tuple[int, ...] = (42,), k: int = 10
+    data_dir: Path,
+    config: TrainConfig,
+    seeds: tuple[int, ...] = (42,),
+    k: int = 10,
+    rules_file: Path | None = None,
 ) -> dict[str, Any]:
     """Protocol (a): Microsoft Recommenders ML-100K split, one report per split seed."""
     rows = ml100k_rows(data_dir)
@@ -177,7 +194,7 @@ def protocol_ml100k(
     for seed in seeds:
         train, test = stratified_split(rows, ratio=0.75, filter_by="item", seed=seed)
         data = prepare(train, test, config=config)
-        models = fit_models(data.inter, config)
+        models = with_rules(fit_models(data.inter, config), rules_file)
         per_seed[str(seed)] = evaluate_models(models, data, k)
         per_seed[str(seed)]["_split"] = {"train": train.height, "test": test.height}
         log.info(
@@ -210,6 +227,7 @@ def protocol_temporal(
     customers: pl.DataFrame | None = None,
     test_fraction: float = 0.2,
     k: int = 10,
+    rules_file: Path | None = None,
 ) -> dict[str, Any]:
     """Protocol (b): each customer's last ``test_fraction`` of purchases is held out."""
     purchases = events.filter(pl.col("item_id").is_not_null())
@@ -218,7 +236,9 @@ def protocol_temporal(
     train, test = temporal_split(purchases, test_fraction=test_fraction)
     data = prepare(train, test, config=config, customers=customers)
     baskets = baskets_matrix(train, data.inter.item_ids)
-    models = fit_models(data.inter, config, data.user_tiers, baskets=baskets)
+    models = with_rules(
+        fit_models(data.inter, config, data.user_tiers, baskets=baskets), rules_file
+    )
     report = evaluate_models(models, data, k)
     pop = report["popular"][f"ndcg@{k}"]
     return {

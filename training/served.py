@@ -9,6 +9,8 @@ library) with rules off. There is no second blend formula here.
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -62,3 +64,45 @@ class ServedRecommender:
         if not filter_already_bought:
             raise ValueError("the served recommender never recommends training purchases")
         return score_top_k(self.scoring, np.asarray(user_idx, np.int64), n)
+
+
+class ServedWithRules:
+    """``ServedRecommender``'s candidates through business rules, exactly as the API answers a
+    customer without online features (lowest tier, nothing bought since training): serving's
+    ``recommend_batch``, imported here at evaluation time only."""
+
+    name = "served_rules"
+
+    def __init__(self, served: ServedRecommender, rules_file: Path | None = None) -> None:
+        self.served, self.rules_file = served, rules_file
+
+    @cached_property
+    def _model(self) -> Any:
+        from serving.model import build_model
+        from training.bundle_builder import build_bundle_data
+
+        als, cp, pop = self.served.sources
+        s = self.served
+        return build_model(build_bundle_data(s.inter, als, cp, pop, s.config, catalog=s.catalog))
+
+    def recommend(
+        self,
+        user_idx: np.ndarray,
+        user_items: sparse.csr_matrix,
+        n: int = 10,
+        filter_already_bought: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        from serving.recommend import recommend_batch
+        from serving.rules.loader import load_rules
+
+        model, rules = self._model, load_rules(self.rules_file)
+        ids = np.asarray(self.served.inter.customer_ids).astype(str)[np.asarray(user_idx)]
+        out_ids = np.full((len(ids), n), -1, np.int32)
+        out_scores = np.full((len(ids), n), -np.inf, np.float32)
+        for lo in range(0, len(ids), 4_096):
+            part = ids[lo : lo + 4_096].tolist()
+            for r, res in enumerate(recommend_batch(model, part, [None] * len(part), n, rules)):
+                picks = [model.item_pos[p.item_id] for p in res.items]
+                out_ids[lo + r, : len(picks)] = picks
+                out_scores[lo + r, : len(picks)] = [p.score for p in res.items]
+        return out_ids, out_scores

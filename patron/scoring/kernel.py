@@ -380,3 +380,40 @@ def candidate_scores(
             np.ascontiguousarray(user_factors[lo:hi], np.float32),
         )
     return out
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the pass for plain arrays (the Docker image runs
+    it at build time; each model also runs it on its own array types before serving)."""
+    i64, i32, f32 = np.int64, np.int32, np.float32
+    one = np.zeros(1, i64)
+    items = np.zeros(2, i32)
+    score_rows(
+        np.ones(1, np.bool_),
+        np.ones((1, 2), f32),
+        np.zeros((1, 1), i32),
+        np.zeros((0, 0), f32),
+        one,
+        np.array([0, 1], i64),
+        np.array([1], i32),
+        np.zeros(2, i64),
+        np.zeros(0, i32),
+        np.zeros(2, i64),
+        np.zeros(0, i32),
+        np.full(1, -1, i32),
+        1.0,
+        np.full(1, -1, i32),
+        items,
+        np.array([0, 1, 1], i64),
+        np.array([1], i32),
+        np.ones(1, f32),
+        np.ones((2, 2), f32),
+        one,
+        np.zeros((1, 1), i32),
+        np.ones((1, 1), f32),
+        np.ones(1, i64),
+        np.full(1, 3, np.int8),
+        np.ones(3, f32),
+        4,
+    )
+    take_rows(np.array([0, 1], i64), np.array([1], i32), one)
