@@ -183,6 +183,8 @@ def main() -> None:
         out["clv"] = bench_clv(args.customers)
         print(json.dumps(out["clv"]), file=sys.stderr)
     if not args.skip_build:
+        if args.workdir is not None:  # the scratch folder goes inside it; create it if new
+            args.workdir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             out["build"] = bench_build(Path(tmp), args.customers, args.events_per_customer)
     print(json.dumps(out, indent=1))

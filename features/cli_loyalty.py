@@ -142,7 +142,7 @@ def features_build(
     """Build customers.parquet and items.parquet."""
     from features.customers import ClvOptions, build_customers
     from features.items import build_items
-    from features.tiers import load_rules
+    from features.tiers import load_rules, write_tier_names
 
     t0 = time.perf_counter()
     rules = load_rules(tiers_file)
@@ -158,6 +158,7 @@ def features_build(
     out.mkdir(parents=True, exist_ok=True)
     table.write_parquet(out / "customers.parquet")
     items.write_parquet(out / "items.parquet")
+    write_tier_names(out, rules)
     emit(
         {
             "as_of": when.isoformat(),

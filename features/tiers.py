@@ -16,6 +16,7 @@ The rule is monotone: with everything else equal, more spend never gives a lower
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -65,6 +66,31 @@ DEFAULT_RULES = TierRules(
         Tier(name="platinum", threshold=2000, earn_rate=2.0),
     ]
 )
+
+
+TIERS_FILE = "tiers.json"  # beside customers.parquet: the tier names the features were built with
+
+
+def write_tier_names(out_dir: Path, rules: TierRules) -> None:
+    """Record the tier scheme (names, lowest first) beside the features it produced."""
+    names = [t.name for t in rules.tiers]
+    (Path(out_dir) / TIERS_FILE).write_text(json.dumps({"tiers": names}) + "\n")
+
+
+def tier_names_beside(customers_file: Path | None) -> tuple[str, ...]:
+    """The tier names recorded beside a customers file by ``patron features build``; the
+    built-in tier rules' (config/tiers.yaml) when there is no record."""
+    if customers_file is not None:
+        path = Path(customers_file).parent / TIERS_FILE
+        if path.is_file():
+            try:
+                names = json.loads(path.read_text())["tiers"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}: not a tier record ({exc})") from None
+            if not names or not all(isinstance(n, str) and n for n in names):
+                raise ValueError(f"{path}: 'tiers' must be a non-empty list of names")
+            return tuple(names)
+    return tuple(t.name for t in DEFAULT_RULES.tiers)
 
 
 def load_rules(path: Path | None) -> TierRules:

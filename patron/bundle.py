@@ -36,7 +36,8 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
@@ -45,6 +46,10 @@ from scipy import sparse
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+# The one default blend (chosen by ``patron tune``, see training/config.py): what training
+# writes unless configured otherwise, and what a manifest without weights means. Read-only:
+# every user takes a copy.
+DEFAULT_BLEND: Final = MappingProxyType({"als": 0.5, "copurchase": 1.0, "popular": 0.0})
 
 REQUIRED_FILES = (
     "customer_ids.parquet",
@@ -75,8 +80,13 @@ class Manifest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     blend: dict[str, float] = Field(
-        default_factory=lambda: {"als": 1.0, "copurchase": 0.5, "popular": 0.1},
+        default_factory=lambda: dict(DEFAULT_BLEND),
         description="Weights serving uses to merge candidate sources.",
+    )
+    tiers: list[str] = Field(
+        default_factory=list,
+        description="The loyalty tier names, lowest first, as the features were built "
+        "(config/tiers.yaml); empty in bundles written before tiers travelled with them.",
     )
     factors: int = 0
     counts: dict[str, int] = Field(default_factory=dict)

@@ -28,6 +28,7 @@ from serving.routes import (
 from serving.routes.deps import Services
 from serving.rules.engine import warm_up
 from serving.rules.holder import RulesHolder
+from serving.rules.loader import load_rules
 from serving.settings import ServingSettings, get_serving_settings
 from serving.state import ModelHolder
 from serving.store import OnlineGateway, StoreFactory, default_store_factory, make_client
@@ -69,7 +70,7 @@ def create_app(
             settings.redis_timeout_ms,
             settings.redis_retry_s,
         )
-        rules = getattr(app.state, "rules", None) or RulesHolder.from_env()
+        rules = getattr(app.state, "rules", None) or RulesHolder(load_rules(settings.rules_path()))
         # compiled rules pass: loaded from numba's cache (compiled on a first start) before
         # readiness, never on a request; in a thread so the loop stays free meanwhile
         await asyncio.to_thread(warm_up)

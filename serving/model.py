@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 from scipy import sparse
 
-from features.schemas import DEFAULT_TIERS
+from features.tiers import DEFAULT_RULES as DEFAULT_TIER_RULES
 from patron.bundle import BundleData, Manifest, load_bundle
 from patron.scoring import Popular, ScoringModel, category_codes
 from patron.scoring.index import HNSW_EF_SEARCH, HNSW_MIN_ITEMS, build_index, set_ef_search
@@ -53,6 +53,14 @@ class LoadedModel:
     cache: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
 
     @property
+    def tiers(self) -> tuple[str, ...]:
+        """Tier names, lowest first (``model_tiers``); the item table is ranked by them."""
+        return self.items.tier_names
+
+    def tier_rank(self, tier: str | None) -> int:
+        return tier_rank(tier, self.items.tier_names)
+
+    @property
     def fingerprint(self) -> str:
         return self.manifest.fingerprint()
 
@@ -71,17 +79,27 @@ class LoadedModel:
         return self.popular_overall
 
 
-def tier_rank(tier: str | None) -> int:
+def model_tiers(manifest: Manifest) -> tuple[str, ...]:
+    """The tier names, lowest first, the model was trained with (its manifest); bundles written
+    before tiers travelled with them get the built-in tier rules (config/tiers.yaml)."""
+    if manifest.tiers:
+        return tuple(manifest.tiers)
+    return tuple(t.name for t in DEFAULT_TIER_RULES.tiers)
+
+
+def tier_rank(tier: str | None, tiers: tuple[str, ...]) -> int:
     """0 = lowest tier; unknown or missing tiers rank lowest."""
     if tier is None:
         return 0
     try:
-        return DEFAULT_TIERS.index(tier.lower())
+        return tiers.index(tier)
     except ValueError:
         return 0
 
 
-def build_item_table(catalog: pl.DataFrame, item_ids: np.ndarray) -> ItemTable:
+def build_item_table(
+    catalog: pl.DataFrame, item_ids: np.ndarray, tiers: tuple[str, ...]
+) -> ItemTable:
     """Catalog columns as arrays aligned to bundle item index (catalog row j = item j)."""
     n = catalog.height
 
@@ -106,11 +124,12 @@ def build_item_table(catalog: pl.DataFrame, item_ids: np.ndarray) -> ItemTable:
         price=col("price", pl.Float64(), float("nan")).to_numpy().astype(np.float32),
         in_stock=col("in_stock", pl.Boolean(), True).to_numpy().astype(bool),
         min_tier_rank=np.array(
-            [tier_rank(t) if t else 0 for t in min_tier.to_list()], dtype=np.int8
+            [tier_rank(t, tiers) if t else 0 for t in min_tier.to_list()], dtype=np.int8
         ),
         premium=col("premium", pl.Boolean(), False).to_numpy().astype(bool),
         on_promo=col("on_promo", pl.Boolean(), False).to_numpy().astype(bool),
         launched_days_ago=days.to_numpy().astype(np.float32),
+        tier_names=tiers,
     )
 
 
@@ -147,7 +166,7 @@ def build_model(
         index=index,
         item_pos=item_pos,
         customer_pos=customer_pos,
-        items=build_item_table(data.catalog, item_ids),
+        items=build_item_table(data.catalog, item_ids, model_tiers(data.manifest)),
         item_id_list=item_ids.tolist(),
         items_json=ItemsJson(item_ids.tolist()),
         scoring=scoring,

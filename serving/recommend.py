@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from features.online import CustomerOnline
-from features.schemas import DEFAULT_TIERS
 from patron.scoring import CandidateBatch, ScoreRequest, exclusions, score_batch
 from serving.errors import NotFound
-from serving.model import LoadedModel, tier_rank
+from serving.model import LoadedModel
 from serving.render import RenderedResult, picks_json
 from serving.rules.apply import rules_batch
 from serving.rules.engine import BatchPicks, CustomerContext
@@ -62,7 +61,7 @@ def context_for(
 ) -> CustomerContext:
     """Customer context from the online row; defaults (lowest tier, nothing recent) without."""
     now = time.time() if now is None else now
-    tier = (online.tier if online is not None else None) or DEFAULT_TIERS[0]
+    tier = (online.tier if online is not None else None) or model.tiers[0]
     recent_idx: list[int] = []
     recent_age: list[float] = []
     if online is not None:
@@ -73,7 +72,7 @@ def context_for(
                 recent_age.append(max(0.0, (now - float(ts)) / 86_400.0))
     return CustomerContext(
         tier=tier,
-        tier_rank=tier_rank(tier),
+        tier_rank=model.tier_rank(tier),
         segment=online.segment if online else None,
         churn_risk=online.churn_risk if online else None,
         clv_band=online.clv_band if online else None,

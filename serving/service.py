@@ -9,10 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from features.online import CustomerOnline
-from features.schemas import DEFAULT_TIERS
 from patron.scoring import CandidateSet, Source
 from serving.index import search
-from serving.model import LoadedModel, tier_rank
+from serving.model import LoadedModel
 from serving.recommend import (
     Pick,
     RecResult,
@@ -126,11 +125,11 @@ def popular(
 ) -> RecResult:
     """Popular items (in a tier or category when given) the tier may buy, in stock."""
     code = category_code(model, category) if category else None
-    tier_name = tier or DEFAULT_TIERS[0]
+    tier_name = tier or model.tiers[0]
     pop = model.popular_for(tier, category)
     ctx = CustomerContext(
         tier=tier_name,
-        tier_rank=tier_rank(tier_name),
+        tier_rank=model.tier_rank(tier_name),
         segment=None,
         churn_risk=None,
         clv_band=None,

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from patron.settings import Settings
+from serving.rules.loader import DEFAULT_RULES_FILE
 
 
 class ServingSettings(Settings):
@@ -45,7 +46,12 @@ class ServingSettings(Settings):
     redis_retry_s: float = Field(
         default=1.0, gt=0, description="After a Redis failure, skip Redis this long (degraded)."
     )
-    max_batch: int = Field(default=1_000, ge=1, le=10_000)
+    max_batch: int = Field(
+        default=1_000,
+        ge=1,
+        le=1_000,
+        description="customers per POST batch (the schema caps 1,000)",
+    )
     hot_path: bool = Field(
         default=True,
         description="Serve GET recommendations ahead of FastAPI's router (serving/hot_path.py); "
@@ -58,7 +64,18 @@ class ServingSettings(Settings):
         description="Concurrent recommendation requests computed together (serving/batch.py); "
         "0 computes each request alone.",
     )
-    max_events: int = Field(default=1_000, ge=1, le=100_000)
+    max_events: int = Field(
+        default=1_000,
+        ge=1,
+        le=1_000,
+        description="Most events per POST /v1/events (more: 422); the request schema caps it "
+        "at 1000.",
+    )
+    rules_file: Path | None = Field(
+        default=None,
+        description="Business rules the API starts with (default config/rules.yaml); "
+        "PUT /admin/rules replaces them until the next start.",
+    )
     hnsw_ef_search: int = Field(
         default=256,
         ge=16,
@@ -84,6 +101,10 @@ class ServingSettings(Settings):
 
     def cache_dir(self) -> Path:
         return self.bundle_cache_dir or (self.work_dir / "bundle-cache")
+
+    def rules_path(self) -> Path:
+        """The rule file the API loads at start: PATRON_RULES_FILE, else config/rules.yaml."""
+        return self.rules_file or DEFAULT_RULES_FILE
 
 
 @lru_cache

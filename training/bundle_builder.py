@@ -92,6 +92,7 @@ def build_bundle_data(
         params=params,
         metrics=metrics or {},
         blend=dict(config.blend),
+        tiers=list(popularity.tiers),
     )
     return BundleData(
         customer_ids=inter.customer_ids,

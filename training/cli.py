@@ -57,6 +57,12 @@ def train(
     ev = read_table(events, "events")
     cat = read_table(catalog, "catalog") if catalog else None
     cust = read_table(customer_features, "customer features") if customer_features else None
+    from features.tiers import tier_names_beside
+
+    try:  # the tier scheme the features were built with travels in the bundle
+        tiers = tier_names_beside(customer_features)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     out_dir = out or (s.work_dir / "bundles" / stamp)
     result = run_train(
@@ -65,6 +71,7 @@ def train(
         config=_config(config),
         catalog=cat,
         customers=cust,
+        tiers=tiers,
         model_name=s.model_name,
         eval_customers=eval_customers,
         evaluate=not no_eval,

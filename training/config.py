@@ -20,12 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from patron.bundle import DEFAULT_BLEND
 from training.als import ALSParams
 from training.copurchase import CoPurchaseParams
-
-
-def _default_blend() -> dict[str, float]:
-    return {"als": 0.5, "copurchase": 1.0, "popular": 0.0}
 
 
 @dataclass
@@ -40,7 +37,7 @@ class TrainConfig:
     copurchase: CoPurchaseParams = field(
         default_factory=lambda: CoPurchaseParams(method="auto", ease_lambda=600.0, top_n=200)
     )
-    blend: dict[str, float] = field(default_factory=_default_blend)
+    blend: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BLEND))
     half_life_days: float | None = None
     log_scale: bool = False
 

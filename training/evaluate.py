@@ -66,6 +66,7 @@ def prepare(
     customers: pl.DataFrame | None = None,
     customer_ids: np.ndarray | None = None,
     item_ids: np.ndarray | None = None,
+    tiers: tuple[str, ...] | None = None,
 ) -> EvalData:
     """Interactions from ``train_rows``; truth = new (customer, item) pairs of ``test_rows``.
 
@@ -97,7 +98,7 @@ def prepare(
         inter=inter,
         truth=truth.tocsr(),
         users=users,
-        user_tiers=tiers_for(inter.customer_ids, customers),
+        user_tiers=tiers_for(inter.customer_ids, customers, *(() if tiers is None else (tiers,))),
         fingerprint=fingerprint_rows(test_rows),
     )
 
@@ -108,13 +109,16 @@ def fit_models(
     user_tiers: np.ndarray | None = None,
     baskets: sparse.csr_matrix | None = None,
     show_progress: bool = False,
+    tiers: tuple[str, ...] | None = None,
 ) -> dict[str, Recommender]:
     """Fit ALS, co-purchase and popularity once; ``served`` ranks by the scoring library over
     them (what the API serves, rules off)."""
     x = inter.matrix
     als = ALSRecommender(config.als, show_progress=show_progress).fit(x)
     cp = CoPurchaseRecommender(config.copurchase).fit(inter.binary(), baskets=baskets)
-    pop = PopularityRecommender(user_tiers).fit(inter.binary())
+    pop = PopularityRecommender(user_tiers, *(() if tiers is None else (tiers,))).fit(
+        inter.binary()
+    )
     served = ServedRecommender(inter, als, cp, pop, config)
     return {"als": als, "copurchase": cp, "popular": pop, "served": served}  # type: ignore[dict-item]
 

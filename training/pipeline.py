@@ -30,6 +30,7 @@ import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from features.tiers import tier_names_beside
 from training.als import ALSRecommender
 from training.bundle_builder import build_bundle_data, write
 from training.config import TrainConfig
@@ -137,6 +138,7 @@ def train(
     config: TrainConfig | None = None,
     catalog: pl.DataFrame | None = None,
     customers: pl.DataFrame | None = None,
+    tiers: tuple[str, ...] | None = None,
     model_name: str = "patron-recommender",
     eval_customers: int = 10_000,
     evaluate: bool = True,
@@ -146,6 +148,7 @@ def train(
 ) -> TrainResult:
     """Run the whole offline pipeline and write the bundle to ``out_dir``."""
     config = config or TrainConfig()
+    tier_names = tiers or tier_names_beside(None)
     events = check_events(events)
     timings: dict[str, float] = {}
     metrics: dict[str, float] = {}
@@ -170,7 +173,7 @@ def train(
                 half_life_days=config.half_life_days,
                 log_scale=config.log_scale,
             )
-            user_tiers = tiers_for(inter.customer_ids, customers)
+            user_tiers = tiers_for(inter.customer_ids, customers, tier_names)
         final: dict[str, Any] | None = None
         if evaluate:
             with _stage(progress, timings, "validation"):
@@ -182,6 +185,7 @@ def train(
                     customers=customers,
                     customer_ids=inter.customer_ids,
                     item_ids=inter.item_ids,
+                    tiers=tier_names,
                 )
                 if len(data.users) == 0:
                     raise ValueError(
@@ -191,7 +195,9 @@ def train(
                 share = test.height / max(inter.counts["events"], 1)
                 reuse = share <= REUSE_MAX_SHARE
                 baskets = baskets_matrix(rest, inter.item_ids)
-                models = fit_models(data.inter, config, data.user_tiers, baskets=baskets)
+                models = fit_models(
+                    data.inter, config, data.user_tiers, baskets=baskets, tiers=tier_names
+                )
                 report = evaluate_models(models, data, k)
                 for name, vals in report.items():
                     prefix = "val" if name == "served" else f"val_{name}"
@@ -212,7 +218,7 @@ def train(
         if final is None:
             with _stage(progress, timings, "models"):
                 baskets = baskets_matrix(events, inter.item_ids)
-                final = fit_models(inter, config, user_tiers, baskets=baskets)
+                final = fit_models(inter, config, user_tiers, baskets=baskets, tiers=tier_names)
         als_m, cp_m, pop_m = final["als"], final["copurchase"], final["popular"]
         assert isinstance(als_m, ALSRecommender)
         assert isinstance(cp_m, CoPurchaseRecommender)

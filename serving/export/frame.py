@@ -10,7 +10,6 @@ import numpy as np
 import polars as pl
 
 from features.online import CustomerOnline
-from features.schemas import DEFAULT_TIERS
 from serving.model import LoadedModel
 from serving.recommend import context_for
 from serving.rules.engine import BatchPicks, CustomerContext
@@ -36,11 +35,11 @@ def contexts_from_frame(frame: pl.DataFrame, model: LoadedModel) -> list[Custome
         col("past_categories"),
         strict=True,
     ):
-        t = tier or DEFAULT_TIERS[0]
+        t = tier or model.tiers[0]
         out.append(
             CustomerContext(
                 tier=t,
-                tier_rank=DEFAULT_TIERS.index(t) if t in DEFAULT_TIERS else 0,
+                tier_rank=model.tier_rank(t),
                 segment=seg,
                 churn_risk=churn,
                 clv_band=band,

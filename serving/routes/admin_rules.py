@@ -1,7 +1,8 @@
 """``GET /admin/rules`` (active rules and version) and ``PUT /admin/rules`` (validate + swap).
 
 The app's lifespan may set ``app.state.rules`` to a ``RulesHolder``; if it has not, the first
-request creates one from ``PATRON_RULES_FILE`` (default config/rules.yaml).
+request creates one from the app's settings (``ServingSettings.rules_file``, i.e.
+``PATRON_RULES_FILE``; default config/rules.yaml).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pydantic import BaseModel
 from serving.routes.deps import AdminDep
 from serving.routes.schemas import ErrorResponse
 from serving.rules.holder import RulesHolder
+from serving.rules.loader import load_rules
 from serving.rules.models import RuleError
+from serving.settings import ServingSettings
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -22,7 +25,8 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 def get_rules_holder(request: Request) -> RulesHolder:
     holder = getattr(request.app.state, "rules", None)
     if not isinstance(holder, RulesHolder):
-        holder = RulesHolder.from_env()
+        settings: ServingSettings = request.app.state.settings
+        holder = RulesHolder(load_rules(settings.rules_path()))
         request.app.state.rules = holder
     return holder
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 
 from serving.events import check_events
-from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep
+from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep, SettingsDep
 from serving.routes.schemas import (
     BodyErrorResponse,
     ErrorResponse,
@@ -24,16 +24,24 @@ router = APIRouter(prefix="/v1", tags=["events"])
     responses={
         400: {"model": ErrorResponse, "description": "The body is not JSON"},
         422: {
-            "model": EventsResponse | BodyErrorResponse,  # per-event report, or a bad body
-            "description": "Some events were rejected (the valid ones were recorded)",
+            # per-event report, a bad body, or more than PATRON_MAX_EVENTS events
+            "model": EventsResponse | BodyErrorResponse | ErrorResponse,
+            "description": "Some events were rejected (the valid ones were recorded), or "
+            "too many events (none recorded)",
         },
         503: {"model": ErrorResponse},
     },
-    summary="Record purchases/returns (recent-purchase exclusions, trending, tier progress)",
+    summary="Record purchases/returns (recent-purchase exclusions, tier progress)",
 )
 async def events(
-    body: EventsRequest, models: ModelsDep, gateway: GatewayDep, metrics: MetricsDep
+    body: EventsRequest,
+    models: ModelsDep,
+    gateway: GatewayDep,
+    metrics: MetricsDep,
+    settings: SettingsDep,
 ) -> EventsResponse | JSONResponse:
+    if len(body.events) > settings.max_events:  # PATRON_MAX_EVENTS; nothing is recorded
+        raise HTTPException(422, f"events: at most {settings.max_events} per request")
     ids = models.champion.data.catalog["item_id"]
     valid, verdicts = check_events(body.events, ids)
     results = [EventResult(index=v.index, accepted=not v.errors, errors=v.errors) for v in verdicts]

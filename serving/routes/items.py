@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 
 from features.online import CustomerOnline
 from serving import service
@@ -19,7 +19,6 @@ from serving.routes.schemas import (
     K,
     OptCustomerId,
     RecItem,
-    Tier,
 )
 from serving.rules.loader import LoadedRules
 from serving.service import RecResult
@@ -126,16 +125,21 @@ async def bought_together(
 @router.get(
     "/popular",
     response_model=ItemListResponse,
-    responses=ERRORS,
+    responses={**ERRORS, 422: {"model": ErrorResponse, "description": "Unknown tier"}},
     summary="Popular items, optionally within a tier and/or category",
 )
 async def popular(
     models: ModelsDep,
     rules: RulesDep,
     k: K = 10,
-    tier: Annotated[Tier | None, Query()] = None,
+    tier: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="One of the model's tiers")
+    ] = None,
     category: Category = None,
 ) -> ItemListResponse:
     model = models.champion
+    if tier is not None and tier not in model.tiers:
+        known = list(model.tiers)
+        raise HTTPException(422, f"tier: {tier!r} is not one of the model's tiers {known}")
     res = service.popular(model, k, tier, category, rules)
     return ItemListResponse(tier=res.tier, model_version=model.version, items=_items(res))

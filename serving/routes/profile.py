@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from features.schemas import DEFAULT_TIERS
 from serving.errors import Unavailable
 from serving.routes.deps import GatewayDep, ModelsDep
 from serving.routes.schemas import CustomerIdPath, ErrorResponse, ProfileResponse
@@ -24,7 +23,7 @@ async def profile(
     row = await gateway.customer(customer_id)
     if row is None:
         raise Unavailable(f"online features unavailable ({gateway.last_error}); retry later")
-    tier = row.tier or DEFAULT_TIERS[0]
+    tier = row.tier or models.champion.tiers[0]
     next_tier = row.next_tier
     remaining = None
     if row.progress_to_next is not None:

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
 ID_DOC = "1-64 characters: letters, digits and _ . : @ - (not first)"
-Tier = Literal["bronze", "silver", "gold", "platinum"]
+# a tier name; which names exist is the model's (its manifest, from config/tiers.yaml)
+Tier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Variant = Literal["champion", "challenger"]
 
 CustomerIdPath = Annotated[str, Path(pattern=ID_PATTERN, max_length=64, description=ID_DOC)]

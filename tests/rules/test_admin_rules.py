@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from fastapi import FastAPI
@@ -49,3 +51,22 @@ def test_put_swaps_and_bad_put_keeps_current(client: TestClient) -> None:
     assert "multiply" in bad.json()["detail"]
     assert client.get("/admin/rules", headers=KEY).json()["version"] == v2
     assert client.put("/admin/rules", json=data).status_code == 401
+
+
+def test_first_request_loads_the_settings_rule_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without a holder from the lifespan, the rules come from ServingSettings.rules_file
+    (read when the settings were made), not from the environment at request time."""
+    data = yaml.safe_load(DEFAULT_RULES_FILE.read_text())
+    data["version"] = "from-settings"
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump(data))
+    app = FastAPI()
+    app.state.settings = ServingSettings(  # type: ignore[call-arg]
+        admin_api_key=KEY["X-API-Key"], env="test", rules_file=rules_file
+    )
+    app.include_router(router)
+    monkeypatch.setenv("PATRON_RULES_FILE", str(tmp_path / "missing.yaml"))
+    got = TestClient(app).get("/admin/rules", headers=KEY).json()
+    assert got["label"] == "from-settings" and got["source"] == str(rules_file)
