@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from patron.bundle import load_bundle
@@ -335,3 +337,50 @@ def test_loaded_model_is_frozen_out_of_gc(bundle_dir, published) -> None:
         assert c.get("/readyz").status_code == 200
         assert gc.get_freeze_count() > 0
     gc.unfreeze()
+
+
+def test_smaller_k_is_a_prefix_with_the_same_scores(client: TestClient) -> None:
+    for cid in ("c00000", "c00001", "c00002", "newbie"):
+        big = client.get(f"/v1/customers/{cid}/recommendations", params={"k": 30}).json()
+        for k in (1, 4, 11):
+            small = client.get(f"/v1/customers/{cid}/recommendations", params={"k": k}).json()
+            assert small["items"] == big["items"][:k], (cid, k)
+
+
+def test_unknown_customer_gets_the_tiers_popular_items_in_order(
+    client: TestClient, bundle_dir
+) -> None:
+    from serving.model import load_model
+
+    model = load_model(bundle_dir)
+    body = client.get("/v1/customers/newbie/recommendations", params={"k": 8}).json()
+    pop = model.popular_for(body["tier"])
+    eligible = [
+        (model.item_id_list[i], float(s))
+        for i, s in zip(pop.item_idx.tolist(), pop.score.tolist(), strict=True)
+        if model.items.in_stock[i] and model.items.min_tier_rank[i] <= 0
+    ][:8]
+    assert [(it["item_id"], it["score"]) for it in body["items"]] == [
+        (i, pytest.approx(s)) for i, s in eligible
+    ]
+    scores = [it["score"] for it in body["items"]]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0
+
+
+def test_similar_keeps_the_rules_reasons(client: TestClient, bundle_dir) -> None:
+    """A gold customer's similar items keep "gold exclusive" beside "similar to X"."""
+    from serving.model import load_model
+
+    model = load_model(bundle_dir)
+    gold_only = {model.item_id_list[j] for j in np.flatnonzero(model.items.min_tier_rank > 0)}
+    seen = 0
+    for anchor in ("i0000", "i0006", "i0012", "i0017", "i0034"):
+        r = client.get(
+            f"/v1/items/{anchor}/similar", params={"k": 20, "customer_id": "c00000"}
+        ).json()
+        for it in r["items"]:
+            assert it["reasons"][0] == f"similar to {anchor}"
+            if it["item_id"] in gold_only:
+                assert "gold exclusive" in it["reasons"], it
+                seen += 1
+    assert seen > 0
