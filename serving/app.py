@@ -28,7 +28,7 @@ from serving.routes import (
 from serving.routes.deps import Services
 from serving.rules.engine import warm_up
 from serving.rules.holder import RulesHolder
-from serving.rules.loader import load_rules
+from serving.rules.loader import check_tiers, load_rules
 from serving.settings import ServingSettings, get_serving_settings
 from serving.state import ModelHolder
 from serving.store import OnlineGateway, StoreFactory, default_store_factory, make_client
@@ -74,6 +74,8 @@ def create_app(
         # compiled rules pass: loaded from numba's cache (compiled on a first start) before
         # readiness, never on a request; in a thread so the loop stays free meanwhile
         await asyncio.to_thread(warm_up)
+        holder.tier_check = lambda tiers: check_tiers(rules.current(), tiers)
+        rules.model_tiers = lambda: holder.models().champion.tiers
         await holder.reload()
         admin.publish_model_gauge(metrics, holder.models())
         app.state.settings = settings

@@ -84,6 +84,14 @@ def picks_export(
     from serving.model import load_model
 
     model = load_model(bundle)
+    if rules is not None:
+        from serving.rules.loader import check_tiers
+        from serving.rules.models import RuleError
+
+        try:
+            check_tiers(rules, model.tiers)
+        except RuleError as exc:
+            raise UserError(str(exc)) from None
     read_online = None
     if redis_url is not None:
         import redis

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,9 @@ class ModelHolder:
                 settings.tracking_uri(), settings.model_name, settings.cache_dir()
             )
         self._lock = asyncio.Lock()
+        # checks a model's tiers against the active rules (set by the app): a bundle whose
+        # tiers the rules do not name is refused like a corrupt one
+        self.tier_check: Callable[[tuple[str, ...]], None] | None = None
 
     def models(self) -> Models:
         if self.current is None:
@@ -100,6 +104,10 @@ class ModelHolder:
         if chall_r is not None:
             challenger = self._load_one(chall_r, prev.challenger if prev else None)
         notes = tuple(n for n in (champ_r.note, chall_r.note if chall_r else None) if n)
+        if self.tier_check is not None:
+            for m in (champion, challenger):
+                if m is not None:
+                    self.tier_check(m.tiers)
         return Models(champion, challenger, notes)
 
     async def reload(self) -> ReloadResult:

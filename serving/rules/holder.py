@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from serving.rules.loader import LoadedRules, load_rules, parse_rules
+from serving.rules.loader import LoadedRules, check_tiers, parse_rules
 
 
 class RulesHolder:
@@ -14,11 +15,8 @@ class RulesHolder:
     def __init__(self, rules: LoadedRules) -> None:
         self._rules = rules
         self._lock = threading.Lock()
-
-    @classmethod
-    def from_env(cls) -> RulesHolder:
-        """Rules from ``PATRON_RULES_FILE`` (default config/rules.yaml)."""
-        return cls(load_rules())
+        # the served model's tiers (set by the app): a new rule set must name the same
+        self.model_tiers: Callable[[], tuple[str, ...]] | None = None
 
     def current(self) -> LoadedRules:
         return self._rules
@@ -26,6 +24,8 @@ class RulesHolder:
     def replace(self, data: Any, source: str = "PUT /admin/rules") -> LoadedRules:
         """Validate ``data`` and make it current; on ``RuleError`` the current rules stay."""
         new = parse_rules(data, source=source)
+        if self.model_tiers is not None:
+            check_tiers(new, self.model_tiers())
         with self._lock:
             self._rules = new
         return new

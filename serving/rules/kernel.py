@@ -28,6 +28,8 @@ from collections.abc import Callable
 import numpy as np
 from numba import njit
 
+from serving.rules import packing as pk
+
 NO_GROUP = 127  # group of an empty output slot
 
 
@@ -68,9 +70,8 @@ def _hs_has(table: np.ndarray, key: int) -> bool:
 
 @njit(cache=True, nogil=True, inline="always")
 def _take(i, ew0, cat_count, max_per_cat, sel, n_sel):  # type: ignore[no-untyped-def]
-    """Step 5 for the next eligible entry in order: picked unless its category is full
-    (the category from the entry's packed item word)."""
-    c = (ew0[i] >> 17) & 0xFFFFFFFF
+    """Step 5 for the next eligible entry in order: picked unless its category is full."""
+    c = (ew0[i] >> pk.CATEGORY_SHIFT) & pk.CATEGORY_MASK
     if max_per_cat < 0 or cat_count[c] < max_per_cat:
         sel[n_sel] = i
         n_sel += 1
@@ -122,8 +123,7 @@ def _apply_kernel(
     n_cat: int,
     price: np.ndarray,
     b_static: np.ndarray,  # (n_items, B)
-    item_info: np.ndarray,  # int64 (n_items, 2): allowed | min tier << 1 | category << 17;
-    # bit b of column 1 = b_static[:, b] (b < 64)
+    item_info: np.ndarray,  # int64 (n_items, 2): the packed item words (serving/rules/packing.py)
     b_mult: np.ndarray,
     b_sources: np.ndarray,  # (B, len(Source) + 1) allowed sources (all True = any)
     b_past: np.ndarray,  # int8: -1 no condition, 0 not a past category, 1 a past category
@@ -171,7 +171,7 @@ def _apply_kernel(
     ew1 = np.zeros(width, np.int64)
     hit = np.zeros((width, max(n_b, 1)), np.bool_)
     active = np.empty(max(n_b, 1), np.int64)
-    wide = n_b > 64  # more boosts than bits: no pre-filter
+    wide = n_b > pk.BOOST_BITS  # more boosts than bits: no pre-filter
     boosted = np.empty(width, np.float64)
     cand_cols = np.empty(n_c, np.int64)
     cand_keys = np.empty(n_c, np.float64)
@@ -215,8 +215,8 @@ def _apply_kernel(
         for i in range(head):
             item = em[i]
             if 0 <= item < n_items:
-                ew0[i] = item_info[item, 0]
-                ew1[i] = item_info[item, 1]
+                ew0[i] = item_info[item, pk.ITEM_WORD]
+                ew1[i] = item_info[item, pk.BOOST_WORD]
 
         # customer state: items not to show, categories bought in the past
         for u in range(n_seen):  # the previous row's keys only (not the whole table)
@@ -244,7 +244,7 @@ def _apply_kernel(
             if boost_on[r, b]:
                 active[n_active] = b
                 n_active += 1
-                if b < 64:
+                if b < pk.BOOST_BITS:
                     row_mask |= np.int64(1) << np.int64(b)
 
         # 2.-5. entries in column order: eligibility (marks the item seen) and boosts; after
@@ -288,8 +288,8 @@ def _apply_kernel(
                 ea[i] = -1
                 item = em[i]
                 if 0 <= item < n_items:
-                    ew0[i] = item_info[item, 0]
-                    ew1[i] = item_info[item, 1]
+                    ew0[i] = item_info[item, pk.ITEM_WORD]
+                    ew1[i] = item_info[item, pk.BOOST_WORD]
             item = em[i]
             ok = 0 <= item < len(cat) and (chain_sources[esrc[i] + 1] or eg[i] < 0)
             word = np.int64(0)
@@ -299,11 +299,10 @@ def _apply_kernel(
                 if ok:
                     seen_slots[n_seen] = slot
                     n_seen += 1
-                # the item's allowed flag, minimum tier and category in one word (one
-                # memory access per entry: the catalog is far bigger than the caches)
+                # the item's allowed flag, minimum tier and category: one word, one memory access
                 word = ew0[i]
-                ok = ok and (word & 1) != 0
-                ok = ok and (not enforce_tier or ((word >> 1) & 0xFFFF) <= rank)
+                item_tier = (word >> pk.MIN_TIER_SHIFT) & pk.MIN_TIER_MASK
+                ok = ok and (word & pk.ALLOWED_BIT) != 0 and (not enforce_tier or item_tier <= rank)
                 ok = ok and not _hs_has(banned, item)
             mult = 1.0
             # only this customer's boosts, and only for items some of them could apply to
@@ -311,10 +310,11 @@ def _apply_kernel(
                 bits = ew1[i]
                 for a in range(n_active):
                     b = active[a]
-                    h = ((bits >> b) & 1) != 0 if b < 64 else b_static[item, b]
+                    h = ((bits >> b) & 1) != 0 if b < pk.BOOST_BITS else b_static[item, b]
                     h = h and b_sources[b, esrc[i] + 1]
                     if h and b_past[b] >= 0:
-                        h = past_seen[(word >> 17) & 0xFFFFFFFF] == (b_past[b] == 1)
+                        item_cat = (word >> pk.CATEGORY_SHIFT) & pk.CATEGORY_MASK
+                        h = past_seen[item_cat] == (b_past[b] == 1)
                     if h and not np.isnan(b_pmin[b]):
                         ratio = price[item] / spend[r]
                         h = ratio >= b_pmin[b] and (np.isnan(b_pmax[b]) or ratio <= b_pmax[b])

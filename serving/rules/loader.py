@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from patron.settings import PROJECT_ROOT
-from serving.rules.models import RuleError, RuleSet
+from serving.rules.models import Boost, Pin, RuleError, RuleSet
 
 DEFAULT_RULES_FILE = PROJECT_ROOT / "config" / "rules.yaml"
 _NAMED_LISTS = ("boosts", "pins")
@@ -56,7 +56,7 @@ class LoadedRules:
             "label": r.version,
             "content_hash": self.content_hash,
             "source": self.source,
-            "tiers": list(r.tiers),
+            "tiers": list(r.tiers) if r.tiers else "the model's",
             "boosts": [b.name for b in r.boosts],
             "pins": [p.name for p in r.pins],
             "blocklist": len(r.exclusions.blocklist),
@@ -146,3 +146,34 @@ def fallback_only() -> LoadedRules:
     exclusions beyond the model's, boosts, pins or diversity cap). What ``rules=None`` means
     everywhere (evaluation's "served" row, ``--no-rules`` exports)."""
     return parse_rules(FALLBACK_ONLY, "<fallback-only>")
+
+
+def check_tiers(rules: LoadedRules, tiers: tuple[str, ...]) -> None:
+    """Refuse rules that name other tiers than the model's (``RuleError`` naming the rule and
+    field): the same names in the same order, and every tier a condition names among them."""
+    r = rules.rules
+    if r.tiers is not None and tuple(r.tiers) != tuple(tiers):
+        raise RuleError(
+            None,
+            None,
+            None,
+            "tiers",
+            f"rules tiers {list(r.tiers)} are not the model's tiers {list(tiers)} (its bundle "
+            "manifest, as the features were built from config/tiers.yaml): use the same names "
+            "in the same order, or leave 'tiers' out",
+        )
+    named: list[tuple[str, int, Boost | Pin]] = [
+        *(("boosts", i, b) for i, b in enumerate(r.boosts)),
+        *(("pins", i, p) for i, p in enumerate(r.pins)),
+    ]
+    for kind, i, rule in named:
+        for fld in ("tier_at_least", "tier_at_most"):
+            tier = getattr(rule.when, fld)
+            if tier is not None and tier not in tiers:
+                raise RuleError(
+                    kind,
+                    i,
+                    rule.name,
+                    f"when.{fld}",
+                    f"unknown tier {tier!r}; the model's tiers are {', '.join(tiers)}",
+                )

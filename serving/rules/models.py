@@ -13,8 +13,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from features.schemas import DEFAULT_TIERS
-
 FallbackSource = Literal["personalised", "copurchase", "popular_tier", "popular"]
 DEFAULT_FALLBACK: tuple[FallbackSource, ...] = (
     "personalised",
@@ -159,7 +157,9 @@ class RuleSet(_Strict):
 
     version: str = Field(min_length=1)
     description: str = ""
-    tiers: list[str] = Field(default_factory=lambda: list(DEFAULT_TIERS), min_length=1)
+    # None: the model's tiers (its manifest, from config/tiers.yaml); given, they must be the
+    # model's (checked when rules and model meet: serving.rules.loader.check_tiers)
+    tiers: list[str] | None = Field(default=None, min_length=1)
     eligibility: Eligibility = Field(default_factory=Eligibility)
     exclusions: Exclusions = Field(default_factory=Exclusions)
     boosts: list[Boost] = Field(default_factory=list)
@@ -177,8 +177,8 @@ class RuleSet(_Strict):
 
     @field_validator("tiers")
     @classmethod
-    def _unique_tiers(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
+    def _unique_tiers(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
             raise ValueError("tier names must be unique")
         return v
 
@@ -204,7 +204,7 @@ class RuleSet(_Strict):
                 seen.add(rule.name)
                 for fld in ("tier_at_least", "tier_at_most"):
                     tier = getattr(rule.when, fld)
-                    if tier is not None and tier not in self.tiers:
+                    if tier is not None and self.tiers is not None and tier not in self.tiers:
                         raise RuleError(
                             kind,
                             i,

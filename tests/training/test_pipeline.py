@@ -45,3 +45,41 @@ def test_train_paths(eval_customers: int, final_fit: str, tmp_path: Path) -> Non
     rows = np.arange(len(b.customer_ids))[:, None]
     want = np.where(b.als_candidates >= 0, scores[rows, np.maximum(b.als_candidates, 0)], 0)
     assert np.allclose(b.als_scores, want, atol=1e-5)
+
+
+def test_tiers_travel_from_the_features_into_the_bundle(tmp_path: Path) -> None:
+    """features build records its tier scheme beside customers.parquet; train reads it and
+    writes it into the manifest (serving ranks min_tier eligibility by it)."""
+    import polars as pl
+
+    from features.tiers import TierRules, tier_names_beside, write_tier_names
+
+    feats = tmp_path / "features"
+    feats.mkdir()
+    rules = TierRules.model_validate(
+        {"tiers": [{"name": n, "threshold": t} for n, t in (("member", 0), ("vip", 100))]}
+    )
+    write_tier_names(feats, rules)
+    assert tier_names_beside(feats / "customers.parquet") == ("member", "vip")
+    assert tier_names_beside(None) == ("bronze", "silver", "gold", "platinum")
+    (feats / "tiers.json").write_text('{"tiers": []}')
+    with pytest.raises(ValueError, match="non-empty"):
+        tier_names_beside(feats / "customers.parquet")
+
+    events = block_events()
+    ids = events["customer_id"].unique().sort().to_list()
+    customers = pl.DataFrame(
+        {"customer_id": ids, "tier": ["vip" if i % 2 else "member" for i in range(len(ids))]}
+    )
+    train(
+        events,
+        out_dir=tmp_path / "b",
+        customers=customers,
+        tiers=("member", "vip"),
+        evaluate=False,
+        with_faiss=False,
+    )
+    b = load_bundle(tmp_path / "b")
+    assert b.manifest.tiers == ["member", "vip"]
+    keys = set(b.popularity.filter(pl.col("scope") == "tier")["key"].to_list())
+    assert keys == {"member", "vip"}
