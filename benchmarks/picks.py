@@ -53,7 +53,7 @@ def build_bundle(
     Returns the seconds the neighbour precomputation took (a training-time cost)."""
     import faiss
 
-    from patron.scoring.kernel import candidate_scores
+    from patron.scoring.rows import candidate_scores
     from serving.index import build_index, load_index, precompute_candidates
 
     rng = np.random.default_rng(seed)

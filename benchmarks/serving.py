@@ -70,7 +70,7 @@ def build_bundle(
 
     from features.schemas import DEFAULT_TIERS
     from patron.bundle import BundleData, Manifest, write_bundle
-    from patron.scoring.kernel import candidate_scores
+    from patron.scoring.rows import candidate_scores
     from serving.index import build_index, precompute_candidates, set_ef_search, write_index
 
     rng = np.random.default_rng(seed)

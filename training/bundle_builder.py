@@ -120,7 +120,7 @@ def write(
         data.manifest.params["faiss.index"] = kind
         if candidate_depth > 0:
             # imported here: serving.index pins FAISS to one thread (the API's setting)
-            from patron.scoring.kernel import candidate_scores
+            from patron.scoring.rows import candidate_scores
             from serving.index import candidate_recall
 
             data.als_candidates = _precompute(index_path, data, candidate_depth)

@@ -10,12 +10,11 @@ from patron.scoring.library import (
     ScoringModel,
     category_codes,
     exclusions,
-    load_scoring,
     popular_scopes,
-    recommend,
     score_batch,
     top_k,
 )
+from patron.scoring.offline import load_scoring, recommend
 from patron.scoring.types import CandidateBatch, CandidateSet, Source
 
 __all__ = [

@@ -38,18 +38,6 @@ def _dot(factors: np.ndarray, i: int, vecs: np.ndarray, r: int) -> np.float32:
     return np.float32(acc)
 
 
-@njit(cache=True, nogil=True)
-def _dot_scores(factors: np.ndarray, idx: np.ndarray, vecs: np.ndarray) -> np.ndarray:
-    """``_dot`` of each row's items (``idx`` (r, c), -1 = none: 0) with the row's vector."""
-    r_n, c_n = idx.shape
-    out = np.zeros((r_n, c_n), np.float32)
-    for r in range(r_n):
-        for c in range(c_n):
-            if idx[r, c] >= 0:
-                out[r, c] = _dot(factors, idx[r, c], vecs, r)
-    return out
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _ahead(total: np.ndarray, item: np.ndarray, a: int, b: int) -> bool:
     """Does slot ``a`` rank before slot ``b`` (total descending, then item ascending)?"""
@@ -96,6 +84,26 @@ def _probe(keys: np.ndarray, mask: int, it: int | np.integer) -> int:  # type: i
     while keys[p] != _EMPTY and keys[p] != it:
         p = (p + 1) & mask
     return p
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _new_slot(
+    keys: np.ndarray,
+    slot_of: np.ndarray,
+    s_item: np.ndarray,
+    s_cp: np.ndarray,
+    s_cp_best: np.ndarray,
+    s_anchor: np.ndarray,
+    s_pop: np.ndarray,
+    p: int,
+    i: int,
+    k: int,
+) -> None:
+    """Item ``i`` takes table position ``p`` and candidate slot ``k``, with no scores yet."""
+    keys[p] = i
+    slot_of[p] = k
+    s_item[k] = i
+    s_cp[k], s_cp_best[k], s_anchor[k], s_pop[k] = 0.0, 0.0, -1, 0.0
 
 
 @njit(cache=True, nogil=True)
@@ -209,12 +217,9 @@ def _score_rows(
                     continue
                 p = _probe(keys, mask, i)
                 if keys[p] == _EMPTY:
-                    keys[p] = i
-                    slot_of[p] = k
-                    s_item[k] = i
+                    _new_slot(keys, slot_of, s_item, s_cp, s_cp_best, s_anchor, s_pop, p, i, k)
                     s_als[k] = als_stored[r, c] if stored else _dot(factors, i, vecs, r)
                     s_als_known[k] = True
-                    s_cp[k], s_cp_best[k], s_anchor[k], s_pop[k] = 0.0, 0.0, -1, 0.0
                     k += 1
         # 2b. the history (context item, real-time, training; each item once)
         n_hist = 0
@@ -251,11 +256,9 @@ def _score_rows(
                 term = w * np.float64(cp_data[j])
                 p = _probe(keys, mask, i)
                 if keys[p] == _EMPTY:
-                    keys[p] = i
-                    slot_of[p] = k
-                    s_item[k] = i
+                    _new_slot(keys, slot_of, s_item, s_cp, s_cp_best, s_anchor, s_pop, p, i, k)
                     s_als_known[k] = False
-                    s_cp[k], s_cp_best[k], s_anchor[k], s_pop[k] = 0.0, term, a, 0.0
+                    s_cp_best[k], s_anchor[k] = term, a
                     k += 1
                 s = slot_of[p]
                 s_cp[s] += term
@@ -271,11 +274,8 @@ def _score_rows(
                 continue
             p = _probe(keys, mask, i)
             if keys[p] == _EMPTY:
-                keys[p] = i
-                slot_of[p] = k
-                s_item[k] = i
+                _new_slot(keys, slot_of, s_item, s_cp, s_cp_best, s_anchor, s_pop, p, i, k)
                 s_als_known[k] = False
-                s_cp[k], s_cp_best[k], s_anchor[k] = 0.0, 0.0, -1
                 k += 1
             s_pop[slot_of[p]] = pop_scores[pl_, c]
         # 3-4. scores, maxima, blend
@@ -337,49 +337,8 @@ def _score_rows(
     return out_item, out_score, out_src, out_anchor
 
 
-@njit(cache=True, nogil=True)
-def _take_rows(
-    indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``rows`` of a CSR list as a new CSR (indptr int64, values of the list's dtype);
-    row -1 = an empty row. One pass, O(picked values), whatever the list's size."""
-    n = len(rows)
-    ptr = np.zeros(n + 1, np.int64)
-    for r in range(n):
-        length = 0
-        if rows[r] >= 0:
-            length = indptr[rows[r] + 1] - indptr[rows[r]]
-        ptr[r + 1] = ptr[r] + length
-    out = np.empty(ptr[n], indices.dtype)
-    for r in range(n):
-        if rows[r] >= 0:
-            lo = indptr[rows[r]]
-            for j in range(ptr[r + 1] - ptr[r]):
-                out[ptr[r] + j] = indices[lo + j]
-    return ptr, out
-
-
 # the compiled functions, typed for callers (numba's Dispatcher hides the signatures)
 score_rows: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = _score_rows
-dot_scores: Callable[..., np.ndarray] = _dot_scores
-take_rows: Callable[..., tuple[np.ndarray, np.ndarray]] = _take_rows
-
-
-def candidate_scores(
-    table: np.ndarray, item_factors: np.ndarray, user_factors: np.ndarray, chunk: int = 65_536
-) -> np.ndarray:
-    """Every precomputed neighbour's score for its customer (``_dot``: the bits the scoring
-    pass computes), float32, 0 for -1 padding; the bundle's ``als_scores.npy``."""
-    out = np.empty(table.shape, np.float32)
-    y = np.asarray(item_factors, np.float32)
-    for lo in range(0, len(table), chunk):
-        hi = min(lo + chunk, len(table))
-        out[lo:hi] = dot_scores(
-            y,
-            np.ascontiguousarray(table[lo:hi], np.int32),
-            np.ascontiguousarray(user_factors[lo:hi], np.float32),
-        )
-    return out
 
 
 def warm_up() -> None:
@@ -416,4 +375,3 @@ def warm_up() -> None:
         np.ones(3, f32),
         4,
     )
-    take_rows(np.array([0, 1], i64), np.array([1], i32), one)

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from features.schemas import DEFAULT_TIERS
 from serving.rules.models import norm_label
 
 if TYPE_CHECKING:
@@ -52,7 +51,7 @@ class ItemTable:
     premium: np.ndarray  # bool
     on_promo: np.ndarray  # bool
     launched_days_ago: np.ndarray  # float32 (nan = unknown)
-    tier_names: tuple[str, ...] = DEFAULT_TIERS  # the order min_tier_rank was built with
+    tier_names: tuple[str, ...]  # the model's tiers, lowest first: what min_tier_rank ranks
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -192,7 +191,7 @@ def _one_customer(
 
 def take_customers(cb: CustomerBatch, rows: np.ndarray) -> CustomerBatch:
     """A sub-batch of customers (rows in the given order)."""
-    from patron.scoring.kernel import take_rows
+    from patron.scoring.rows import take_rows
 
     rows = np.asarray(rows, np.int64)
     rp, ri = take_rows(cb.recent_indptr, cb.recent_item_idx, rows)

@@ -174,9 +174,10 @@ def warm_up() -> None:
         premium=np.zeros(2, bool),
         on_promo=np.zeros(2, bool),
         launched_days_ago=np.zeros(2, np.float32),
+        tier_names=("warm-up",),
     )
     compiled = compile_rules(RuleSet.model_validate({"version": "warm-up"}), items)
-    ctx = CustomerContext("bronze", 0, None, None, None, None, np.zeros(0, np.int32), np.zeros(0))
+    ctx = CustomerContext("warm-up", 0, None, None, None, None, np.zeros(0, np.int32), np.zeros(0))
     cands = CandidateBatch.from_sets(
         [
             CandidateSet(

@@ -33,6 +33,7 @@ def item_table(
         premium=rng.random(n) < 0.2,
         on_promo=rng.random(n) < 0.2,
         launched_days_ago=rng.uniform(0, 400, n).astype(np.float32),
+        tier_names=tuple(TIERS),
     )
 
 

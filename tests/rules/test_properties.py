@@ -63,6 +63,7 @@ def cases(draw: st.DrawFn) -> Case:
         launched_days_ago=np.array(
             draw(st.lists(st.floats(0, 400), min_size=n, max_size=n)), np.float32
         ),
+        tier_names=("bronze", "silver", "gold", "platinum"),
     )
     item_idx = st.integers(0, n - 1)
     cond = st.fixed_dictionaries(

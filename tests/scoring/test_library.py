@@ -10,7 +10,7 @@ from scipy import sparse
 
 from patron.scoring import ScoreRequest, ScoringModel, Source, fold_in, fold_in_batch, score_batch
 from patron.scoring import recommend as score_top_k
-from patron.scoring.kernel import take_rows
+from patron.scoring.rows import take_rows
 from tests.scoring.oracle import dense_scores
 from tests.serving.helpers import make_bundle_data
 

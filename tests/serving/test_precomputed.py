@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from patron.bundle import BundleError, load_bundle, write_bundle
-from patron.scoring.kernel import candidate_scores
+from patron.scoring.rows import candidate_scores
 from serving import service
 from serving.index import build_index, precompute_candidates
 from serving.model import LoadedModel, load_model
