@@ -8,15 +8,16 @@
    item (context item, real-time purchases, training purchases; each item once), the
    popular list of the customer's tier; excluded items and, with a category, items of other
    categories are dropped;
-3. per candidate: the ALS score (the customer's vector . the item's factors, summed in
-   float64 in index order; the bundle's stored score where it has one: the same bits), the
+3. per candidate: the ALS score of a listed item (the customer's vector . the item's
+   factors, summed in float64 in index order; the bundle's stored score where it has one:
+   the same bits; items outside the list have none, patron/scoring/select.py), the
    item-item score (the sum over the history of weight x neighbour score; the anchor is the
    history item with the largest term) and the popularity score;
 4. each source divided by its best score among the row's candidates (a source whose best
    score is <= 0 contributes nothing), weighted (with a context item the item-item weight is
    raised by the ALS weight) and summed in float32; a customer with
    neither a vector nor item-item candidates gets the raw popularity scores;
-5. the row sorted by score (descending, ties by item index).
+5. the row's best ``depth`` sorted by score (descending, ties by item index).
 """
 
 from __future__ import annotations
@@ -26,55 +27,9 @@ from collections.abc import Callable
 import numpy as np
 from numba import njit
 
+from patron.scoring.select import _dot, blend_top
+
 _EMPTY = -1
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _dot(factors: np.ndarray, i: int, vecs: np.ndarray, r: int) -> np.float32:
-    """Item ``i``'s factors . row ``r``'s vector, summed in float64 in index order."""
-    acc = 0.0
-    for d in range(factors.shape[1]):
-        acc += np.float64(factors[i, d]) * np.float64(vecs[r, d])
-    return np.float32(acc)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _ahead(total: np.ndarray, item: np.ndarray, a: int, b: int) -> bool:
-    """Does slot ``a`` rank before slot ``b`` (total descending, then item ascending)?"""
-    if total[a] != total[b]:
-        return total[a] > total[b]
-    return item[a] < item[b]
-
-
-@njit(cache=True, nogil=True)
-def _rank(total: np.ndarray, item: np.ndarray, order: np.ndarray, tmp: np.ndarray, m: int) -> None:
-    """Bottom-up merge sort of ``order[:m]`` (slot numbers) by ``_ahead``."""
-    width = 1
-    while width < m:
-        lo = 0
-        while lo < m:
-            mid = min(lo + width, m)
-            hi = min(lo + 2 * width, m)
-            i, j, o = lo, mid, lo
-            while i < mid and j < hi:
-                if _ahead(total, item, order[j], order[i]):
-                    tmp[o] = order[j]
-                    j += 1
-                else:
-                    tmp[o] = order[i]
-                    i += 1
-                o += 1
-            while i < mid:
-                tmp[o] = order[i]
-                i += 1
-                o += 1
-            while j < hi:
-                tmp[o] = order[j]
-                j += 1
-                o += 1
-            lo = hi
-        order[:m] = tmp[:m]
-        width *= 2
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -90,6 +45,7 @@ def _probe(keys: np.ndarray, mask: int, it: int | np.integer) -> int:  # type: i
 def _new_slot(
     keys: np.ndarray,
     slot_of: np.ndarray,
+    key_pos: np.ndarray,
     s_item: np.ndarray,
     s_cp: np.ndarray,
     s_cp_best: np.ndarray,
@@ -102,6 +58,7 @@ def _new_slot(
     """Item ``i`` takes table position ``p`` and candidate slot ``k``, with no scores yet."""
     keys[p] = i
     slot_of[p] = k
+    key_pos[k] = p
     s_item[k] = i
     s_cp[k], s_cp_best[k], s_anchor[k], s_pop[k] = 0.0, 0.0, -1, 0.0
 
@@ -162,6 +119,7 @@ def _score_rows(
     seen = np.full(size, _EMPTY, np.int64)  # excluded items, then history items
     used = np.empty(size, np.int64)  # positions taken in ``keys``/``seen``, to reset them
     s_item = np.empty(most, np.int64)
+    key_pos = np.empty(most, np.int64)  # each candidate's position in ``keys``
     s_als = np.empty(most, np.float32)
     s_als_known = np.empty(most, np.bool_)
     s_cp = np.empty(most, np.float64)
@@ -169,6 +127,7 @@ def _score_rows(
     s_anchor = np.empty(most, np.int32)
     s_pop = np.empty(most, np.float32)
     s_total = np.empty(most, np.float32)
+    tmpf = np.empty(most, np.float32)
     s_src = np.empty(most, np.int8)
     order = np.empty(most, np.int64)
     tmp = np.empty(most, np.int64)
@@ -178,7 +137,6 @@ def _score_rows(
     out_score = np.zeros((n, depth), np.float32)
     out_src = np.zeros((n, depth), np.int8)
     out_anchor = np.full((n, depth), -1, np.int32)
-    w_als, w_cp, w_pop = weights[0], weights[1], weights[2]
     stored = als_stored.shape[0] == n and als_stored.shape[1] == als_items.shape[1]
     for r in range(n):
         mask = size - 1
@@ -217,7 +175,9 @@ def _score_rows(
                     continue
                 p = _probe(keys, mask, i)
                 if keys[p] == _EMPTY:
-                    _new_slot(keys, slot_of, s_item, s_cp, s_cp_best, s_anchor, s_pop, p, i, k)
+                    _new_slot(
+                        keys, slot_of, key_pos, s_item, s_cp, s_cp_best, s_anchor, s_pop, p, i, k
+                    )
                     s_als[k] = als_stored[r, c] if stored else _dot(factors, i, vecs, r)
                     s_als_known[k] = True
                     k += 1
@@ -256,7 +216,9 @@ def _score_rows(
                 term = w * np.float64(cp_data[j])
                 p = _probe(keys, mask, i)
                 if keys[p] == _EMPTY:
-                    _new_slot(keys, slot_of, s_item, s_cp, s_cp_best, s_anchor, s_pop, p, i, k)
+                    _new_slot(
+                        keys, slot_of, key_pos, s_item, s_cp, s_cp_best, s_anchor, s_pop, p, i, k
+                    )
                     s_als_known[k] = False
                     s_cp_best[k], s_anchor[k] = term, a
                     k += 1
@@ -274,64 +236,25 @@ def _score_rows(
                 continue
             p = _probe(keys, mask, i)
             if keys[p] == _EMPTY:
-                _new_slot(keys, slot_of, s_item, s_cp, s_cp_best, s_anchor, s_pop, p, i, k)
+                _new_slot(keys, slot_of, key_pos, s_item, s_cp, s_cp_best, s_anchor, s_pop, p, i, k)
                 s_als_known[k] = False
                 k += 1
             s_pop[slot_of[p]] = pop_scores[pl_, c]
-        # 3-4. scores, maxima, blend
-        als_max = np.float32(0.0)
-        cp_max = 0.0
-        pop_max = np.float32(0.0)
-        for s in range(k):
-            if has_vec[r] and not s_als_known[s]:
-                s_als[s] = _dot(factors, s_item[s], vecs, r)
-            if not has_vec[r]:
-                s_als[s] = 0.0
-            if s == 0 or s_als[s] > als_max:
-                als_max = s_als[s]
-            cp_max = max(cp_max, s_cp[s])
-            pop_max = max(pop_max, s_pop[s])
-        popular_only = not has_vec[r] and n_cp == 0
-        # the item on screen matters at least as much as taste
-        w_cp_r = w_cp + w_als if context[r] >= 0 else w_cp
-        for s in range(k):
-            c_als = np.float32(0.0)
-            c_cp = np.float32(0.0)
-            c_pop = np.float32(0.0)
-            if has_vec[r] and als_max > 0:
-                c_als = np.float32(w_als * np.float32(s_als[s] / als_max))
-            if cp_max > 0:
-                c_cp = np.float32(w_cp_r * np.float32(np.float32(s_cp[s]) / np.float32(cp_max)))
-            if popular_only:
-                c_pop = s_pop[s]
-            elif pop_max > 0:
-                c_pop = np.float32(w_pop * np.float32(s_pop[s] / pop_max))
-            s_total[s] = np.float32(np.float32(c_als + c_cp) + c_pop)
-            # the reason: the largest contribution among the sources that found the item
-            src = np.int8(-1)
-            best = np.float32(0.0)
-            if has_vec[r]:
-                src, best = np.int8(0), c_als
-            if s_cp[s] > 0 and (src < 0 or c_cp > best):
-                src, best = np.int8(1), c_cp
-            if s_pop[s] > 0 and (src < 0 or c_pop > best):
-                src = pop_src[pl_]
-            if src < 0:
-                src = pop_src[pl_]
-            s_src[s] = src
-        # 5. rank, keep the best ``depth``
-        for s in range(k):
-            order[s] = s
-        _rank(s_total, s_item, order, tmp, k)
-        for j in range(min(k, depth)):
+        # 3-5. blend, the best ``depth`` ranked (patron/scoring/select.py)
+        m = blend_top(
+            k, depth, has_vec[r], n_cp == 0, context[r] >= 0, weights, pop_src[pl_],
+            s_item, s_als, s_als_known, s_cp, s_pop, s_total, s_src, tmpf, order, tmp,
+        )  # fmt: skip
+        for j in range(m):
             s = order[j]
             out_item[r, j] = s_item[s]
             out_score[r, j] = s_total[s]
             out_src[r, j] = s_src[s]
             out_anchor[r, j] = s_anchor[s] if s_src[s] == 1 else -1
         # reset the scratch tables for the next row
+        # by position: clearing by probing would cut linear-probe chains and leave stale keys
         for s in range(k):
-            keys[_probe(keys, mask, s_item[s])] = _EMPTY
+            keys[key_pos[s]] = _EMPTY
         for j in range(n_used):
             seen[used[j]] = _EMPTY
     return out_item, out_score, out_src, out_anchor

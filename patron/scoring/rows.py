@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from numba import njit
 
-from patron.scoring.kernel import _dot
+from patron.scoring.select import _dot
 
 
 @njit(cache=True, nogil=True)

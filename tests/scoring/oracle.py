@@ -48,6 +48,7 @@ def dense_scores(
         return i not in excluded and (category < 0 or codes[i] == category)
 
     cands: set[int] = set()
+    listed: set[int] = set()
     als = np.zeros(n_items, np.float32)
     if vec is not None:
         als = (y @ vec).astype(np.float32)
@@ -55,7 +56,8 @@ def dense_scores(
         depth = ALS_DEPTH if n_ex <= ALS_DEPTH // 2 else ALS_DEPTH + n_ex
         if category >= 0:
             depth = ALS_DEPTH * CATEGORY_FETCH + n_ex
-        cands |= {i for i in np.argsort(-als, kind="stable")[: min(n_items, depth)] if keep(i)}
+        listed = {i for i in np.argsort(-als, kind="stable")[: min(n_items, depth)] if keep(i)}
+        cands |= listed
     history: dict[int, float] = {}
     if context >= 0:
         history[context] = max(1.0, float(len(recent) + len(training)))
@@ -87,10 +89,14 @@ def dense_scores(
     if vec is None and not item_cands:  # nothing personal: popularity itself
         total = pop[idx].astype(np.float64)
     else:
-        for weight, part in ((w_als, als), (w_item, item), (w_pop, pop)):
-            if part is als and vec is None:
-                continue
-            best = part[idx].max()
+        listed_als = np.zeros(n_items, np.float32)  # the ALS part: the listed items only
+        for i in listed:
+            listed_als[i] = als[i]
+        for weight, part in ((w_als, listed_als), (w_item, item), (w_pop, pop)):
+            if part is listed_als:  # normalised by the best of the ALS neighbour list
+                best = max((float(als[i]) for i in listed), default=0.0) if vec is not None else 0
+            else:
+                best = part[idx].max()
             if best > 0:
                 total += weight * part[idx] / best
     order = np.lexsort((idx, -total))

@@ -192,3 +192,16 @@ def test_anchor_is_the_history_item_contributing_most() -> None:
             assert a == max(terms, key=lambda j: (terms[j], -history.index(j)))
             checked += 1
         assert checked > 0
+
+
+def test_batch_equals_single_when_item_ids_collide_in_the_scratch_table() -> None:
+    """A catalog much larger than a row's hash table: item ids share table positions, and
+    rows after the first must not see the previous rows' entries."""
+    data = make_bundle_data(n_items=3000, n_customers=120, f=8, seed=7)
+    model = ScoringModel.from_bundle(data)
+    pos = np.arange(120)
+    batch = score_batch(model, ScoreRequest.build(model, pos))
+    for u in pos.tolist():
+        one = score_batch(model, ScoreRequest.build(model, [u]))
+        for name in ("item_idx", "score", "source", "anchor_idx"):
+            assert np.array_equal(getattr(one, name)[0], getattr(batch, name)[u]), (u, name)
