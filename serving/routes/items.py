@@ -69,6 +69,7 @@ async def _item_list(
         customer_id=customer_id,
         tier=res.tier if customer_id else None,
         model_version=model.version,
+        rules_version=res.rules_version,
         degraded=degraded,
         items=_items(res),
     )
@@ -142,4 +143,9 @@ async def popular(
         known = list(model.tiers)
         raise HTTPException(422, f"tier: {tier!r} is not one of the model's tiers {known}")
     res = service.popular(model, k, tier, category, rules)
-    return ItemListResponse(tier=res.tier, model_version=model.version, items=_items(res))
+    return ItemListResponse(
+        tier=res.tier,
+        model_version=model.version,
+        rules_version=res.rules_version,
+        items=_items(res),
+    )

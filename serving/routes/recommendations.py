@@ -98,6 +98,12 @@ async def recommend_for(svc: Services, q: RecQuery) -> bytes:
     excluded = [e for e in (q.exclude or "").split(",") if e]
     if len(excluded) > 200:
         raise HTTPException(422, "exclude: at most 200 item ids")
+    if category is not None or context_item is not None:  # 404s before any Redis call
+        _, served_by = _variant(models, settings, customer_id)
+        if category is not None:
+            service.category_code(served_by, category)
+        if context_item is not None:
+            service.item_index(served_by, context_item)
     rules = svc.rules.current()
     if svc.batcher is not None and category is None and context_item is None:
         variant, model = _variant(models, settings, customer_id)

@@ -56,12 +56,14 @@ class RecommendationResponse(BaseModel):
 
 
 class ItemListResponse(BaseModel):
-    """Similar / bought-together / popular answers."""
+    """Similar / bought-together / popular answers (always from the champion)."""
 
     item_id: str | None = None
     customer_id: str | None = None
     tier: str | None = None
     model_version: str
+    variant: Variant = "champion"
+    rules_version: str = ""
     degraded: bool = False
     items: list[RecItem]
 

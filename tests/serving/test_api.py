@@ -384,3 +384,31 @@ def test_similar_keeps_the_rules_reasons(client: TestClient, bundle_dir) -> None
                 assert "gold exclusive" in it["reasons"], it
                 seen += 1
     assert seen > 0
+
+
+def test_item_routes_report_variant_and_rules_version(client: TestClient) -> None:
+    rules_version = client.get("/v1/customers/c00000/recommendations").json()["rules_version"]
+    for path in ("/v1/items/i0004/similar", "/v1/items/i0004/bought-together", "/v1/popular"):
+        body = client.get(path).json()
+        assert body["variant"] == "champion" and body["rules_version"] == rules_version, path
+
+
+def test_unknown_category_is_404_before_any_redis_read(bundle_dir, published) -> None:
+    """Parameters are checked before the online store is asked (a bad request costs no I/O)."""
+    app = create_app(settings_for(bundle_dir, published))
+    with TestClient(app) as c:
+        gateway = app.state.gateway
+        calls: list[str] = []
+        real = gateway.customer
+
+        async def counting(cid: str):  # type: ignore[no-untyped-def]
+            calls.append(cid)
+            return await real(cid)
+
+        gateway.customer = counting
+        r = c.get("/v1/customers/c00001/recommendations", params={"category": "nope"})
+        assert r.status_code == 404 and calls == []
+        r = c.get("/v1/customers/c00001/recommendations", params={"context_item": "i9999"})
+        assert r.status_code == 404 and calls == []
+        assert c.get("/v1/customers/c00001/recommendations", params={"category": "cat1"}).is_success
+        assert calls == ["c00001"]
