@@ -30,37 +30,54 @@ from numba import njit
 from patron.scoring.select import _dot, blend_top
 
 _EMPTY = -1
+_EXCLUDED = -1  # a table value: the item is never a candidate of this row
+_HISTORY = -2  # a table value: the (offset) key of a history item already taken
+_GOLDEN = np.uint64(11400714819323198485)  # 2^64 / golden ratio: Fibonacci hashing
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _probe(keys: np.ndarray, mask: int, it: int | np.integer) -> int:  # type: ignore[type-arg]
-    """The slot of ``it`` in an open-addressing table (its own, or the empty one to take)."""
-    p = int((np.int64(it) * 0x9E3779B1) & mask)
-    while keys[p] != _EMPTY and keys[p] != it:
+def _find(tab: np.ndarray, shift: np.uint64, mask: int, key: int) -> int:
+    """The position of ``key`` in an open-addressing table of (key, value) int32 pairs: its
+    own, or the empty one to take (linear probing from the key's Fibonacci hash)."""
+    p = np.int64((np.uint64(key) * _GOLDEN) >> shift)
+    while tab[2 * p] != _EMPTY and tab[2 * p] != key:
         p = (p + 1) & mask
-    return p
+    return int(p)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mark(
+    tab: np.ndarray, shift: np.uint64, mask: int, key: int, value: int, used: np.ndarray, n: int
+) -> int:
+    """Put ``key`` with ``value`` unless present; returns the new count of used positions."""
+    p = _find(tab, shift, mask, key)
+    if tab[2 * p] == _EMPTY:
+        tab[2 * p], tab[2 * p + 1] = key, value
+        used[n] = p
+        return n + 1
+    return n
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _new_slot(
-    keys: np.ndarray,
-    slot_of: np.ndarray,
-    key_pos: np.ndarray,
+    tab: np.ndarray,
+    p: int,
+    i: int,
+    k: int,
+    used: np.ndarray,
+    n_used: int,
     s_item: np.ndarray,
     s_cp: np.ndarray,
     s_cp_best: np.ndarray,
     s_anchor: np.ndarray,
     s_pop: np.ndarray,
-    p: int,
-    i: int,
-    k: int,
-) -> None:
+) -> int:
     """Item ``i`` takes table position ``p`` and candidate slot ``k``, with no scores yet."""
-    keys[p] = i
-    slot_of[p] = k
-    key_pos[k] = p
+    tab[2 * p], tab[2 * p + 1] = i, k
+    used[n_used] = p
     s_item[k] = i
     s_cp[k], s_cp_best[k], s_anchor[k], s_pop[k] = 0.0, 0.0, -1, 0.0
+    return n_used + 1
 
 
 @njit(cache=True, nogil=True)
@@ -94,7 +111,8 @@ def _score_rows(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n = len(pos)
     # the largest row sets the scratch sizes
-    most = 16
+    most = 16  # candidate slots (and history items) of the largest row
+    entries = 16  # table entries of the largest row: candidates, exclusions, history
     for r in range(n):
         m = als_items.shape[1] + pop_len[pop_of[r]] + 1
         h = rec_ptr[r + 1] - rec_ptr[r] + 1
@@ -110,16 +128,16 @@ def _score_rows(
                 cp_n += cp_ptr[ui_idx[j] + 1] - cp_ptr[ui_idx[j]]
         if context[r] >= 0:
             cp_n += cp_ptr[context[r] + 1] - cp_ptr[context[r]]
-        most = max(most, m + min(cp_n, len(item_category)), h + e)
-    size = 16
-    while size < 2 * most:
-        size *= 2
-    keys = np.full(size, _EMPTY, np.int64)  # item -> slot (candidates)
-    slot_of = np.empty(size, np.int64)
-    seen = np.full(size, _EMPTY, np.int64)  # excluded items, then history items
-    used = np.empty(size, np.int64)  # positions taken in ``keys``/``seen``, to reset them
+        most = max(most, m + min(cp_n, len(item_category)), h)
+        entries = max(entries, m + min(cp_n, len(item_category)) + h + e)
+    size, bits = 16, 4
+    while size < 2 * entries:  # at most half full
+        size, bits = size * 2, bits + 1
+    shift = np.uint64(64 - bits)
+    # one table per row: candidates (item -> slot), exclusions, history items (offset keys)
+    tab = np.full(2 * size, _EMPTY, np.int32)
+    used = np.empty(size, np.int64)  # positions taken, to clear them for the next row
     s_item = np.empty(most, np.int64)
-    key_pos = np.empty(most, np.int64)  # each candidate's position in ``keys``
     s_als = np.empty(most, np.float32)
     s_als_known = np.empty(most, np.bool_)
     s_cp = np.empty(most, np.float64)
@@ -138,30 +156,19 @@ def _score_rows(
     out_src = np.zeros((n, depth), np.int8)
     out_anchor = np.full((n, depth), -1, np.int32)
     stored = als_stored.shape[0] == n and als_stored.shape[1] == als_items.shape[1]
+    n_items = len(item_category)
+    mask = size - 1
     for r in range(n):
-        mask = size - 1
-        n_used = 0
         # 1. exclusions
+        n_used = 0
         p_lo = ui_ptr[pos[r]] if pos[r] >= 0 else 0
         p_hi = ui_ptr[pos[r] + 1] if pos[r] >= 0 else 0
         for j in range(p_lo, p_hi):
-            p = _probe(seen, mask, ui_idx[j])
-            if seen[p] == _EMPTY:
-                seen[p] = ui_idx[j]
-                used[n_used] = p
-                n_used += 1
+            n_used = _mark(tab, shift, mask, ui_idx[j], _EXCLUDED, used, n_used)
         for j in range(ex_ptr[r], ex_ptr[r + 1]):
-            p = _probe(seen, mask, ex_idx[j])
-            if seen[p] == _EMPTY:
-                seen[p] = ex_idx[j]
-                used[n_used] = p
-                n_used += 1
+            n_used = _mark(tab, shift, mask, ex_idx[j], _EXCLUDED, used, n_used)
         if context[r] >= 0:
-            p = _probe(seen, mask, context[r])
-            if seen[p] == _EMPTY:
-                seen[p] = context[r]
-                used[n_used] = p
-                n_used += 1
+            n_used = _mark(tab, shift, mask, context[r], _EXCLUDED, used, n_used)
         cat = category[r]
         k = 0
 
@@ -171,12 +178,12 @@ def _score_rows(
                 i = als_items[r, c]
                 if i < 0:
                     continue
-                if seen[_probe(seen, mask, i)] == i or (cat >= 0 and item_category[i] != cat):
+                if cat >= 0 and item_category[i] != cat:
                     continue
-                p = _probe(keys, mask, i)
-                if keys[p] == _EMPTY:
-                    _new_slot(
-                        keys, slot_of, key_pos, s_item, s_cp, s_cp_best, s_anchor, s_pop, p, i, k
+                p = _find(tab, shift, mask, i)
+                if tab[2 * p] == _EMPTY:
+                    n_used = _new_slot(
+                        tab, p, i, k, used, n_used, s_item, s_cp, s_cp_best, s_anchor, s_pop
                     )
                     s_als[k] = als_stored[r, c] if stored else _dot(factors, i, vecs, r)
                     s_als_known[k] = True
@@ -194,14 +201,11 @@ def _score_rows(
                 lo, hi = p_lo, p_hi
             for j in range(lo, hi):
                 it = context[r] if part == 0 else (rec_idx[j] if part == 1 else ui_idx[j])
-                # history items are kept apart from exclusions: their keys are offset
-                key = np.int64(it) + len(item_category)
-                p = _probe(seen, mask, key)
-                if seen[p] == key:
+                # history items are kept apart from candidates: their keys are offset
+                before = n_used
+                n_used = _mark(tab, shift, mask, it + n_items, _HISTORY, used, n_used)
+                if n_used == before:  # already taken
                     continue
-                seen[p] = key
-                used[n_used] = p
-                n_used += 1
                 hist[n_hist] = it
                 hist_w[n_hist] = w_context if part == 0 else 1.0
                 n_hist += 1
@@ -211,18 +215,20 @@ def _score_rows(
             w = hist_w[h]
             for j in range(cp_ptr[a], cp_ptr[a + 1]):
                 i = cp_idx[j]
-                if seen[_probe(seen, mask, i)] == i or (cat >= 0 and item_category[i] != cat):
+                if cat >= 0 and item_category[i] != cat:
                     continue
+                p = _find(tab, shift, mask, i)
                 term = w * np.float64(cp_data[j])
-                p = _probe(keys, mask, i)
-                if keys[p] == _EMPTY:
-                    _new_slot(
-                        keys, slot_of, key_pos, s_item, s_cp, s_cp_best, s_anchor, s_pop, p, i, k
+                if tab[2 * p] == _EMPTY:
+                    n_used = _new_slot(
+                        tab, p, i, k, used, n_used, s_item, s_cp, s_cp_best, s_anchor, s_pop
                     )
                     s_als_known[k] = False
                     s_cp_best[k], s_anchor[k] = term, a
                     k += 1
-                s = slot_of[p]
+                s = tab[2 * p + 1]
+                if s < 0:  # excluded
+                    continue
                 s_cp[s] += term
                 n_cp += 1
                 if term > s_cp_best[s]:
@@ -232,14 +238,17 @@ def _score_rows(
         pl_ = pop_of[r]
         for c in range(pop_len[pl_]):
             i = pop_items[pl_, c]
-            if seen[_probe(seen, mask, i)] == i or (cat >= 0 and item_category[i] != cat):
+            if cat >= 0 and item_category[i] != cat:
                 continue
-            p = _probe(keys, mask, i)
-            if keys[p] == _EMPTY:
-                _new_slot(keys, slot_of, key_pos, s_item, s_cp, s_cp_best, s_anchor, s_pop, p, i, k)
+            p = _find(tab, shift, mask, i)
+            if tab[2 * p] == _EMPTY:
+                n_used = _new_slot(
+                    tab, p, i, k, used, n_used, s_item, s_cp, s_cp_best, s_anchor, s_pop
+                )
                 s_als_known[k] = False
                 k += 1
-            s_pop[slot_of[p]] = pop_scores[pl_, c]
+            if tab[2 * p + 1] >= 0:
+                s_pop[tab[2 * p + 1]] = pop_scores[pl_, c]
         # 3-5. blend, the best ``depth`` ranked (patron/scoring/select.py)
         m = blend_top(
             k, depth, has_vec[r], n_cp == 0, context[r] >= 0, weights, pop_src[pl_],
@@ -251,12 +260,10 @@ def _score_rows(
             out_score[r, j] = s_total[s]
             out_src[r, j] = s_src[s]
             out_anchor[r, j] = s_anchor[s] if s_src[s] == 1 else -1
-        # reset the scratch tables for the next row
-        # by position: clearing by probing would cut linear-probe chains and leave stale keys
-        for s in range(k):
-            keys[key_pos[s]] = _EMPTY
+        # clear the table for the next row, by position (clearing by probing would cut
+        # linear-probe chains and leave stale keys)
         for j in range(n_used):
-            seen[used[j]] = _EMPTY
+            tab[2 * used[j]] = _EMPTY
     return out_item, out_score, out_src, out_anchor
 
 
