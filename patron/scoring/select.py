@@ -101,29 +101,17 @@ def blend_top(
         if has_vec and s_als_known[s] and (not listed or s_als[s] > als_max):
             als_max, listed = s_als[s], True
     use_als = has_vec and listed and als_max > 0
+    # each part's scale once per row (multiplying by it, not dividing per candidate)
+    a_scale = np.float32(w_als / als_max) if use_als else np.float32(0.0)
+    cp_scale = np.float32(w_cp / cp_max) if cp_max > 0 else np.float32(0.0)
+    pop_scale = np.float32(1.0) if popular_only else np.float32(0.0)
+    if not popular_only and pop_max > 0:
+        pop_scale = np.float32(w_pop / pop_max)
     for s in range(k):
-        c_als = np.float32(0.0)
-        if use_als and s_als_known[s]:
-            c_als = np.float32(w_als * np.float32(s_als[s] / als_max))
-        c_cp = np.float32(0.0)
-        if cp_max > 0:
-            c_cp = np.float32(w_cp * np.float32(np.float32(s_cp[s]) / np.float32(cp_max)))
-        c_pop = s_pop[s] if popular_only else np.float32(0.0)
-        if not popular_only and pop_max > 0:
-            c_pop = np.float32(w_pop * np.float32(s_pop[s] / pop_max))
+        c_als = np.float32(s_als[s] * a_scale) if s_als_known[s] else np.float32(0.0)
+        c_cp = np.float32(np.float32(s_cp[s]) * cp_scale)
+        c_pop = np.float32(s_pop[s] * pop_scale)
         s_total[s] = np.float32(np.float32(c_als + c_cp) + c_pop)
-        # the reason: the largest part among the sources that found the item
-        src = np.int8(-1)
-        best = np.float32(0.0)
-        if has_vec and s_als_known[s]:
-            src, best = np.int8(0), c_als
-        if s_cp[s] > 0 and (src < 0 or c_cp > best):
-            src, best = np.int8(1), c_cp
-        if s_pop[s] > 0 and (src < 0 or c_pop > best):
-            src = pop_src
-        if src < 0:
-            src = np.int8(0) if has_vec else pop_src
-        s_src[s] = src
     m = min(k, depth)
     if m == 0:
         return 0
@@ -141,4 +129,21 @@ def blend_top(
                 order[n] = s
                 n += 1
     _rank(s_total, s_item, order, tmp, n)
-    return min(m, n)
+    m = min(m, n)
+    for j in range(m):  # the reason: the largest part among the sources that found the item
+        s = order[j]
+        c_als = np.float32(s_als[s] * a_scale) if s_als_known[s] else np.float32(0.0)
+        c_cp = np.float32(np.float32(s_cp[s]) * cp_scale)
+        c_pop = np.float32(s_pop[s] * pop_scale)
+        src = np.int8(-1)
+        best = np.float32(0.0)
+        if has_vec and s_als_known[s]:
+            src, best = np.int8(0), c_als
+        if s_cp[s] > 0 and (src < 0 or c_cp > best):
+            src, best = np.int8(1), c_cp
+        if s_pop[s] > 0 and (src < 0 or c_pop > best):
+            src = pop_src
+        if src < 0:
+            src = np.int8(0) if has_vec else pop_src
+        s_src[s] = src
+    return m

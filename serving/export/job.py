@@ -9,6 +9,7 @@ with marketing consent are ever written; the output is renamed into place when c
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -127,7 +128,7 @@ def export_picks(
             t1 = time.perf_counter()
             req = customer_request(model, ids, ctxs)
             with faiss_threads(threads):
-                cands = score_batch(model.scoring, req)
+                cands = score_batch(model.scoring, req, threads=threads or os.cpu_count() or 1)
             t2 = time.perf_counter()
             res = rules_batch(model, used, cands, exclusions(model.scoring, req), ctxs, k)
             t3 = time.perf_counter()
