@@ -168,7 +168,9 @@ def _one_customer(
 ) -> CustomerBatch:
     """``customers_from_contexts([ctx])`` without the list machinery (the per-request path)."""
     cat_index = compiled.category_index
-    rec = np.asarray(ctx.recent_item_idx, np.int32)
+    # copies: a context may hold the shared read-only empty array, and a read-only array is
+    # another type to the compiled kernel (a compilation during a request)
+    rec = np.array(ctx.recent_item_idx, np.int32)
     past = np.array([cat_index[p] for p in ctx.past_categories if p in cat_index], np.int32)
     ex = np.zeros(0, np.int32) if exclude is None else np.asarray(exclude, np.int32)
     return CustomerBatch(
@@ -181,7 +183,7 @@ def _one_customer(
         ),
         recent_indptr=np.array([0, len(rec)], np.int64),
         recent_item_idx=rec,
-        recent_days_ago=np.asarray(ctx.recent_days_ago, np.float64),
+        recent_days_ago=np.array(ctx.recent_days_ago, np.float64),
         past_cat_indptr=np.array([0, len(past)], np.int64),
         past_cat_code=past,
         exclude_indptr=np.array([0, len(ex)], np.int64),
