@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 from scipy import sparse
 
+from patron.bundle import BundleData
 from patron.scoring import ScoringModel
 from patron.scoring import recommend as score_top_k
 from training.als import ALSRecommender
@@ -43,12 +44,16 @@ class ServedRecommender:
         self.sources = (als, copurchase, popular)
 
     @cached_property
-    def scoring(self) -> ScoringModel:
+    def data(self) -> BundleData:
+        """The in-memory bundle of the fitted models (what training would write)."""
         from training.bundle_builder import build_bundle_data
 
         als, cp, pop = self.sources
-        data = build_bundle_data(self.inter, als, cp, pop, self.config, catalog=self.catalog)
-        return ScoringModel.from_bundle(data)
+        return build_bundle_data(self.inter, als, cp, pop, self.config, catalog=self.catalog)
+
+    @cached_property
+    def scoring(self) -> ScoringModel:
+        return ScoringModel.from_bundle(self.data)
 
     def recommend(
         self,
@@ -79,11 +84,8 @@ class ServedWithRules:
     @cached_property
     def _model(self) -> Any:
         from serving.model import build_model
-        from training.bundle_builder import build_bundle_data
 
-        als, cp, pop = self.served.sources
-        s = self.served
-        return build_model(build_bundle_data(s.inter, als, cp, pop, s.config, catalog=s.catalog))
+        return build_model(self.served.data)  # the served recommender's bundle, not a rebuild
 
     def recommend(
         self,

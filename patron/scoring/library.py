@@ -252,6 +252,8 @@ def exclusions(model: ScoringModel, req: ScoreRequest) -> tuple[np.ndarray, np.n
     tp, ti = take_rows(model.ui_ptr, model.ui_idx, req.pos)
     n = len(req)
     extra = np.diff(req.exclude_ptr) + (req.context >= 0)
+    if not extra.any():  # the usual request: the training purchases are the whole list
+        return tp, ti
     ptr = np.zeros(n + 1, np.int64)
     np.cumsum(np.diff(tp) + extra, out=ptr[1:])
     idx = np.empty(int(ptr[-1]), np.int32)
