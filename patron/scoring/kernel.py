@@ -145,7 +145,7 @@ def _score_rows(
     s_anchor = np.empty(most, np.int32)
     s_pop = np.empty(most, np.float32)
     s_total = np.empty(most, np.float32)
-    tmpf = np.empty(most, np.float32)
+    keys = np.empty(most, np.uint64)
     s_src = np.empty(most, np.int8)
     order = np.empty(most, np.int64)
     tmp = np.empty(most, np.int64)
@@ -252,7 +252,7 @@ def _score_rows(
         # 3-5. blend, the best ``depth`` ranked (patron/scoring/select.py)
         m = blend_top(
             k, depth, has_vec[r], n_cp == 0, context[r] >= 0, weights, pop_src[pl_],
-            s_item, s_als, s_als_known, s_cp, s_pop, s_total, s_src, tmpf, order, tmp,
+            s_item, s_als, s_als_known, s_cp, s_pop, s_total, s_src, keys, order, tmp,
         )  # fmt: skip
         for j in range(m):
             s = order[j]
