@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 from numba import njit
 
-from patron.scoring.select import _dot, blend_top
+from patron.scoring.select import _BUCKETS, _dot, blend_top
 
 _EMPTY = -1
 _EXCLUDED = -1  # a table value: the item is never a candidate of this row
@@ -146,6 +146,7 @@ def _score_rows(
     s_pop = np.empty(most, np.float32)
     s_total = np.empty(most, np.float32)
     keys = np.empty(most, np.uint64)
+    hist = np.empty(_BUCKETS, np.int64)
     s_src = np.empty(most, np.int8)
     order = np.empty(most, np.int64)
     tmp = np.empty(most, np.int64)
@@ -219,18 +220,20 @@ def _score_rows(
                     continue
                 p = _find(tab, shift, mask, i)
                 term = w * np.float64(cp_data[j])
+                n_cp += 1
                 if tab[2 * p] == _EMPTY:
                     n_used = _new_slot(
                         tab, p, i, k, used, n_used, s_item, s_cp, s_cp_best, s_anchor, s_pop
                     )
                     s_als_known[k] = False
-                    s_cp_best[k], s_anchor[k] = term, a
+                    s_cp[k], s_cp_best[k], s_anchor[k] = term, term, a
                     k += 1
+                    continue
                 s = tab[2 * p + 1]
                 if s < 0:  # excluded
+                    n_cp -= 1
                     continue
                 s_cp[s] += term
-                n_cp += 1
                 if term > s_cp_best[s]:
                     s_cp_best[s] = term
                     s_anchor[s] = a
@@ -252,7 +255,7 @@ def _score_rows(
         # 3-5. blend, the best ``depth`` ranked (patron/scoring/select.py)
         m = blend_top(
             k, depth, has_vec[r], n_cp == 0, context[r] >= 0, weights, pop_src[pl_],
-            s_item, s_als, s_als_known, s_cp, s_pop, s_total, s_src, keys, order, tmp,
+            s_item, s_als, s_als_known, s_cp, s_pop, s_total, s_src, keys, order, tmp, hist,
         )  # fmt: skip
         for j in range(m):
             s = order[j]
