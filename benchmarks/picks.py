@@ -232,7 +232,7 @@ def main() -> None:
     ap.add_argument("--skip-export", action="store_true", help="Only the per-request timing.")
     ap.add_argument("--purchases", type=int, default=20, help="training purchases per customer")
     ap.add_argument("--neighbours", type=int, default=200, help="item-item neighbours per item")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="FAISS threads.")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="Export threads.")
     args = ap.parse_args()
 
     from serving.export import export_picks

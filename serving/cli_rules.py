@@ -60,7 +60,7 @@ def picks_export(
     ),
     batch_size: int = typer.Option(2048, min=1, help="Customers per vectorised batch."),
     threads: int = typer.Option(
-        0, min=0, help="FAISS threads for the batch search (0 = all cores)."
+        0, min=0, help="Threads scoring batches in parallel (0 = all cores)."
     ),
 ) -> None:
     """Write k picks per consenting customer (item ids, scores, reasons, tier, segment)."""

@@ -217,3 +217,15 @@ def test_unique_rows_matches_numpy() -> None:
     assert {tuple(r) for r in combos.tolist()} == {tuple(r) for r in want.tolist()}
     empty, inv0 = _unique_rows(np.zeros((0, 3), np.int32))
     assert empty.shape[0] == 0 and inv0.size == 0
+
+
+def test_export_on_threads_writes_what_one_thread_writes(
+    model: LoadedModel, rules: LoadedRules, tmp_path: Path
+) -> None:
+    customers = _customers()
+    one, many = tmp_path / "one.parquet", tmp_path / "many.parquet"
+    a = export_picks(model, customers, one, rules=rules, k=8, batch_size=3, threads=1)
+    b = export_picks(model, customers, many, rules=rules, k=8, batch_size=3, threads=3)
+    assert pl.read_parquet(one).equals(pl.read_parquet(many))  # same rows, same order
+    assert (a.written, a.rows, a.skipped_no_consent) == (b.written, b.rows, b.skipped_no_consent)
+    assert b.extra["threads"] == 3 and a.written > 0
