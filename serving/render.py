@@ -12,7 +12,6 @@ the FastAPI route and the hot path (serving/hot_path.py) both answer with these 
 
 from __future__ import annotations
 
-import string
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -20,6 +19,7 @@ import numpy as np
 from pydantic_core import to_json
 
 from serving.rules.engine import COPURCHASE_REASON, BatchPicks
+from serving.rules.models import split_anchor_template
 
 __all__ = ["Answer", "ItemsJson", "RenderedResult", "batch_body", "body", "picks_json"]
 
@@ -95,23 +95,6 @@ def batch_body(bodies: Sequence[bytes]) -> bytes:
     return b"".join((b'{"results":[', b",".join(bodies), b"]}"))
 
 
-def _split_template(template: str) -> tuple[str, str] | None:
-    """(head, tail) with ``template.format(anchor=x) == head + x + tail`` for every string x,
-    or None when the template is not of that simple form."""
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError:
-        return None
-    fields = [i for i, (_, name, _, _) in enumerate(parts) if name is not None]
-    if len(fields) != 1:
-        return None
-    i = fields[0]
-    _, name, spec, conversion = parts[i]
-    if name != "anchor" or spec or conversion is not None:
-        return None
-    return "".join(p[0] for p in parts[: i + 1]), "".join(p[0] for p in parts[i + 1 :])
-
-
 def _esc(text: str) -> bytes:
     """A string's JSON escape without the quotes (JSON escapes character by character)."""
     return _js(text)[1:-1]
@@ -147,7 +130,7 @@ class ItemsJson:
         cp = [j for j, v in enumerate(ids) if v == COPURCHASE_REASON]
         if not cp:
             return b',"reasons":' + _js([table[v] for v in ids]) + b"}"
-        split = _split_template(out.copurchase_template)
+        split = split_anchor_template(out.copurchase_template)
         if len(cp) > 1 or split is None:
             return None
         j = cp[0]

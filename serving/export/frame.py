@@ -13,6 +13,7 @@ from features.online import CustomerOnline
 from serving.model import LoadedModel
 from serving.recommend import context_for
 from serving.rules.engine import BatchPicks, CustomerContext
+from serving.rules.models import split_anchor_template
 
 OUTPUT_COLUMNS = ("customer_id", "rank", "item_id", "score", "reasons", "tier", "segment")
 
@@ -74,7 +75,10 @@ def picks_frame(
     combos, inv = _unique_rows(np.where(rid == 0, -1, rid))
     decoded = [[str(table[x]) for x in combo if x >= 0] for combo in combos]
     has_cp = (rid == 0).any(axis=1)
-    head, _, tail = out.copurchase_template.partition("{anchor}")
+    split = split_anchor_template(out.copurchase_template)  # validated with the rules
+    if split is None:
+        raise ValueError(f"reason template {out.copurchase_template!r}: no single {{anchor}}")
+    head, tail = split
     anchor_id = item_ids[np.maximum(anchor, 0)].astype(object)
     anchor_id[~has_cp] = None
     frame = pl.DataFrame(

@@ -31,6 +31,23 @@ def _placeholders(template: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(template) if name}
 
 
+def split_anchor_template(template: str) -> tuple[str, str] | None:
+    """(head, tail) with ``template.format(anchor=x) == head + x + tail`` for every string x,
+    or None when the template is not of that simple form."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError:
+        return None
+    fields = [i for i, (_, name, _, _) in enumerate(parts) if name is not None]
+    if len(fields) != 1:
+        return None
+    i = fields[0]
+    _, name, spec, conversion = parts[i]
+    if name != "anchor" or spec or conversion is not None:
+        return None
+    return "".join(p[0] for p in parts[: i + 1]), "".join(p[0] for p in parts[i + 1 :])
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -150,6 +167,13 @@ class Reasons(_Strict):
     copurchase: str = "bought together with {anchor}"
     popular_tier: str = "popular in your tier"
     popular: str = "popular"
+
+    @field_validator("copurchase")
+    @classmethod
+    def _one_anchor(cls, v: str) -> str:
+        if split_anchor_template(v) is None:  # the API and the export render it as head+id+tail
+            raise ValueError("must contain {anchor} exactly once and no other placeholder")
+        return v
 
 
 class RuleSet(_Strict):

@@ -62,6 +62,13 @@ def _default() -> dict:
             ["boosts[4]", "'win_back'", "'reason'", "placeholder"],
         ),
         (lambda d: d.pop("version"), ["'version'", "missing"]),
+        *(
+            (
+                lambda d, t=t: d.setdefault("reasons", {}).__setitem__("copurchase", t),
+                ["reasons", "copurchase", "{anchor} exactly once"],
+            )
+            for t in ("bought together", "{anchor} and {anchor}", "with {item}", "{anchor!r}", "{")
+        ),
     ],
 )
 def test_bad_rule_names_rule_field_problem(mutate, expected: list[str]) -> None:  # type: ignore[no-untyped-def]
@@ -111,3 +118,15 @@ def test_rules_check_cli(tmp_path: Path) -> None:
     missing = runner.invoke(rules_app, ["check", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 2
     assert "does not exist" in missing.stderr
+
+
+def test_copurchase_template_with_braces_renders_alike_everywhere() -> None:
+    """Escaped braces around the anchor: the API's ``format`` and the export's split agree."""
+    from serving.rules.models import split_anchor_template
+
+    data = _default()
+    data.setdefault("reasons", {})["copurchase"] = "a {{set}} with {anchor} }}"
+    template = parse_rules(data).rules.reasons.copurchase
+    split = split_anchor_template(template)
+    assert split is not None
+    assert split[0] + "i42" + split[1] == template.format(anchor="i42") == "a {set} with i42 }"
