@@ -4,7 +4,7 @@ its invariants (prefix in k, batch = single, popular fallback, anchors, exclusio
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import sparse
 
@@ -123,6 +123,8 @@ def _one(u: int, **kw: object) -> tuple[list[int], np.ndarray, np.ndarray, np.nd
     context=st.integers(-1, 149),
     category=st.integers(-1, 5),
 )
+# items 42 and 134 tie in float32 (not in the oracle's float64): CI found it, 2026-12-02
+@example(u=0, tier=None, recent=[66], exclude=[], context=1, category=-1)
 def test_compiled_pass_equals_the_dense_oracle(u, tier, recent, exclude, context, category):
     """Same items in the same order with the same scores (to float32 rounding) as the dense
     formula over the same candidates, for any customer state and request context."""
@@ -133,8 +135,15 @@ def test_compiled_pass_equals_the_dense_oracle(u, tier, recent, exclude, context
         u, tier=tier, recent=recent, exclude=exclude, context=context, category=category
     )
     n = min(len(want_items), 300)
-    assert got_items == want_items[:n]
+    assert len(got_items) == len(set(got_items)) == n
     np.testing.assert_allclose(got_scores, want_scores[:n], rtol=2e-5, atol=2e-6)
+    # the same order, except where the oracle's float64 totals differ by less than float32
+    # rounding: the pass ranks its float32 totals, exact ties by item index
+    want_of = dict(zip(want_items, want_scores.tolist(), strict=True))
+    for g, w in zip(got_items, want_items[:n], strict=True):
+        assert g == w or (
+            g in want_of and abs(want_of[g] - want_of[w]) <= 2e-6 + 2e-5 * abs(want_of[w])
+        ), (g, w)
 
 
 def test_batch_equals_single_bit_for_bit() -> None:
