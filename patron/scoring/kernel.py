@@ -220,7 +220,6 @@ def _score_rows(
                     continue
                 p = _find(tab, shift, mask, i)
                 term = w * np.float64(cp_data[j])
-                n_cp += 1
                 if tab[2 * p] == _EMPTY:
                     n_used = _new_slot(
                         tab, p, i, k, used, n_used, s_item, s_cp, s_cp_best, s_anchor, s_pop
@@ -228,12 +227,13 @@ def _score_rows(
                     s_als_known[k] = False
                     s_cp[k], s_cp_best[k], s_anchor[k] = term, term, a
                     k += 1
+                    n_cp += 1
                     continue
                 s = tab[2 * p + 1]
                 if s < 0:  # excluded
-                    n_cp -= 1
                     continue
                 s_cp[s] += term
+                n_cp += 1
                 if term > s_cp_best[s]:
                     s_cp_best[s] = term
                     s_anchor[s] = a

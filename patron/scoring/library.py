@@ -338,43 +338,35 @@ def _als_lists(
     return items, scores
 
 
-def score_batch(
-    model: ScoringModel, req: ScoreRequest, depth: int = OUT_DEPTH, threads: int = 1
-) -> CandidateBatch:
+def score_batch(model: ScoringModel, req: ScoreRequest, depth: int = OUT_DEPTH) -> CandidateBatch:
     """Every row's best ``depth`` candidates with blended scores, sources and anchors.
 
-    ``threads`` > 1 splits a large batch's rows over threads (the pass releases the GIL; each
-    row is scored alone, so the answers are the same): the email export across customers.
-    The API keeps 1: its workers already fill the cores."""
+    The pass releases the GIL and scores each row alone: callers parallelise across batches
+    (the API's workers, the email export's threads), never inside one."""
     vecs, has = vectors(model, req)
     items, stored = _als_lists(model, req, vecs, has)
-    n = len(req)
-    parts = max(1, min(int(threads), n // 256))
-    bounds = np.linspace(0, n, parts + 1).astype(np.int64)
-
-    def rows(lo: int, hi: int) -> tuple[np.ndarray, ...]:
-        st = stored[lo:hi] if stored.shape[0] == n else stored
-        return score_rows(
-            has[lo:hi],
-            vecs[lo:hi],
-            items[lo:hi],
-            st,
-            req.pos[lo:hi],
+    return CandidateBatch(
+        *score_rows(
+            has,
+            vecs,
+            items,
+            stored,
+            req.pos,
             model.ui_ptr,
             model.ui_idx,
-            req.recent_ptr[lo : hi + 1],  # CSR offsets stay absolute
+            req.recent_ptr,
             req.recent_idx,
-            req.exclude_ptr[lo : hi + 1],
+            req.exclude_ptr,
             req.exclude_idx,
-            req.context[lo:hi],
+            req.context,
             CONTEXT_WEIGHT,
-            req.category[lo:hi],
+            req.category,
             model.item_category,
             model.cp_ptr,
             model.cp_idx,
             model.cp_data,
             model.item_factors,
-            req.pop_row[lo:hi],
+            req.pop_row,
             model.pop_items,
             model.pop_scores,
             model.pop_len,
@@ -382,14 +374,7 @@ def score_batch(
             model.weights,
             int(depth),
         )
-
-    if parts == 1:
-        return CandidateBatch(*rows(0, n))
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(parts) as pool:
-        done = list(pool.map(lambda b: rows(int(bounds[b]), int(bounds[b + 1])), range(parts)))
-    return CandidateBatch(*(np.concatenate([d[i] for d in done]) for i in range(4)))
+    )
 
 
 def top_k(cands: CandidateBatch, k: int) -> tuple[np.ndarray, np.ndarray]:

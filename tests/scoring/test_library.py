@@ -216,14 +216,33 @@ def test_batch_equals_single_when_item_ids_collide_in_the_scratch_table() -> Non
             assert np.array_equal(getattr(one, name)[0], getattr(batch, name)[u]), (u, name)
 
 
-def test_threads_split_rows_without_changing_answers() -> None:
+def test_batches_on_threads_equal_one_batch() -> None:
+    """The export's way: parts of a batch scored at once on threads give the same rows."""
+    from concurrent.futures import ThreadPoolExecutor
+
     data = make_bundle_data(n_items=400, n_customers=900, f=8, seed=11)
     model = ScoringModel.from_bundle(data)
     rng = np.random.default_rng(2)
     pos = np.arange(-20, 900)
     recent = [rng.choice(400, int(rng.integers(0, 3)), replace=False) for _ in pos]
-    req = ScoreRequest.build(model, pos, recent=recent, exclude=[[int(u) % 400] for u in pos])
-    one = score_batch(model, req)
-    split = score_batch(model, req, threads=3)
+    exclude = [[int(u) % 400] for u in pos]
+    one = score_batch(model, ScoreRequest.build(model, pos, recent=recent, exclude=exclude))
+    cuts = [(0, 300), (300, 610), (610, len(pos))]
+    with ThreadPoolExecutor(3) as pool:
+        parts = list(
+            pool.map(
+                lambda c: score_batch(
+                    model,
+                    ScoreRequest.build(
+                        model,
+                        pos[c[0] : c[1]],
+                        recent=recent[c[0] : c[1]],
+                        exclude=exclude[c[0] : c[1]],
+                    ),
+                ),
+                cuts,
+            )
+        )
     for name in ("item_idx", "score", "source", "anchor_idx"):
-        assert np.array_equal(getattr(one, name), getattr(split, name)), name
+        split = np.concatenate([getattr(p, name) for p in parts])
+        assert np.array_equal(getattr(one, name), split), name
