@@ -150,8 +150,8 @@ def _score_rows(
     s_src = np.empty(most, np.int8)
     order = np.empty(most, np.int64)
     tmp = np.empty(most, np.int64)
-    hist = np.empty(most, np.int64)
-    hist_w = np.empty(most, np.float64)
+    h_item = np.empty(most, np.int64)  # the row's history items, each once
+    h_weight = np.empty(most, np.float64)
     out_item = np.full((n, depth), -1, np.int32)
     out_score = np.zeros((n, depth), np.float32)
     out_src = np.zeros((n, depth), np.int8)
@@ -207,13 +207,13 @@ def _score_rows(
                 n_used = _mark(tab, shift, mask, it + n_items, _HISTORY, used, n_used)
                 if n_used == before:  # already taken
                     continue
-                hist[n_hist] = it
-                hist_w[n_hist] = w_context if part == 0 else 1.0
+                h_item[n_hist] = it
+                h_weight[n_hist] = w_context if part == 0 else 1.0
                 n_hist += 1
         n_cp = 0
         for h in range(n_hist):
-            a = hist[h]
-            w = hist_w[h]
+            a = h_item[h]
+            w = h_weight[h]
             for j in range(cp_ptr[a], cp_ptr[a + 1]):
                 i = cp_idx[j]
                 if cat >= 0 and item_category[i] != cat:
