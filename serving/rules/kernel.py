@@ -79,6 +79,39 @@ def _take(i, ew0, cat_count, max_per_cat, sel, n_sel):  # type: ignore[no-untype
     return n_sel
 
 
+@njit(cache=True, nogil=True)
+def _pick_head(  # type: ignore[no-untyped-def]
+    end, n_pin, kk, elig, boosted, cand_cols, cand_keys, ew0, cat_count, max_per_cat, sel
+):
+    """Step 5 over the entries before ``end``: eligible pins, then eligible candidates by
+    boosted score (ties by column); returns how many were picked (at most ``kk``)."""
+    n_sel = 0
+    for j in range(n_pin):
+        if n_sel < kk and elig[j]:
+            n_sel = _take(j, ew0, cat_count, max_per_cat, sel, n_sel)
+    if n_sel < kk:
+        m = 0
+        for j in range(n_pin, end):
+            if elig[j]:
+                cand_cols[m] = j
+                cand_keys[m] = -boosted[j]
+                m += 1
+        order = np.argsort(cand_keys[:m], kind="mergesort")
+        for o in range(m):
+            if n_sel >= kk:
+                break
+            n_sel = _take(cand_cols[order[o]], ew0, cat_count, max_per_cat, sel, n_sel)
+    return n_sel
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bound(score: float, most: float) -> float:
+    """The largest boosted score an entry of raw ``score`` can get from boosts whose
+    multipliers' product is at most ``most`` (>= 1): positive scores are multiplied,
+    negative ones divided (step 4)."""
+    return score * most if score >= 0 else score / most
+
+
 def _table_size(n: int) -> int:
     size = 16
     while size < 2 * n + 2:
@@ -175,6 +208,7 @@ def _apply_kernel(
     boosted = np.empty(width, np.float64)
     cand_cols = np.empty(n_c, np.int64)
     cand_keys = np.empty(n_c, np.float64)
+    tail_max = np.empty(max(n_c, 1), np.float64)  # largest raw score of columns >= c
     sel = np.empty(max(kk, 1), np.int64)
     final = np.empty(max(kk, 1), np.int64)
     cat_count = np.zeros(n_cat + 1, np.int64)
@@ -210,13 +244,6 @@ def _apply_kernel(
             )
             e += 1
         head = e
-        # the head's item words gathered in one loop of independent loads: the catalog is far
-        # bigger than the caches, and here the misses overlap instead of one per entry
-        for i in range(head):
-            item = em[i]
-            if 0 <= item < n_items:
-                ew0[i] = item_info[item, pk.ITEM_WORD]
-                ew1[i] = item_info[item, pk.BOOST_WORD]
 
         # customer state: items not to show, categories bought in the past
         for u in range(n_seen):  # the previous row's keys only (not the whole table)
@@ -248,27 +275,55 @@ def _apply_kernel(
                     row_mask |= np.int64(1) << np.int64(b)
 
         # 2.-5. entries in column order: eligibility (marks the item seen) and boosts; after
-        # the head (pins, candidates) its picks; then fallback entries one by one as needed
+        # the head (pins, candidates) its picks; then fallback entries one by one as needed.
+        # Early stop: at checkpoints (2k, 4k, 8k, ... candidates read) the picks of what was
+        # read so far are final when no candidate still unread can reach the k-th pick's
+        # boosted score: its raw score is at most the unread columns' largest (tail_max), its
+        # boosts multiply by at most ``most``, and an equal score loses the tie by column
+        most = 1.0
+        for a in range(n_active):
+            most *= max(1.0, b_mult[active[a]])
+        check = n_pin + 2 * kk if kk > 0 and n_pin + 2 * kk < head else head
+        if check < head:
+            t = -np.inf
+            for c in range(n_c - 1, -1, -1):
+                s = np.float64(cand_s[r, c])
+                if cand_m[r, c] >= 0 and (s > t or s != s):
+                    t = np.inf if s != s else s
+                tail_max[c] = t
+        gathered = 0
         n_sel = 0
         for i in range(width + 1):
             if i == head:  # 5. pins, then candidates by boosted score
-                for j in range(n_pin):
-                    if n_sel < kk and elig[j]:
-                        n_sel = _take(j, ew0, cat_count, max_per_cat, sel, n_sel)
-                if n_sel < kk:
-                    m = 0
-                    for j in range(n_pin, head):
-                        if elig[j]:
-                            cand_cols[m] = j
-                            cand_keys[m] = -boosted[j]
-                            m += 1
-                    order = np.argsort(cand_keys[:m], kind="mergesort")
-                    for o in range(m):
-                        if n_sel >= kk:
-                            break
-                        n_sel = _take(cand_cols[order[o]], ew0, cat_count, max_per_cat, sel, n_sel)
+                n_sel = _pick_head(
+                    head, n_pin, kk, elig, boosted, cand_cols, cand_keys, ew0, cat_count,
+                    max_per_cat, sel,
+                )  # fmt: skip
+            elif i == check:
+                n_sel = _pick_head(
+                    i, n_pin, kk, elig, boosted, cand_cols, cand_keys, ew0, cat_count,
+                    max_per_cat, sel,
+                )  # fmt: skip
+                last = sel[kk - 1] if n_sel >= kk else -1
+                if last >= 0 and (
+                    last < n_pin or boosted[last] >= _bound(tail_max[i - n_pin], most)
+                ):
+                    break  # the unread candidates cannot be picked; fallbacks are not needed
+                n_sel = 0
+                cat_count[:] = 0
+                check = min(head, n_pin + 2 * (check - n_pin))
             if i == width or (i >= head and n_sel >= kk):
                 break
+            if i == gathered and i < head:
+                # the head's item words gathered up to the next checkpoint in one loop of
+                # independent loads: the catalog is far bigger than the caches, and here the
+                # misses overlap instead of one per entry
+                for j in range(i, check):
+                    item = em[j]
+                    if 0 <= item < n_items:
+                        ew0[j] = item_info[item, pk.ITEM_WORD]
+                        ew1[j] = item_info[item, pk.BOOST_WORD]
+                gathered = check
             if i >= head:  # a fallback entry, read only now
                 c = i - head
                 if c < w1:

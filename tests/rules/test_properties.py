@@ -143,12 +143,12 @@ def cases(draw: st.DrawFn) -> Case:
     )
     cand_items = draw(st.lists(item_idx, unique=True, max_size=n))
     m = len(cand_items)
+    scores = draw(st.lists(st.floats(-2, 2), min_size=m, max_size=m))
+    if draw(st.booleans()):  # the scoring library's order; item routes may hand any order
+        scores = sorted(scores, reverse=True)
     cands = CandidateSet(
         item_idx=np.array(cand_items, np.int32),
-        score=np.array(
-            sorted(draw(st.lists(st.floats(-2, 2), min_size=m, max_size=m)), reverse=True),
-            np.float32,
-        ),
+        score=np.array(scores, np.float32),
         source=np.array(draw(st.lists(st.integers(0, 3), min_size=m, max_size=m)), np.int8),
         anchor_idx=np.array(draw(st.lists(item_idx, min_size=m, max_size=m)), np.int32),
     )
