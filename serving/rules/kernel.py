@@ -244,6 +244,13 @@ def _apply_kernel(
             )
             e += 1
         head = e
+        # the head's item words gathered in one loop of independent loads: the catalog is far
+        # bigger than the caches, and here the misses overlap instead of one per entry
+        for i in range(head):
+            item = em[i]
+            if 0 <= item < n_items:
+                ew0[i] = item_info[item, pk.ITEM_WORD]
+                ew1[i] = item_info[item, pk.BOOST_WORD]
 
         # customer state: items not to show, categories bought in the past
         for u in range(n_seen):  # the previous row's keys only (not the whole table)
@@ -291,7 +298,6 @@ def _apply_kernel(
                 if cand_m[r, c] >= 0 and (s > t or s != s):
                     t = np.inf if s != s else s
                 tail_max[c] = t
-        gathered = 0
         n_sel = 0
         for i in range(width + 1):
             if i == head:  # 5. pins, then candidates by boosted score
@@ -300,30 +306,25 @@ def _apply_kernel(
                     max_per_cat, sel,
                 )  # fmt: skip
             elif i == check:
-                n_sel = _pick_head(
-                    i, n_pin, kk, elig, boosted, cand_cols, cand_keys, ew0, cat_count,
-                    max_per_cat, sel,
-                )  # fmt: skip
-                last = sel[kk - 1] if n_sel >= kk else -1
-                if last >= 0 and (
-                    last < n_pin or boosted[last] >= _bound(tail_max[i - n_pin], most)
-                ):
-                    break  # the unread candidates cannot be picked; fallbacks are not needed
-                n_sel = 0
-                cat_count[:] = 0
+                # cheap test first: k entries read must reach the bound before the picks can
+                reach = _bound(tail_max[i - n_pin], most)
+                ahead = 0
+                for j in range(i):
+                    if elig[j] and (j < n_pin or boosted[j] >= reach):
+                        ahead += 1
+                if ahead >= kk:
+                    n_sel = _pick_head(
+                        i, n_pin, kk, elig, boosted, cand_cols, cand_keys, ew0, cat_count,
+                        max_per_cat, sel,
+                    )  # fmt: skip
+                    last = sel[kk - 1] if n_sel >= kk else -1
+                    if last >= 0 and (last < n_pin or boosted[last] >= reach):
+                        break  # the unread candidates cannot be picked, nor fallbacks needed
+                    n_sel = 0
+                    cat_count[:] = 0
                 check = min(head, n_pin + 2 * (check - n_pin))
             if i == width or (i >= head and n_sel >= kk):
                 break
-            if i == gathered and i < head:
-                # the head's item words gathered up to the next checkpoint in one loop of
-                # independent loads: the catalog is far bigger than the caches, and here the
-                # misses overlap instead of one per entry
-                for j in range(i, check):
-                    item = em[j]
-                    if 0 <= item < n_items:
-                        ew0[j] = item_info[item, pk.ITEM_WORD]
-                        ew1[j] = item_info[item, pk.BOOST_WORD]
-                gathered = check
             if i >= head:  # a fallback entry, read only now
                 c = i - head
                 if c < w1:
