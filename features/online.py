@@ -11,6 +11,7 @@ Key layout (namespace ``ns``, default "patron"; docs/loyalty.md has the full des
   {ns}:v:{ver}:items            -> hash item_id -> "in_stock(0/1)|min_tier"
   {ns}:rt:recent:{customer_id}  -> sorted set item_id -> unix ts, capped, expiring
   {ns}:rt:spend:{customer_id}   -> hash version -> spend recorded since that version's build
+  {ns}:rt:event:{event_id}      -> "1" while an event id counts as applied (7 days)
 
 Buckets hold ~48 customers each so they stay listpack-encoded under the default
 hash-max-listpack-entries 128 / -value 64 (no server config change needed): ~70 bytes per
@@ -67,6 +68,7 @@ PER_BUCKET = 48
 RECENT_CAP = 50
 RECENT_TTL_S = 30 * 86_400
 SPEND_TTL_S = 30 * 86_400
+EVENT_ID_TTL_S = 7 * 86_400  # a retried event (same event_id) within this is applied once
 PIPELINE_CHUNK = 1_000
 
 _READ_LUA = """
@@ -107,25 +109,30 @@ local ns = ARGV[1]
 local cap = tonumber(ARGV[2])
 local recent_ttl = tonumber(ARGV[3])
 local spend_ttl = tonumber(ARGV[4])
+local id_ttl = tonumber(ARGV[5])
 local ver = redis.call('GET', ns .. ':current') or 'none'
 local n = 0
-local i = 5
+local i = 6
 while i <= #ARGV do
-  local cid, item, ts, amount, kind =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local rk = ns .. ':rt:recent:' .. cid
-  if kind == 'purchase' then
-    redis.call('ZADD', rk, ts, item)
-    redis.call('ZREMRANGEBYRANK', rk, 0, -(cap + 1))
-    redis.call('EXPIRE', rk, recent_ttl)
+  local cid, item, ts, amount, kind, eid =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  -- an event with an id is applied once: a retry within id_ttl finds its id taken
+  local fresh = eid == '' or redis.call('SET', ns .. ':rt:event:' .. eid, '1', 'NX', 'EX', id_ttl)
+  if fresh then
+    local rk = ns .. ':rt:recent:' .. cid
+    if kind == 'purchase' then
+      redis.call('ZADD', rk, ts, item)
+      redis.call('ZREMRANGEBYRANK', rk, 0, -(cap + 1))
+      redis.call('EXPIRE', rk, recent_ttl)
+    end
+    if tonumber(amount) ~= 0 then
+      local sk = ns .. ':rt:spend:' .. cid
+      redis.call('HINCRBYFLOAT', sk, ver, amount)
+      redis.call('EXPIRE', sk, spend_ttl)
+    end
+    n = n + 1
   end
-  if tonumber(amount) ~= 0 then
-    local sk = ns .. ':rt:spend:' .. cid
-    redis.call('HINCRBYFLOAT', sk, ver, amount)
-    redis.call('EXPIRE', sk, spend_ttl)
-  end
-  n = n + 1
-  i = i + 5
+  i = i + 6
 end
 return n
 """
@@ -155,14 +162,14 @@ def _read_args(
 
 
 def _event_args(ns: str, events: Sequence[PurchaseEvent]) -> list[Any]:
-    args: list[Any] = [ns, RECENT_CAP, RECENT_TTL_S, SPEND_TTL_S]
+    args: list[Any] = [ns, RECENT_CAP, RECENT_TTL_S, SPEND_TTL_S, EVENT_ID_TTL_S]
     for e in events:
         if e.type not in ("purchase", "return"):
             raise ValueError(f"event type must be 'purchase' or 'return', got {e.type!r}")
         ts = e.ts.timestamp()
         qty = abs(e.quantity) if e.type == "purchase" else -abs(e.quantity)
         amount = qty * (e.unit_price or 0.0)
-        args += [e.customer_id, e.item_id, ts, amount, e.type]
+        args += [e.customer_id, e.item_id, ts, amount, e.type, e.event_id or ""]
     return args
 
 
@@ -335,7 +342,8 @@ class OnlineStore:
 
     # ---- real-time -----------------------------------------------------------------------
     def record_events(self, events: Sequence[PurchaseEvent]) -> int:
-        """Apply purchase/return events to the real-time keys atomically; returns the count."""
+        """Apply purchase/return events to the real-time keys atomically; returns how many
+        were applied (an event whose ``event_id`` was applied before is not applied again)."""
         if not events:
             return 0
         return int(self._record(args=_event_args(self.ns, events)))

@@ -59,6 +59,7 @@ class PurchaseEvent:
     quantity: float = 1.0
     unit_price: float | None = None
     type: str = "purchase"  # purchase | return
+    event_id: str | None = None  # set: applied once, however often it is sent
 
 
 def bucket_of(customer_id: str) -> int:

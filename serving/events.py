@@ -1,7 +1,8 @@
 """Validation of real-time events: the batch validator's rules (features.validation), one
 verdict per event, so a bad event never sinks the valid ones sent with it.
 
-Two stages: the typed shape (ids, numbers, timestamp) per event with Pydantic, then
+Two stages: the typed shape (ids, bounded numbers, a timestamp within
+``PATRON_EVENT_MAX_AGE_DAYS``) per event with Pydantic, then
 ``features.validation.validate`` over the shape-valid events against the served catalog
 (future timestamps, quantity sign, negative prices, unknown items, duplicates).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -36,32 +37,44 @@ class Verdict:
     errors: list[str] = field(default_factory=list)
 
 
+def _utc(ts: datetime) -> datetime:
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC)
+
+
 def check_events(
-    raw: Sequence[dict[str, Any]], catalog_ids: pl.Series
+    raw: Sequence[dict[str, Any]], catalog_ids: pl.Series, max_age_days: int = 90
 ) -> tuple[list[PurchaseEvent], list[Verdict]]:
     """Accepted events (returns carry a negative quantity) and one verdict per input event."""
     verdicts = [Verdict(i) for i in range(len(raw))]
     shaped: list[tuple[int, EventIn]] = []
+    oldest = datetime.now(UTC) - timedelta(days=max_age_days)
     for i, ev in enumerate(raw):
         try:
-            shaped.append((i, EventIn.model_validate(ev)))
+            event = EventIn.model_validate(ev)
         except ValidationError as exc:
             verdicts[i].errors = [
                 f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()
             ]
+            continue
+        if _utc(event.ts) < oldest:
+            verdicts[i].errors = [
+                f"ts: older than {max_age_days} days (PATRON_EVENT_MAX_AGE_DAYS); history is "
+                "imported by the batch jobs, not the real-time API"
+            ]
+            continue
+        shaped.append((i, event))
     if not shaped:
         return [], verdicts
     frame = pl.DataFrame(
         {
             "customer_id": [e.customer_id for _, e in shaped],
             "item_id": [e.item_id for _, e in shaped],
-            "ts": [
-                (e.ts if e.ts.tzinfo else e.ts.replace(tzinfo=UTC)).astimezone(UTC)
-                for _, e in shaped
-            ],
+            "ts": [_utc(e.ts) for _, e in shaped],
             "quantity": [e.quantity for _, e in shaped],
             "unit_price": [e.unit_price for _, e in shaped],
             "event_type": [e.type for _, e in shaped],
+            "order_id": [e.order_id for _, e in shaped],
+            "channel": [e.channel for _, e in shaped],
         },
         schema={
             "customer_id": pl.String,
@@ -70,6 +83,8 @@ def check_events(
             "quantity": pl.Float64,
             "unit_price": pl.Float64,
             "event_type": pl.String,
+            "order_id": pl.String,
+            "channel": pl.String,
         },
     )
     result = validate(frame, catalog=pl.DataFrame({"item_id": catalog_ids}))
@@ -84,6 +99,8 @@ def check_events(
         if row in rejected:
             reason = str(rejected[row])
             verdicts[i].errors = [MESSAGES.get(reason, reason)]
+    # accepted rows keep the input order: the shaped events that were not rejected
+    kept = [e for row, (_, e) in enumerate(shaped, start=1) if row not in rejected]
     events = [
         PurchaseEvent(
             customer_id=str(r["customer_id"]),
@@ -92,7 +109,8 @@ def check_events(
             quantity=float(r["quantity"]),
             unit_price=r["unit_price"],
             type="return" if r["quantity"] < 0 else "purchase",
+            event_id=e.event_id,
         )
-        for r in result.accepted.iter_rows(named=True)
+        for r, e in zip(result.accepted.iter_rows(named=True), kept, strict=True)
     ]
     return events, verdicts

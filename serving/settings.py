@@ -71,6 +71,13 @@ class ServingSettings(Settings):
         description="Most events per POST /v1/events (more: 422); the request schema caps it "
         "at 1000.",
     )
+    event_max_age_days: int = Field(
+        default=90,
+        ge=1,
+        le=3_650,
+        description="Oldest event timestamp POST /v1/events takes, in days (older: 422); "
+        "history is imported by the batch jobs.",
+    )
     rules_file: Path | None = Field(
         default=None,
         description="Business rules the API starts with (default config/rules.yaml); "

@@ -32,7 +32,15 @@ class Writer:
 
             table = frame.to_arrow()
             if self._pq is None:
-                self._pq = pq.ParquetWriter(str(self.tmp), table.schema, compression="zstd")
+                # dictionaries for the few-valued columns only: ids and reasons ("bought
+                # together with <item>") have too many values; 84 instead of 104 MB and ~40%
+                # less CPU for the 1M-customer export (benchmarks/picks.py)
+                self._pq = pq.ParquetWriter(
+                    str(self.tmp),
+                    table.schema,
+                    compression="zstd",
+                    use_dictionary=["tier", "segment"],
+                )
             self._pq.write_table(table)
             return
         if self._fh is None:

@@ -43,14 +43,16 @@ async def events(
     if len(body.events) > settings.max_events:  # PATRON_MAX_EVENTS; nothing is recorded
         raise HTTPException(422, f"events: at most {settings.max_events} per request")
     ids = models.champion.data.catalog["item_id"]
-    valid, verdicts = check_events(body.events, ids)
+    valid, verdicts = check_events(body.events, ids, settings.event_max_age_days)
     results = [EventResult(index=v.index, accepted=not v.errors, errors=v.errors) for v in verdicts]
-    if valid:
-        await gateway.record(valid)
+    applied = await gateway.record(valid) if valid else 0
     rejected = len(results) - len(valid)
     metrics.events.labels("accepted").inc(len(valid))
     metrics.events.labels("rejected").inc(rejected)
-    out = EventsResponse(accepted=len(valid), rejected=rejected, results=results)
+    metrics.events.labels("replayed").inc(len(valid) - applied)
+    out = EventsResponse(
+        accepted=len(valid), rejected=rejected, replayed=len(valid) - applied, results=results
+    )
     if rejected:
         return JSONResponse(out.model_dump(), status_code=422)
     return out

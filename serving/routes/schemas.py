@@ -80,24 +80,41 @@ class BatchResponse(BaseModel):
     results: list[RecommendationResponse]
 
 
+MAX_QUANTITY = 10_000.0  # |quantity| of one event
+MAX_UNIT_PRICE = 1_000_000.0
+
+
 class EventIn(BaseModel):
     """One purchase or return; validated one by one so a bad event does not sink the batch."""
 
     model_config = ConfigDict(extra="forbid")
     customer_id: str = Field(pattern=ID_PATTERN, max_length=64)
     item_id: str = Field(pattern=ID_PATTERN, max_length=64)
-    ts: datetime
-    quantity: float = Field(default=1.0, allow_inf_nan=False)
-    unit_price: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    ts: datetime = Field(
+        description="When it happened: at most 5 minutes ahead of the server's clock and at "
+        "most PATRON_EVENT_MAX_AGE_DAYS old (older history is imported by the batch jobs)"
+    )
+    quantity: float = Field(default=1.0, ge=-MAX_QUANTITY, le=MAX_QUANTITY, allow_inf_nan=False)
+    unit_price: float | None = Field(default=None, ge=0, le=MAX_UNIT_PRICE, allow_inf_nan=False)
     type: Literal["purchase", "return"] = "purchase"
+    event_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$",
+        description="The producer's id of the event: an event sent again with the same id "
+        "(a retry) within 7 days is accepted but applied once",
+    )
+    order_id: str | None = Field(default=None, pattern=ID_PATTERN, max_length=64)
+    channel: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
 
 class EventsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     events: Annotated[
         list[dict[str, Any]],
-        WithJsonSchema({"type": "array", "items": EventIn.model_json_schema(), "maxItems": 1000}),
-    ] = Field(max_length=1_000, description="1-1000 events")
+        WithJsonSchema(
+            {"type": "array", "items": EventIn.model_json_schema(), "minItems": 1, "maxItems": 1000}
+        ),
+    ] = Field(min_length=1, max_length=1_000, description="1-1000 events")
 
 
 class EventResult(BaseModel):
@@ -109,6 +126,9 @@ class EventResult(BaseModel):
 class EventsResponse(BaseModel):
     accepted: int
     rejected: int
+    replayed: int = Field(
+        default=0, description="Accepted events whose event_id was applied before: not again"
+    )
     results: list[EventResult]
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,8 @@ def test_degraded_when_redis_stops_and_recovers(
             rz = c.get("/readyz")
             assert rz.status_code == 503 and "redis unreachable" in rz.json()["reasons"][0]
             assert c.get("/v1/customers/c00000/profile").status_code == 503
-            ev = {"customer_id": "c00000", "item_id": "i0001", "ts": "2024-01-01T00:00:00Z"}
+            now = datetime.now(UTC).isoformat()
+            ev = {"customer_id": "c00000", "item_id": "i0001", "ts": now}
             r = c.post("/v1/events", json={"events": [ev]})
             assert r.status_code == 503 and "not recorded" in r.json()["detail"]
             assert c.get("/healthz").status_code == 200
