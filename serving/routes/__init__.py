@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -47,6 +48,22 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"Allow": ", ".join(sorted(allowed))} if allowed else exc.headers
         return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
 
+    async def invalid(_: Request, exc: Exception) -> JSONResponse:
+        """FastAPI's 422 body without what was sent: each error's type, location and message.
+        The default handler echoes every rejected value (``input``, ``ctx``), which may be
+        personal data, and failed with a 500 on a bare NaN or Infinity in a JSON body, which
+        Python's parser accepts and the response cannot hold. A body that is not JSON at all
+        is a 400, as documented."""
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse({"detail": "the body is not valid JSON"}, status_code=400)
+        detail = [
+            {"type": str(e.get("type", "")), "loc": list(e.get("loc", ())), "msg": str(e["msg"])}
+            for e in errors
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, method_not_allowed)
     app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(ReloadRefused, refused)

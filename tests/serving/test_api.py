@@ -244,7 +244,7 @@ def test_bad_input_is_4xx(client: TestClient) -> None:
         client.post(
             "/v1/events", content=b"not json", headers={"content-type": "application/json"}
         ).status_code
-        == 422
+        == 400  # documented: the body is not JSON
     )
 
 
