@@ -1,9 +1,16 @@
-"""The API's view of the online store: short timeouts, a circuit breaker, degraded answers.
+"""The API's view of the online store: short timeouts, circuit breakers, degraded answers.
 
 Wraps ``features.online.AsyncOnlineStore`` (or anything with the same methods). When Redis
 fails or times out, reads return ``None`` (the caller answers from the bundle alone, marked
 degraded) and Redis is skipped for ``retry_s`` so no request waits on a dead server; the
 first call after that window probes Redis again, so the service recovers by itself.
+
+Reads and writes have their own breaker: events failing (a full Redis refuses writes and
+still serves reads) never degrade recommendations. Only an unreachable or slow Redis opens a
+breaker; an error reply (``ResponseError``: the server is up and said no) fails that call
+alone. A reachable store without a published feature version (e.g. restarted empty) reads as
+``None`` too: answers are degraded and /readyz says why, instead of serving every customer as
+an unknown one.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from features.online import CustomerOnline, PurchaseEvent
 from serving.errors import Unavailable
@@ -75,13 +82,17 @@ class OnlineGateway:
         self.timeout = timeout_ms / 1000.0
         self.retry_s = retry_s
         self._down_until = 0.0
+        self._writes_down_until = 0.0
         self.last_error: str | None = None
+        self.unpublished = False  # the last read found no published feature version
 
     @property
     def down(self) -> bool:
         return time.monotonic() < self._down_until
 
     def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, ResponseError):  # the server answered: this call failed, not Redis
+            return
         self.last_error = f"redis unreachable: {type(exc).__name__}"
         if not self.down:
             log.warning("online store unavailable (%s); answering degraded", self.last_error)
@@ -92,6 +103,18 @@ class OnlineGateway:
             log.info("online store reachable again")
         self.last_error = None
         self._down_until = 0.0
+
+    def _published(self, rows: list[CustomerOnline]) -> list[CustomerOnline | None]:
+        """The rows, or None rows when no feature version is published (one read, one
+        version: the first row tells)."""
+        missing = bool(rows) and rows[0].version is None
+        if missing != self.unpublished:
+            if missing:
+                log.warning("online store has no published feature version; answering degraded")
+            else:
+                log.info("online store has a published feature version again")
+        self.unpublished = missing
+        return [None] * len(rows) if missing else list(rows)
 
     async def customer(self, customer_id: str) -> CustomerOnline | None:
         """The customer's online features, or None when Redis is unusable (degraded)."""
@@ -104,7 +127,7 @@ class OnlineGateway:
             self._failed(exc)
             return None
         self._ok()
-        return row
+        return self._published([row])[0]
 
     async def customers(self, customer_ids: Sequence[str]) -> list[CustomerOnline | None]:
         """Many customers in one round trip, for recommendations (all None when Redis is
@@ -118,20 +141,35 @@ class OnlineGateway:
             self._failed(exc)
             return [None] * len(customer_ids)
         self._ok()
-        return list(rows)
+        return self._published(list(rows))
 
     async def record(self, events: Sequence[PurchaseEvent]) -> int:
-        """Record events; raises Unavailable (nothing is silently dropped) if Redis is down."""
-        if self.down:
-            raise Unavailable(f"{self.last_error}; events were not recorded, retry later")
+        """Record events (how many were applied); raises Unavailable (nothing is silently
+        dropped) when Redis is unreachable or refuses the write. A failed write opens the
+        writes' breaker only: reads go on."""
+        if time.monotonic() < self._writes_down_until or self.down:
+            why = self.last_error or "redis unreachable"
+            raise Unavailable(f"{why}; events were not recorded, retry later")
         try:
             async with asyncio.timeout(self.timeout * 10):
                 n = await self.store.record_events(events)
+        except ResponseError as exc:  # the server is up and refused (e.g. maxmemory): no breaker
+            full = isinstance(exc, OutOfMemoryError)
+            why = "the online store is full (maxmemory)" if full else "the online store refused"
+            log.warning("events not recorded: %s", why)
+            raise Unavailable(f"{why}; events were not recorded, retry later") from None
         except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(exc)
-            raise Unavailable(f"{self.last_error}; events were not recorded, retry later") from None
-        self._ok()
+            self._writes_down_until = time.monotonic() + self.retry_s
+            why = f"redis unreachable: {type(exc).__name__}"
+            log.warning("events not recorded: %s", why)
+            raise Unavailable(f"{why}; events were not recorded, retry later") from None
+        self._writes_down_until = 0.0
         return n
+
+    async def published_version(self) -> str | None:
+        """The published feature version (None: none is), for /readyz."""
+        async with asyncio.timeout(self.timeout * 2):
+            return await self.store.current_version()
 
     async def ping(self) -> str | None:
         """None when Redis answers, else why not (for /readyz)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
 from serving.routes.deps import GatewayDep, HolderDep, MetricsDep
 from serving.routes.schemas import HealthResponse, ReadyResponse
@@ -21,7 +22,8 @@ async def healthz() -> HealthResponse:
     "/readyz",
     response_model=ReadyResponse,
     responses={503: {"model": ReadyResponse}},
-    summary="A model is loaded and Redis answers (else 503 with the reasons)",
+    summary="A model is loaded, Redis answers and holds a published feature version (else 503 "
+    "with the reasons)",
 )
 async def readyz(holder: HolderDep, gateway: GatewayDep) -> ReadyResponse | JSONResponse:
     reasons: list[str] = []
@@ -31,6 +33,12 @@ async def readyz(holder: HolderDep, gateway: GatewayDep) -> ReadyResponse | JSON
     redis_problem = await gateway.ping()
     if redis_problem:
         reasons.append(redis_problem)
+    else:
+        try:
+            if await gateway.published_version() is None:
+                reasons.append("online store has no published feature version")
+        except (RedisError, OSError, TimeoutError) as exc:
+            reasons.append(f"redis unreachable: {type(exc).__name__}")
     if reasons:
         body = ReadyResponse(
             ready=False, model_version=models.champion.version if models else None, reasons=reasons

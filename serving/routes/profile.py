@@ -22,7 +22,10 @@ async def profile(
 ) -> ProfileResponse:
     row = await gateway.customer(customer_id)
     if row is None:
-        raise Unavailable(f"online features unavailable ({gateway.last_error}); retry later")
+        why = gateway.last_error or (
+            "no published feature version" if gateway.unpublished else "redis unreachable"
+        )
+        raise Unavailable(f"online features unavailable ({why}); retry later")
     tier = row.tier or models.champion.tiers[0]
     next_tier = row.next_tier
     remaining = None

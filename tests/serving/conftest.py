@@ -70,11 +70,16 @@ CUSTOMERS = [
 ]
 
 
-@pytest.fixture
-def published(redis_url: str) -> str:
+def publish_features(redis_url: str) -> None:
+    """The test customers' and items' online features, published as a new version."""
     client = redis.Redis.from_url(redis_url)
     sync_store(client, NS).publish(customers_frame(CUSTOMERS), items_frame(240))
     client.close()
+
+
+@pytest.fixture
+def published(redis_url: str) -> str:
+    publish_features(redis_url)
     return redis_url
 
 

@@ -20,7 +20,7 @@ from serving.app import create_app
 from serving.rules.loader import DEFAULT_RULES_FILE, load_rules
 from serving.settings import ServingSettings
 from tests.services import RedisServer
-from tests.serving.conftest import ADMIN_KEY, settings_for
+from tests.serving.conftest import ADMIN_KEY, publish_features, settings_for
 from tests.serving.helpers import customer_id, item_id
 
 
@@ -107,20 +107,33 @@ def test_degraded_when_redis_stops_and_recovers(
             assert 'patron_degraded_total{route="recommendations"}' in c.get("/metrics").text
         finally:
             redis_srv.start()
+        # back, but empty (the test server keeps nothing on disk): reachable again, yet
+        # with no published features every answer stays degraded and /readyz says why,
+        # instead of serving every customer as an unknown bronze one
         deadline = time.monotonic() + 10
-        body = {}
-        while time.monotonic() < deadline:
-            body = c.get("/v1/customers/c00000/recommendations").json()
-            if not body["degraded"]:
-                break
+        while time.monotonic() < deadline and gateway.last_error is not None:
+            c.get("/v1/customers/c00000/recommendations")
             time.sleep(0.1)
-        assert body["degraded"] is False
-        assert c.get("/readyz").status_code == 200
-        # breaker closed again; the log tells the story in order: unavailable, then reachable
         assert gateway.last_error is None
+        body = c.get("/v1/customers/c00000/recommendations").json()
+        assert body["degraded"] is True and body["tier"] == "bronze"
+        rz = c.get("/readyz")
+        assert rz.status_code == 503
+        assert rz.json()["reasons"] == ["online store has no published feature version"]
+        prof = c.get("/v1/customers/c00000/profile")
+        assert prof.status_code == 503 and "no published feature version" in prof.text
+        publish_features(published)
+        body = c.get("/v1/customers/c00000/recommendations").json()
+        assert body["degraded"] is False and body["tier"] == "gold"
+        assert c.get("/readyz").status_code == 200
+        # the log tells the story in order: unavailable, reachable, unpublished, published
         events = store_log()
         assert events[0].startswith("online store unavailable")
-        assert events[-1] == "online store reachable again"
+        assert events[1:] == [
+            "online store reachable again",
+            "online store has no published feature version; answering degraded",
+            "online store has a published feature version again",
+        ]
 
 
 def test_refuses_admin_routes_without_key(bundle_dir: Path) -> None:
