@@ -15,15 +15,20 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
     workers: int = typer.Option(1, min=1, max=64, help="Worker processes (each loads the model)."),
-    log_level: str = typer.Option("warning", help="uvicorn log level."),
+    log_level: str = typer.Option(
+        "info", help="Log level: critical, error, warning, info or debug."
+    ),
 ) -> None:
     """Run the API under uvicorn (uvloop + httptools); with --workers N, N processes, each
     on its own SO_REUSEPORT socket. Settings come from PATRON_* variables."""
     import uvicorn
     from pydantic import ValidationError
 
+    from serving.logs import LEVELS
     from serving.settings import get_serving_settings
 
+    if log_level.lower() not in LEVELS:
+        raise UserError(f"--log-level must be one of {', '.join(LEVELS)}, got {log_level!r}")
     try:
         get_serving_settings()  # refuse to start on bad settings before forking workers
     except ValidationError as exc:

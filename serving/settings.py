@@ -71,6 +71,11 @@ class ServingSettings(Settings):
         description="Most events per POST /v1/events (more: 422); the request schema caps it "
         "at 1000.",
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Server log lines: text (time level logger message) or one JSON object "
+        "per line.",
+    )
     event_max_age_days: int = Field(
         default=90,
         ge=1,

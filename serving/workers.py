@@ -48,8 +48,13 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_options(host: str, port: int, log_level: str) -> dict[str, Any]:
-    """How every worker runs the app: the factory, uvloop + httptools, no access log."""
+    """How every worker runs the app: the factory, uvloop + httptools, no access log, log
+    lines with time, level and logger (serving/logs.py; ``PATRON_LOG_FORMAT=json``)."""
+    from serving.logs import log_config
+    from serving.settings import get_serving_settings
+
     return {
+        "log_config": log_config(log_level, get_serving_settings().log_format),
         "app": APP,
         "factory": True,
         "host": host,

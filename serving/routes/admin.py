@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
 
 from serving.metrics import Metrics
@@ -15,6 +17,7 @@ from serving.routes.schemas import (
 )
 from serving.state import Models
 
+log = logging.getLogger("patron.serving")
 router = APIRouter(prefix="/v1", tags=["model"])
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -70,6 +73,10 @@ async def reload(_: AdminDep, holder: HolderDep, metrics: MetricsDep) -> ReloadR
         raise
     metrics.reloads.labels("changed" if res.changed else "unchanged").inc()
     publish_model_gauge(metrics, holder.models())
+    if res.changed:
+        log.info("POST /admin/reload: champion %s -> %s", res.previous, res.champion)
+    else:
+        log.info("POST /admin/reload: champion %s unchanged", res.champion)
     return ReloadResponse(
         changed=res.changed,
         previous_version=res.previous,

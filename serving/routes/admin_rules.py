@@ -7,6 +7,7 @@ request creates one from the app's settings (``ServingSettings.rules_file``, i.e
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
@@ -19,6 +20,7 @@ from serving.rules.loader import load_rules
 from serving.rules.models import RuleError
 from serving.settings import ServingSettings
 
+log = logging.getLogger("patron.serving")
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
@@ -83,8 +85,11 @@ def put_rules(
     holder: RulesDep,
     body: Annotated[dict[str, Any], Body(description="The rule set, as in config/rules.yaml")],
 ) -> RulesOut:
+    before = holder.current().version
     try:
         holder.replace(body)
     except RuleError as exc:
+        log.info("PUT /admin/rules refused; rules %s kept", before)
         raise HTTPException(status_code=422, detail=str(exc)) from None
+    log.info("PUT /admin/rules: rules %s -> %s", before, holder.current().version)
     return _out(holder)

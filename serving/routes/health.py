@@ -14,10 +14,12 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthResponse, summary="The process is alive")
+@router.head("/healthz", include_in_schema=False)
 async def healthz() -> HealthResponse:
     return HealthResponse(status="ok")
 
 
+@router.head("/readyz", include_in_schema=False, response_model=ReadyResponse)
 @router.get(
     "/readyz",
     response_model=ReadyResponse,

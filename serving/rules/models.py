@@ -27,8 +27,25 @@ def norm_label(value: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", value.strip().lower()).strip("_")
 
 
-def _placeholders(template: str) -> set[str]:
-    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+def check_template(template: str, allowed: tuple[str, ...]) -> str:
+    """``template`` when each of its fields is a bare documented name (``{tier}``): no
+    attribute or index access, no conversion or format spec, no positional ``{}``, so
+    ``template.format(**values)`` cannot fail or reach into Python objects; else ValueError
+    saying what is wrong."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        msg = f"not a valid template ({exc}); write a literal brace as {{{{ or }}}}"
+        raise ValueError(msg) from None
+    names = " or ".join("{" + n + "}" for n in allowed)
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in allowed:
+            raise ValueError(f"unknown placeholder {{{name}}}; use {names}")
+        if spec or conversion is not None:
+            raise ValueError(f"placeholder {{{name}}} takes no conversion or format spec")
+    return template
 
 
 def split_anchor_template(template: str) -> tuple[str, str] | None:
@@ -103,13 +120,7 @@ class Boost(_Strict):
     @field_validator("reason")
     @classmethod
     def _reason_placeholders(cls, v: str | None) -> str | None:
-        if v is not None:
-            unknown = _placeholders(v) - {"tier", "category"}
-            if unknown:
-                raise ValueError(
-                    f"unknown placeholder(s) {sorted(unknown)}; use {{tier}} or {{category}}"
-                )
-        return v
+        return None if v is None else check_template(v, ("tier", "category"))
 
 
 class Pin(_Strict):
@@ -131,10 +142,7 @@ class Eligibility(_Strict):
     @field_validator("exclusive_reason")
     @classmethod
     def _placeholders_ok(cls, v: str) -> str:
-        unknown = _placeholders(v) - {"min_tier", "tier"}
-        if unknown:
-            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; use {{min_tier}}")
-        return v
+        return check_template(v, ("min_tier", "tier"))
 
 
 class Exclusions(_Strict):
