@@ -19,12 +19,14 @@ from pathlib import Path
 import httpx
 import polars as pl
 import pytest
+import redis
 import yaml
 from typer.testing import CliRunner
 
 from patron.cli import app
 from serving.rules.loader import DEFAULT_RULES_FILE, FALLBACK_ONLY
 from tests.services import free_port
+from tests.serving.helpers import customers_frame, items_frame, sync_store
 from tests.serving.test_uvicorn import start_server, wait_ready
 from tests.training.conftest import to_events
 from tests.training.test_quality_ml100k import QUALITY_BAR, independent_scores
@@ -38,6 +40,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 def _served(
     bundle: Path, rules: Path, redis_url: str, users: list[str]
 ) -> Iterator[dict[str, object]]:
+    # a published feature version with no customers: every user is answered from the
+    # bundle and their training history, as `patron recommend` does (without a published
+    # version the API would answer degraded and not be ready)
+    client = redis.Redis.from_url(redis_url)
+    sync_store(client, "served-ml100k").publish(customers_frame([]), items_frame(0))
+    client.close()
     port = free_port()
     proc = start_server(
         {
