@@ -35,6 +35,22 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+# MLflow's codes for a name or version that does not exist / a bad argument
+_CALLER_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
+def _caller_error(exc: Exception) -> bool:
+    """A failure the caller's input explains: a directory that is not a Patron bundle, or
+    an MLflow model or version that does not exist (MLflow is not imported here)."""
+    from patron.bundle import BundleError
+
+    if isinstance(exc, BundleError):
+        return True
+    return type(exc).__module__.startswith("mlflow") and (
+        getattr(exc, "error_code", None) in _CALLER_CODES
+    )
+
+
 def command(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn domain errors raised below a command into a one-line message and exit code."""
 
@@ -48,7 +64,10 @@ def command(fn: Callable[P, R]) -> Callable[P, R]:
             raise fail(str(exc), 2) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
-        except Exception as exc:  # unexpected: still one line, but a distinct exit code
+        except Exception as exc:
+            if _caller_error(exc):  # a bundle or registry entry the caller named is not there
+                raise fail(getattr(exc, "message", None) or str(exc), 2) from None
+            # unexpected: still one line, but a distinct exit code
             logging.getLogger("patron").debug("unexpected failure", exc_info=True)
             raise fail(f"{type(exc).__name__}: {exc}", 1) from None
 
@@ -61,3 +80,5 @@ def setup_logging(level: str = "INFO") -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # faiss's loader reports at INFO which CPU features it probed: noise, not news
+    logging.getLogger("faiss").setLevel(max(logging.WARNING, logging.getLogger().level))

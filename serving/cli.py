@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from patron.cliutil import UserError, command
+from patron.cliutil import UserError, command, fail
 from serving.cli_rules import picks_app, rules_app
+from serving.settings import ServingSettings
 
 __all__ = ["picks_app", "rules_app", "serve"]
 
@@ -30,10 +31,11 @@ def serve(
     if log_level.lower() not in LEVELS:
         raise UserError(f"--log-level must be one of {', '.join(LEVELS)}, got {log_level!r}")
     try:
-        get_serving_settings()  # refuse to start on bad settings before forking workers
+        settings = get_serving_settings()  # refuse bad settings before forking workers
     except ValidationError as exc:
         msgs = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         raise UserError(f"invalid serving settings: {msgs}") from None
+    _check_champion(settings)
     from serving.workers import SUPPORTED, run_workers, uvicorn_options
 
     if workers > 1 and SUPPORTED:  # one SO_REUSEPORT socket per worker (serving/workers.py)
@@ -45,3 +47,26 @@ def serve(
             raise typer.Exit(code)
         return
     uvicorn.run(workers=workers, **uvicorn_options(host, port, log_level))
+
+
+def _check_champion(settings: ServingSettings) -> None:
+    """Without a bundle, the registry must know the alias served, else one line and exit 3
+    (not a worker's traceback). An unreachable registry is left to the workers: they serve
+    the cached bundle or exit 3 themselves."""
+    if settings.bundle is not None:
+        return
+    from serving.errors import NotFound
+    from serving.registry_client import RegistryClient, RegistryUnreachable
+
+    registry = RegistryClient(settings.tracking_uri(), settings.model_name, settings.cache_dir())
+    try:
+        registry.version_of(settings.model_alias)
+    except NotFound:
+        uri = registry.uri(settings.model_alias)
+        raise fail(
+            f"nothing to serve: {uri} does not exist in {settings.tracking_uri()} "
+            "(train with --register and promote a model, or set PATRON_BUNDLE)",
+            3,
+        ) from None
+    except RegistryUnreachable:
+        pass
