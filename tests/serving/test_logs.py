@@ -1,5 +1,6 @@
 """The server's log lines (issue: hardening, item 6): time, level and logger on every line,
-JSON on request, no FAISS probe noise, admin changes logged; ``--log-level`` checked."""
+JSON on request, no FAISS probe noise, admin changes logged (``--log-level``: checked with the
+other commands' bad input, tests/test_cli_bad_input.py)."""
 
 from __future__ import annotations
 
@@ -57,20 +58,6 @@ def test_json_lines_are_objects() -> None:
         ("WARNING", "patron.serving", "online store unavailable"),
     ]
     assert all(r["ts"].endswith("+00:00") for r in rows)
-
-
-def test_a_bad_log_level_is_one_line_and_exit_2() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "patron", "serve", "--log-level", "LOUD"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2, done.stderr
-    assert "Traceback" not in done.stderr
-    assert "--log-level must be one of" in done.stderr.strip().splitlines()[-1]
 
 
 def test_head_on_health_routes(client: TestClient) -> None:
