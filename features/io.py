@@ -25,6 +25,7 @@ from features.schemas import (
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".tsv", ".tab", ".txt")
 PARQUET_MAGIC = b"PAR1"
+MAX_LINE_BYTES = 1 << 20  # a CSV line (one event) longer than this is refused before parsing
 
 # Integer/decimal Unix seconds accepted by the timestamp parser (year 1970..2999).
 MAX_EPOCH_SECONDS = 32_503_680_000
@@ -64,6 +65,7 @@ def scan_table(path: Path, required: Sequence[str] = ()) -> pl.LazyFrame:
         if fmt == "parquet":
             lf = pl.scan_parquet(path)
         else:
+            check_line_lengths(path)
             separator = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
             lf = pl.scan_csv(
                 path,
@@ -89,6 +91,34 @@ def scan_table(path: Path, required: Sequence[str] = ()) -> pl.LazyFrame:
             f"found {show_columns(stripped)}"
         )
     return lf
+
+
+def check_line_lengths(path: Path, limit: int = MAX_LINE_BYTES, chunk: int = 1 << 20) -> None:
+    """Refuse a CSV with a line longer than ``limit`` bytes, reading it in ``chunk``-sized
+    pieces (bounded memory), before the parser holds a whole line (or file) in memory."""
+
+    def refuse(line: int) -> InputError:
+        return InputError(
+            f"{path}: line {line} is longer than {limit:,} bytes; one event per line is "
+            "expected (is this a CSV file of events?)"
+        )
+
+    done, run = 0, 0  # lines ended so far; bytes of the line still open
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            parts = block.split(b"\n")
+            run += len(parts[0])
+            if run > limit:
+                raise refuse(done + 1)
+            if len(parts) == 1:
+                continue
+            inner = [len(p) for p in parts[1:-1]]  # whole lines inside the block
+            if inner and max(inner) > limit:
+                raise refuse(done + 2 + next(i for i, n in enumerate(inner) if n > limit))
+            done += len(parts) - 1
+            run = len(parts[-1])
+            if run > limit:
+                raise refuse(done + 1)
 
 
 def _binary(text: str) -> bool:
