@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from serving import service
+from serving.admin_state import AdminState
+from serving.admin_sync import AdminSync
 from serving.batch import RecBatcher
 from serving.hot_path import HotRecommendations
 from serving.metrics import LatencyMiddleware, Metrics
@@ -36,20 +38,20 @@ from serving.store import OnlineGateway, StoreFactory, default_store_factory, ma
 log = logging.getLogger("patron.serving")
 
 
-async def _poll(app: FastAPI, holder: ModelHolder, interval: float, metrics: Metrics) -> None:
-    """Re-resolve the alias every ``interval`` seconds; reload when it moved."""
+async def _poll(sync: AdminSync, interval: float, metrics: Metrics) -> None:
+    """Re-resolve the aliases every ``interval`` seconds; when they moved, load and pin the
+    new versions for every worker (as POST /admin/reload does)."""
     while True:
         await asyncio.sleep(interval)
         try:
-            res = await holder.reload()
+            res = await sync.reload(by="alias poll")
         except Exception as exc:  # keep serving the current models
             metrics.reloads.labels("failed").inc()
             log.warning("alias poll failed, keeping version: %s", exc)
             continue
         if res.changed:
             metrics.reloads.labels("changed").inc()
-            admin.publish_model_gauge(metrics, holder.models())
-            log.info("reloaded: %s -> %s", res.previous, res.champion)
+            admin.publish_model_gauge(metrics, sync.models.models())
 
 
 def create_app(
@@ -75,8 +77,15 @@ def create_app(
         # readiness, never on a request; in a thread so the loop stays free meanwhile
         await asyncio.to_thread(warm_up)
         holder.tier_check = lambda tiers: check_tiers(rules.current(), tiers)
+        sync = AdminSync(
+            AdminState(client, settings.redis_namespace),
+            holder,
+            rules,
+            metrics,
+            settings.admin_sync_s,
+        )
+        await sync.start()  # the shared rules and model pin, or this worker's as the seed
         rules.model_tiers = lambda: holder.models().champion.tiers
-        await holder.reload()
         admin.publish_model_gauge(metrics, holder.models())
         app.state.settings = settings
         app.state.holder = holder
@@ -91,15 +100,20 @@ def create_app(
                 settings.coalesce_max,
                 observe=metrics.coalesced.observe,
             )
+        app.state.admin_sync = sync
         app.state.services = Services(settings, holder, gateway, metrics, rules, batcher)
-        task = None
+        tasks = [asyncio.create_task(sync.run())]
         if settings.reload_interval_s > 0:
-            task = asyncio.create_task(_poll(app, holder, settings.reload_interval_s, metrics))
-        log.info("serving model %s", holder.models().champion.version)
+            tasks.append(asyncio.create_task(_poll(sync, settings.reload_interval_s, metrics)))
+        log.info(
+            "serving model %s, rules %s",
+            holder.models().champion.version,
+            rules.current().version,
+        )
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -43,6 +43,15 @@ class Metrics:
         self.reloads = Counter(
             "patron_reloads_total", "Model reloads by outcome.", ["outcome"], registry=r
         )
+        self.admin_changes = Counter(
+            "patron_admin_changes_total",
+            "Shared admin state changes this worker adopted or could not (serving/admin_sync.py).",
+            ["what", "outcome"],
+            registry=r,
+        )
+        self.admin_epoch = Gauge(
+            "patron_admin_epoch", "The shared admin state epoch this worker serves.", registry=r
+        )
         self.events = Counter(
             "patron_events_total", "Events received by outcome.", ["outcome"], registry=r
         )

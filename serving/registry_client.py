@@ -110,6 +110,8 @@ class RegistryClient:
                     artifact_uri=uri, dst_path=str(tmp), tracking_uri=self.tracking_uri
                 )
             except Exception as exc:
+                if _is_missing(exc):
+                    raise NotFound(f"version {version} of {self.model_name}: {exc}") from None
                 raise RegistryUnreachable(f"{type(exc).__name__}: {exc}") from None
             root = _find_bundle_root(Path(got))
             verify_bundle(root)
@@ -122,21 +124,26 @@ class RegistryClient:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
 
-    def fetch(self, alias: str) -> ResolvedBundle:
-        """Resolve the alias and make sure its bundle is in the cache, verified."""
+    def fetch(self, alias: str, version: str | None = None) -> ResolvedBundle:
+        """Resolve the alias (or take the pinned ``version``: the one every worker serves,
+        see serving/admin_state.py) and make sure its bundle is in the cache, verified."""
+        pinned = version is not None
         try:
-            version = self.version_of(alias)
+            if version is None:
+                version = self.version_of(alias)
             path = self._download(version)
         except RegistryUnreachable as exc:
-            cached = self._aliases().get(alias)
+            cached = version if pinned else self._aliases().get(alias)
             path = self.cache / f"v{cached}"
             if cached is None or not (path / MANIFEST).is_file():
+                what = f"version {version} of {self.model_name}" if pinned else self.uri(alias)
                 raise Unavailable(
-                    f"model registry unreachable ({exc}) and no cached bundle for "
-                    f"{self.uri(alias)} in {self.cache}"
+                    f"model registry unreachable ({exc}) and no cached bundle for {what} in "
+                    f"{self.cache}"
                 ) from None
             note = f"registry unreachable; serving cached bundle version {cached}"
             log.warning("%s (%s)", note, exc)
             return ResolvedBundle(path, cached, alias, self.uri(alias), note)
-        self._remember(alias, version)
+        if not pinned:
+            self._remember(alias, version)
         return ResolvedBundle(path, version, alias, self.uri(alias))

@@ -39,6 +39,13 @@ class ServingSettings(Settings):
         default=0.0, ge=0.0, description="Poll the registry alias this often; 0 disables polling."
     )
     admin_routes: bool = Field(default=True, description="Mount POST /admin/reload.")
+    admin_sync_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Every worker reads the shared admin state (rules, model pin) this often "
+        "and adopts a change (serving/admin_sync.py).",
+    )
     admin_api_key: SecretStr | None = Field(default=None)
     redis_timeout_ms: int = Field(
         default=50, ge=1, le=5_000, description="Socket timeout of every Redis call (degrades)."
@@ -85,8 +92,9 @@ class ServingSettings(Settings):
     )
     rules_file: Path | None = Field(
         default=None,
-        description="Business rules the API starts with (default config/rules.yaml); "
-        "PUT /admin/rules replaces them until the next start.",
+        description="Business rules that seed the shared admin state when it holds none "
+        "(default config/rules.yaml); after that PUT /admin/rules changes them for every "
+        "worker, restarts included.",
     )
     hnsw_ef_search: int = Field(
         default=256,

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from patron.bundle import BundleError, read_manifest
+from serving.admin_state import ModelPin
 from serving.errors import NotFound, NotReady, ReloadRefused
 from serving.model import LoadedModel, load_model
 from serving.recommend import warm_model
@@ -29,6 +30,16 @@ class Models:
     champion: LoadedModel
     challenger: LoadedModel | None = None
     notes: tuple[str, ...] = ()  # e.g. "registry unreachable; serving cached bundle ..."
+
+    def pin(self) -> ModelPin:
+        """What these models are, as the shared admin state pins them."""
+        c = self.challenger
+        return ModelPin(
+            self.champion.version,
+            self.champion.fingerprint,
+            c.version if c else None,
+            c.fingerprint if c else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -59,7 +70,9 @@ class ModelHolder:
             raise NotReady("no model loaded yet")
         return self.current
 
-    def _resolve(self) -> tuple[ResolvedBundle, ResolvedBundle | None]:
+    def _resolve(self, pin: ModelPin | None = None) -> tuple[ResolvedBundle, ResolvedBundle | None]:
+        """The bundles to serve: the aliases' versions now, or the pinned versions (a local
+        bundle directory is read again either way)."""
         s = self.settings
         if self.registry is None:
             assert s.bundle is not None
@@ -70,9 +83,12 @@ class ModelHolder:
                     Path(s.challenger_bundle), "", None, str(s.challenger_bundle)
                 )
             return champ, chall
-        champ = self.registry.fetch(s.model_alias)
+        champ = self.registry.fetch(s.model_alias, pin.champion_version if pin else None)
         chall = None
-        if s.challenger_traffic > 0:
+        if pin is not None:
+            if pin.challenger_version is not None:
+                chall = self.registry.fetch(s.challenger_alias, pin.challenger_version)
+        elif s.challenger_traffic > 0:
             try:
                 chall = self.registry.fetch(s.challenger_alias)
             except NotFound:
@@ -95,10 +111,10 @@ class ModelHolder:
         warm_model(model)  # its kernels ready before it serves (here, in the loading thread)
         return model
 
-    def load(self) -> Models:
+    def load(self, pin: ModelPin | None = None) -> Models:
         """Resolve and load (blocking); reuses unchanged models of the current value."""
         prev = self.current
-        champ_r, chall_r = self._resolve()
+        champ_r, chall_r = self._resolve(pin)
         champion = self._load_one(champ_r, prev.champion if prev else None)
         challenger = None
         if chall_r is not None:
@@ -110,12 +126,18 @@ class ModelHolder:
                     self.tier_check(m.tiers)
         return Models(champion, challenger, notes)
 
-    async def reload(self) -> ReloadResult:
-        """Build the new models in a worker thread, then swap the reference atomically."""
+    async def reload(
+        self,
+        pin: ModelPin | None = None,
+        commit: Callable[[Models], Awaitable[None]] | None = None,
+    ) -> ReloadResult:
+        """Build the new models in a worker thread (the aliases' versions, or the pinned
+        ones), await ``commit(new)`` (e.g. publish them; raising keeps the current models),
+        then swap the reference atomically."""
         async with self._lock:
             prev = self.current
             try:
-                new = await asyncio.to_thread(self.load)
+                new = await asyncio.to_thread(self.load, pin)
             except (BundleError, ValueError) as exc:
                 if prev is None:
                     raise
@@ -125,6 +147,8 @@ class ModelHolder:
                 raise ReloadRefused(
                     f"new bundle refused ({exc}); still serving version {prev.champion.version}"
                 ) from None
+            if commit is not None:
+                await commit(new)
             self.current = new
         changed = prev is None or (
             new.champion is not prev.champion or new.challenger is not prev.challenger

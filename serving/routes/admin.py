@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
+from serving.admin_state import worker_name
+from serving.admin_sync import STORE_ERRORS
+from serving.errors import Unavailable
 from serving.metrics import Metrics
 from serving.model import LoadedModel
-from serving.routes.deps import AdminDep, HolderDep, MetricsDep, ModelsDep, SettingsDep
+from serving.routes.deps import (
+    ActorDep,
+    AdminDep,
+    AdminSyncDep,
+    HolderDep,
+    MetricsDep,
+    ModelsDep,
+    SettingsDep,
+)
 from serving.routes.schemas import (
+    AdminStateResponse,
     ErrorResponse,
     ModelDescription,
     ModelInfoResponse,
@@ -17,7 +29,6 @@ from serving.routes.schemas import (
 )
 from serving.state import Models
 
-log = logging.getLogger("patron.serving")
 router = APIRouter(prefix="/v1", tags=["model"])
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -63,24 +74,52 @@ async def model_info(models: ModelsDep, settings: SettingsDep) -> ModelInfoRespo
         409: {"model": ErrorResponse},
         503: {"model": ErrorResponse},
     },
-    summary="Re-resolve the alias (or bundle dir) and swap models atomically",
+    summary="Re-resolve the alias (or bundle dir), load, pin it for every worker, swap",
 )
-async def reload(_: AdminDep, holder: HolderDep, metrics: MetricsDep) -> ReloadResponse:
+async def reload(
+    _: AdminDep, actor: ActorDep, holder: HolderDep, sync: AdminSyncDep, metrics: MetricsDep
+) -> ReloadResponse:
     try:
-        res = await holder.reload()
+        res = await sync.reload(by=actor) if sync is not None else await holder.reload()
     except Exception:
         metrics.reloads.labels("failed").inc()
         raise
     metrics.reloads.labels("changed" if res.changed else "unchanged").inc()
     publish_model_gauge(metrics, holder.models())
-    if res.changed:
-        log.info("POST /admin/reload: champion %s -> %s", res.previous, res.champion)
-    else:
-        log.info("POST /admin/reload: champion %s unchanged", res.champion)
     return ReloadResponse(
         changed=res.changed,
         previous_version=res.previous,
         champion_version=res.champion,
         challenger_version=res.challenger,
         notes=list(res.notes),
+    )
+
+
+@admin_router.get(
+    "/state",
+    response_model=AdminStateResponse,
+    responses={401: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    summary="The shared rules and model pin, what this worker serves, the latest changes",
+)
+async def admin_state(
+    _: AdminDep, holder: HolderDep, sync: AdminSyncDep, limit: int = Query(20, ge=1, le=1_000)
+) -> AdminStateResponse:
+    if sync is None:
+        raise Unavailable("this app has no shared admin state")
+    shared: int | None = None
+    changes: list[dict[str, Any]] = []
+    try:
+        shared = await sync.state.epoch()
+        changes = await sync.state.changes(limit)
+    except STORE_ERRORS:
+        pass
+    models = holder.models()
+    return AdminStateResponse(
+        worker=worker_name(),
+        shared_epoch=shared,
+        worker_epoch=sync.epoch,
+        rules_version=sync.rules.current().version,
+        champion_version=models.champion.version,
+        challenger_version=models.challenger.version if models.challenger else None,
+        changes=changes,
     )

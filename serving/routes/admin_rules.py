@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from pydantic import BaseModel
 
-from serving.routes.deps import AdminDep
+from serving.routes.deps import ActorDep, AdminDep, AdminSyncDep
 from serving.routes.schemas import ErrorResponse
 from serving.rules.holder import RulesHolder
 from serving.rules.loader import load_rules
@@ -78,18 +78,27 @@ def get_rules(_: AdminDep, holder: RulesDep) -> RulesOut:
             "model": ErrorResponse,
             "description": "The rule set is invalid; the message names rule/field",
         },
+        503: {
+            "model": ErrorResponse,
+            "description": "The shared admin state (redis) is unreachable; nothing changed",
+        },
     },
 )
-def put_rules(
+async def put_rules(
     _: AdminDep,
+    actor: ActorDep,
     holder: RulesDep,
+    sync: AdminSyncDep,
     body: Annotated[dict[str, Any], Body(description="The rule set, as in config/rules.yaml")],
 ) -> RulesOut:
     before = holder.current().version
     try:
-        holder.replace(body)
+        if sync is not None:  # stored for every worker and replica, then active here
+            await sync.put_rules(body, by=actor)
+        else:  # an app without the lifespan (one process): here only
+            holder.replace(body)
+            log.info("PUT /admin/rules: rules %s -> %s", before, holder.current().version)
     except RuleError as exc:
         log.info("PUT /admin/rules refused; rules %s kept", before)
         raise HTTPException(status_code=422, detail=str(exc)) from None
-    log.info("PUT /admin/rules: rules %s -> %s", before, holder.current().version)
     return _out(holder)

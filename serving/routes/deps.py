@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
+from serving.admin_sync import AdminSync
 from serving.batch import RecBatcher
 from serving.metrics import Metrics
 from serving.rules.holder import RulesHolder
@@ -84,6 +85,24 @@ async def require_admin(
         raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
 
 
+async def get_admin_sync(request: Request) -> AdminSync | None:
+    """The shared admin state's sync (None in an app without the lifespan: one process)."""
+    return getattr(request.app.state, "admin_sync", None)
+
+
+async def admin_actor(
+    x_admin_actor: Annotated[
+        str | None,
+        Header(
+            pattern=r"^[A-Za-z0-9._@+-]{1,64}$",
+            description="Who makes an admin change, as the log of changes records it (a "
+            "team, role or ticket; default 'admin')",
+        ),
+    ] = None,
+) -> str:
+    return x_admin_actor or "admin"
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[ServingSettings, Depends(get_settings)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
@@ -92,3 +111,5 @@ GatewayDep = Annotated[OnlineGateway, Depends(get_gateway)]
 RulesDep = Annotated[LoadedRules, Depends(get_rules)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AdminDep = Annotated[None, Depends(require_admin)]
+AdminSyncDep = Annotated[AdminSync | None, Depends(get_admin_sync)]
+ActorDep = Annotated[str, Depends(admin_actor)]

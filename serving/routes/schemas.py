@@ -177,6 +177,18 @@ class ReloadResponse(BaseModel):
     notes: list[str]
 
 
+class AdminStateResponse(BaseModel):
+    """The shared admin state (serving/admin_state.py) and what this worker serves of it."""
+
+    worker: str = Field(description="host:pid of the worker that answered")
+    shared_epoch: int | None = Field(description="null: redis unreachable")
+    worker_epoch: int = Field(description="the shared epoch this worker has adopted")
+    rules_version: str
+    champion_version: str
+    challenger_version: str | None
+    changes: list[dict[str, Any]] = Field(description="the latest changes, newest first")
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok"]
 

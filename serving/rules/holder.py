@@ -21,11 +21,20 @@ class RulesHolder:
     def current(self) -> LoadedRules:
         return self._rules
 
-    def replace(self, data: Any, source: str = "PUT /admin/rules") -> LoadedRules:
-        """Validate ``data`` and make it current; on ``RuleError`` the current rules stay."""
+    def validate(self, data: Any, source: str = "PUT /admin/rules") -> LoadedRules:
+        """``data`` as a rule set this service can serve (parsed, tiers checked against the
+        served model), without activating it; raises ``RuleError``."""
         new = parse_rules(data, source=source)
         if self.model_tiers is not None:
             check_tiers(new, self.model_tiers())
+        return new
+
+    def set(self, new: LoadedRules) -> None:
         with self._lock:
             self._rules = new
+
+    def replace(self, data: Any, source: str = "PUT /admin/rules") -> LoadedRules:
+        """Validate ``data`` and make it current; on ``RuleError`` the current rules stay."""
+        new = self.validate(data, source)
+        self.set(new)
         return new

@@ -75,12 +75,13 @@ def test_admin_changes_are_logged(client: TestClient, caplog: pytest.LogCaptureF
         client.put("/admin/rules", json={"version": 3, "boosts": 1}, headers=key).status_code == 422
     )
     assert client.post("/admin/reload", headers=key).status_code == 200
-    msgs = [m for m in caplog.messages if m.startswith(("PUT /admin", "POST /admin"))]
-    assert msgs[0].startswith(f"PUT /admin/rules: rules {before} -> logged-1")
+    msgs = [m for m in caplog.messages if m.startswith(("rules ", "PUT /admin", "champion "))]
+    assert msgs[0].startswith(f"rules {before} -> logged-1+")
+    assert "(set by admin on " in msgs[0]
     assert (
         msgs[1]
         == "PUT /admin/rules refused; rules "
         + client.get("/admin/rules", headers=key).json()["version"]
         + " kept"
     )
-    assert msgs[2].startswith("POST /admin/reload: champion ")
+    assert msgs[2].startswith("champion ") and "unchanged (reload by admin on " in msgs[2]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from tests.services import free_port
-from tests.serving.conftest import ADMIN_KEY, settings_for
+from tests.serving.conftest import ADMIN_KEY, NS, settings_for
 from tests.serving.helpers import make_bundle
 
 NAME = "patron-test"
@@ -81,6 +82,10 @@ def test_serve_reload_and_fall_back_to_cache(
     s2 = settings_for(
         None, published, mlflow_tracking_uri=dead, model_name=NAME, bundle_cache_dir=cache
     )
+    with TestClient(create_app(s2)) as c:  # the pinned version 2 is cached: no registry needed
+        assert c.get("/readyz").json() == {"ready": True, "model_version": "2", "reasons": []}
+    # without a pin (the shared admin state lost), the alias's cached bundle serves
+    redis.Redis.from_url(published).delete(f"{NS}:{{admin}}:state")
     with TestClient(create_app(s2)) as c:
         ready = c.get("/readyz")
         assert ready.status_code == 200
