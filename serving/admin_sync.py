@@ -58,6 +58,7 @@ class AdminSync:
         self.metrics = metrics
         self.interval_s = interval_s
         self.epoch = 0  # the epoch this worker has adopted
+        self.adopted_at: str | None = None  # when (UTC), for the measured convergence time
         self._unreachable = False
         self._failed_epoch = -1  # the epoch whose model failure was logged (once per epoch)
         self._refused_rules: str | None = None  # the shared rules version refused here
@@ -90,8 +91,17 @@ class AdminSync:
         if pin is None:
             pin = self.models.models().pin()
             await self.state.change("model", pin.to_json(), pin.key, "start", only_if_absent=True)
-        self.epoch = snap.epoch
-        self.metrics.admin_epoch.set(snap.epoch)
+        self._adopted(snap.epoch)
+
+    def _adopted(self, epoch: int, at: str | None = None) -> None:
+        self.epoch = epoch
+        self.adopted_at = at or now()
+        self.metrics.admin_epoch.set(epoch)
+
+    def _made(self, epoch: int, at: str) -> None:
+        """This worker made the change of ``epoch``: adopted, unless it missed one before."""
+        if epoch == self.epoch + 1:
+            self._adopted(epoch, at)
 
     async def _read_at_start(self) -> Snapshot | None:
         try:
@@ -190,8 +200,7 @@ class AdminSync:
             self._unreachable = False
         self._adopt_rules(snap)
         if await self._adopt_model(snap):
-            self.epoch = snap.epoch
-            self.metrics.admin_epoch.set(snap.epoch)
+            self._adopted(snap.epoch)
         else:  # retried next tick, logged once
             self._failed_epoch = snap.epoch
 
@@ -221,6 +230,7 @@ class AdminSync:
             return self.rules.current()
         new = dataclasses.replace(new, source=Stamp(new.version, by, at).source)
         self.rules.set(new)  # named as every other worker names it
+        self._made(epoch, at)
         log.info(
             "rules %s -> %s (set by %s on %s; epoch %d)",
             before,
@@ -236,14 +246,21 @@ class AdminSync:
         pin cannot be stored)."""
         previous = self.models.current.pin().key if self.models.current else None
 
+        made: list[tuple[int, str]] = []
+
         async def publish(new: Models) -> None:
-            pin = new.pin()
+            pin, at = new.pin(), now()
             try:
-                await self.state.change("model", pin.to_json(), pin.key, by, previous=previous)
+                epoch = await self.state.change(
+                    "model", pin.to_json(), pin.key, by, previous=previous, at=at
+                )
             except STORE_ERRORS as exc:
                 raise _unreachable(exc) from None
+            made.append((epoch, at))
 
         res = await self.models.reload(commit=publish)
+        if made and made[0][0]:
+            self._made(*made[0])
         if res.changed:
             log.info(
                 "champion %s -> %s (by %s on %s)", res.previous, res.champion, by, worker_name()

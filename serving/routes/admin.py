@@ -118,6 +118,7 @@ async def admin_state(
         worker=worker_name(),
         shared_epoch=shared,
         worker_epoch=sync.epoch,
+        adopted_at=sync.adopted_at,
         rules_version=sync.rules.current().version,
         champion_version=models.champion.version,
         challenger_version=models.challenger.version if models.challenger else None,

@@ -183,6 +183,7 @@ class AdminStateResponse(BaseModel):
     worker: str = Field(description="host:pid of the worker that answered")
     shared_epoch: int | None = Field(description="null: redis unreachable")
     worker_epoch: int = Field(description="the shared epoch this worker has adopted")
+    adopted_at: str | None = Field(description="when this worker adopted it (UTC)")
     rules_version: str
     champion_version: str
     challenger_version: str | None

@@ -167,3 +167,34 @@ def test_rules_the_model_cannot_serve_are_refused_by_the_adopting_worker(
         assert a.get("/admin/rules", headers=KEY).json()["version"] == before
         errors = [m for m in caplog.messages if m.startswith("shared rules f+1 refused here")]
         assert len(errors) == 1
+
+
+def test_reload_pins_the_version_for_every_worker_and_restarts(
+    tmp_path: Path, published: str, mlflow_uri: str
+) -> None:
+    from tests.serving.helpers import make_bundle
+    from tests.serving.test_registry import NAME, register
+
+    def version(c: TestClient) -> str:
+        return str(c.get("/v1/model").json()["champion"]["version"])
+
+    kw = {"mlflow_tracking_uri": mlflow_uri, "model_name": NAME}
+    kw["bundle_cache_dir"] = tmp_path / "cache"
+    register(mlflow_uri, make_bundle(tmp_path / "b1", seed=0, version="t1"), tmp_path)
+    with _app(None, published, **kw) as a, _app(None, published, **kw) as b:  # type: ignore[arg-type]
+        assert version(a) == version(b) == "1"
+        register(mlflow_uri, make_bundle(tmp_path / "b2", seed=1, version="t2"), tmp_path)
+        assert version(b) == "1"  # the alias moved; nothing is served before a reload
+        res = a.post("/admin/reload", headers={**KEY, "X-Admin-Actor": "release-7"}).json()
+        assert res["champion_version"] == "2"
+        took = _until(lambda: version(b) == "2")
+        assert took < SYNC_S + 2.0
+        assert b.get("/v1/customers/c00000/recommendations").json()["model_version"] == "2"
+        change = b.get("/admin/state", headers=KEY).json()["changes"][0]
+        assert change["what"] == "model" and change["by"] == "release-7"
+        # the alias moves again: a worker starting now serves the pinned version, like the others
+        register(mlflow_uri, make_bundle(tmp_path / "b3", seed=2, version="t3"), tmp_path)
+        with _app(None, published, **kw) as c:  # type: ignore[arg-type]
+            assert version(c) == "2"
+            assert c.post("/admin/reload", headers=KEY).json()["champion_version"] == "3"
+            _until(lambda: version(a) == version(b) == "3")
