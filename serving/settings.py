@@ -78,6 +78,20 @@ class ServingSettings(Settings):
         description="Most events per POST /v1/events (more: 422); the request schema caps it "
         "at 1000.",
     )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A connection's request headers must arrive within this many seconds "
+        "(serving/http_timeouts.py); else it is closed.",
+    )
+    keep_alive_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3_600,
+        description="An idle keep-alive connection is closed after this many seconds (behind "
+        "a load balancer: longer than its idle timeout).",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text",
         description="Server log lines: text (time level logger message) or one JSON object "

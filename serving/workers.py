@@ -48,19 +48,23 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_options(host: str, port: int, log_level: str) -> dict[str, Any]:
-    """How every worker runs the app: the factory, uvloop + httptools, no access log, log
-    lines with time, level and logger (serving/logs.py; ``PATRON_LOG_FORMAT=json``)."""
+    """How every worker runs the app: the factory, uvloop + httptools with header-read and
+    keep-alive timeouts, no access log, log lines with time, level and logger
+    (serving/logs.py; ``PATRON_LOG_FORMAT=json``)."""
+    from serving.http_timeouts import HeaderTimeoutProtocol
     from serving.logs import log_config
     from serving.settings import get_serving_settings
 
+    settings = get_serving_settings()
     return {
-        "log_config": log_config(log_level, get_serving_settings().log_format),
+        "log_config": log_config(log_level, settings.log_format),
         "app": APP,
         "factory": True,
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": HeaderTimeoutProtocol,  # httptools, with a header-read timeout
+        "timeout_keep_alive": settings.keep_alive_s,
         "log_level": log_level,
         "access_log": False,
         "lifespan": "on",
