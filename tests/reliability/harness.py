@@ -61,7 +61,7 @@ def stop_redis(srv: RedisServer) -> None:
 
 @dataclass
 class Server:
-    """A running ``patron serve`` (1 uvicorn worker); ``log`` is its captured stderr."""
+    """A running ``patron serve``; ``log`` is its captured stderr."""
 
     base: str
     proc: subprocess.Popen[bytes]
@@ -71,7 +71,9 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def spawn(env_extra: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def spawn(
+    env_extra: dict[str, str], log_path: Path, workers: int = 1
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
@@ -81,8 +83,9 @@ def spawn(env_extra: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[b
         **env_extra,
     }
     with log_path.open("ab") as log:
+        cmd = [sys.executable, "-m", "patron", "serve", "--port", str(port)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "patron", "serve", "--port", str(port), "--workers", "1"],
+            [*cmd, "--workers", str(workers)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -108,15 +111,15 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], log_path: Path, timeout
 
 
 @contextmanager
-def serve(env_extra: dict[str, str], log_path: Path) -> Iterator[Server]:
-    proc, base = spawn(env_extra, log_path)
+def serve(env_extra: dict[str, str], log_path: Path, workers: int = 1) -> Iterator[Server]:
+    proc, base = spawn(env_extra, log_path, workers)
     try:
         wait_ready(base, proc, log_path)
         yield Server(base, proc, log_path)
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
@@ -131,6 +134,8 @@ class Call:
     path: str
     json: Any = None
     tag: str = ""
+    content: bytes | None = None  # a raw body instead of ``json`` (e.g. not valid JSON)
+    headers: dict[str, str] | None = None
 
 
 def is_degraded(body: Any) -> bool:
@@ -216,7 +221,13 @@ class SteadyLoad:
         call = self.make_call(i)
         sent = time.monotonic()
         try:
-            r = self._client().request(call.method, call.path, json=call.json)
+            r = self._client().request(
+                call.method,
+                call.path,
+                json=call.json if call.content is None else None,
+                content=call.content,
+                headers=call.headers,
+            )
             try:
                 body = r.json()
             except ValueError:
