@@ -71,6 +71,21 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
+def server_env(bundle: Path, redis_url: str, namespace: str, **extra: str) -> dict[str, str]:
+    """The settings of a test server on a local bundle with the admin key (``extra``: more
+    ``PATRON_*`` variables)."""
+    from tests.serving.conftest import ADMIN_KEY
+
+    return {
+        "PATRON_BUNDLE": str(bundle),
+        "PATRON_REDIS_URL": redis_url,
+        "PATRON_REDIS_NAMESPACE": namespace,
+        "PATRON_ADMIN_API_KEY": ADMIN_KEY,
+        "PATRON_ENV": "test",
+        **extra,
+    }
+
+
 def spawn(
     env_extra: dict[str, str], log_path: Path, workers: int = 1
 ) -> tuple[subprocess.Popen[bytes], str]:

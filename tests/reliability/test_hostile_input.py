@@ -24,7 +24,14 @@ import yaml
 from features.online import OnlineStore
 from serving.rules.loader import DEFAULT_RULES_FILE
 from tests.reliability.conftest import Report
-from tests.reliability.harness import N_CUSTOMERS, Call, SteadyLoad, customers_table, serve
+from tests.reliability.harness import (
+    N_CUSTOMERS,
+    Call,
+    SteadyLoad,
+    customers_table,
+    serve,
+    server_env,
+)
 from tests.services import redis_server
 from tests.serving.conftest import ADMIN_KEY
 from tests.serving.helpers import customer_id, item_id, items_frame, make_bundle
@@ -179,14 +186,7 @@ def test_hostile_input_under_load_on_two_workers(tmp_path: Path, report: Report)
     with redis_server(tmp_path / "redis") as srv:
         rc = redis.Redis.from_url(srv.url)
         OnlineStore(rc, NS).publish(customers_table(), items_frame(240))
-        env = {
-            "PATRON_BUNDLE": str(bundle),
-            "PATRON_REDIS_URL": srv.url,
-            "PATRON_REDIS_NAMESPACE": NS,
-            "PATRON_ADMIN_API_KEY": ADMIN_KEY,
-            "PATRON_ENV": "test",
-            "PATRON_RULES_FILE": str(DEFAULT_RULES_FILE),
-        }
+        env = server_env(bundle, srv.url, NS, PATRON_RULES_FILE=str(DEFAULT_RULES_FILE))
         with serve(env, tmp_path / "server.log", workers=2) as server:
             time.sleep(3)  # the second worker ready too (each has its own socket)
             load = SteadyLoad(server.base, make_call, RATE, SECONDS, threads=8)

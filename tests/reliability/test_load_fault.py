@@ -29,10 +29,10 @@ from tests.reliability.harness import (
     customers_table,
     is_degraded,
     serve,
+    server_env,
     stop_redis,
 )
 from tests.services import redis_server
-from tests.serving.conftest import ADMIN_KEY
 from tests.serving.helpers import customer_id, item_id, items_frame, make_bundle
 
 pytestmark = pytest.mark.reliability
@@ -86,15 +86,13 @@ def test_redis_outage_under_steady_load(tmp_path: Path, report: Report) -> None:
         rc = redis.Redis.from_url(srv.url)
         OnlineStore(rc, NS).publish(table, items_frame(240))
         rc.close()
-        env = {
-            "PATRON_BUNDLE": str(bundle),
-            "PATRON_REDIS_URL": srv.url,
-            "PATRON_REDIS_NAMESPACE": NS,
-            "PATRON_ADMIN_API_KEY": ADMIN_KEY,
-            "PATRON_ENV": "test",
-            "PATRON_REDIS_TIMEOUT_MS": str(TIMEOUT_MS),
-            "PATRON_REDIS_RETRY_S": str(RETRY_S),
-        }
+        env = server_env(
+            bundle,
+            srv.url,
+            NS,
+            PATRON_REDIS_TIMEOUT_MS=str(TIMEOUT_MS),
+            PATRON_REDIS_RETRY_S=str(RETRY_S),
+        )
         with serve(env, tmp_path / "server.log") as server:
             load = SteadyLoad(server.base, make_call, RATE, SECONDS, threads=8)
             load.start()
