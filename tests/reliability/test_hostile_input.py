@@ -11,6 +11,7 @@ documented bound (PATRON_ADMIN_SYNC_S + apply time; measured from the answers' r
 
 from __future__ import annotations
 
+import socket
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -244,4 +245,78 @@ def test_hostile_input_under_load_on_two_workers(tmp_path: Path, report: Report)
         f"{len(hostile)} hostile requests ({kinds} kinds), 1/s; PUT /admin/rules mid-run",
         notes=f"all hostile refused as documented, nothing written, no value logged; retried "
         f"event applied once; rules change on every answer {lag:.2f} s after the PUT",
+    )
+
+
+def _state_call(i: int) -> Call:
+    u = (i * 7) % N_CUSTOMERS
+    if i % 4 == 3:
+        return Call("POST", "/v1/events", _events(_event(f"full{i}", unit_price=3.0)), "event")
+    return Call("GET", f"/v1/customers/{customer_id(u)}/recommendations?k=10", tag="recs")
+
+
+def test_a_full_redis_and_half_open_connections_under_load(tmp_path: Path, report: Report) -> None:
+    """Redis at maxmemory (noeviction) for 5 s, then 200 half-open connections, during 15 s
+    of load on 2 workers: events answer 503 "full" while it lasts (nothing half-written),
+    recommendations stay 200 and not degraded; the held connections are closed by the
+    header timeout and service goes on."""
+    bundle = make_bundle(tmp_path / "bundle", seed=0, version="1")
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as srv:
+        rc = redis.Redis.from_url(srv.url)
+        OnlineStore(rc, NS).publish(customers_table(), items_frame(240))
+        rc.config_set("maxmemory-policy", "noeviction")
+        env = server_env(bundle, srv.url, NS, PATRON_HEADER_TIMEOUT_S="2")
+        with serve(env, tmp_path / "server.log", workers=2) as server:
+            time.sleep(3)
+            load = SteadyLoad(server.base, _state_call, 40.0, 15.0, threads=8)
+            load.start()
+            time.sleep(2)
+            full_from = time.monotonic()
+            rc.config_set("maxmemory", 1)  # below what it holds: every write refused (OOM)
+            time.sleep(5)
+            rc.config_set("maxmemory", 0)
+            full_to = time.monotonic()
+            host, port = server.base.removeprefix("http://").split(":")
+            held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(200)]
+            for s in held[::2]:
+                s.sendall(b"GET /healthz HTTP/1.1\r\n")
+            time.sleep(4)  # twice the header timeout
+            still_open = 0
+            for s in held:
+                s.settimeout(0.05)
+                try:
+                    still_open += s.recv(1) != b""
+                except TimeoutError:
+                    still_open += 1
+                s.close()
+            res = load.join()
+            log = server.log()
+        accepted = [o for o in res.outcomes if o.call.tag == "event" and o.status == 200]
+        written = OnlineStore(rc, NS).read_customers(
+            [o.call.json["events"][0]["customer_id"] for o in res.outcomes if o.call.tag == "event"]
+        )
+        rc.close()
+
+    counts = res.counts()
+    recs = [o for o in res.outcomes if o.call.tag == "recs"]
+    assert all(o.status == 200 and not o.body["degraded"] for o in recs), counts
+    refused = [o for o in res.outcomes if o.call.tag == "event" and o.status == 503]
+    assert refused and all("full" in o.body["detail"] for o in refused)
+    assert all(full_from - 0.5 <= o.sent <= full_to + 0.5 for o in refused)
+    assert counts.get("5xx", 0) == 0 and counts.get("error", 0) == 0
+    # every accepted event is there, no refused one is half-written
+    by_id = {r.customer_id: bool(r.recent_items) for r in written}
+    assert all(by_id[o.call.json["events"][0]["customer_id"]] for o in accepted)
+    assert not any(by_id[o.call.json["events"][0]["customer_id"]] for o in refused)
+    assert still_open == 0, f"{still_open} of 200 half-open connections still held"
+    assert "Traceback" not in log
+    report(
+        "redis full, then 200 half-open connections, 2 workers",
+        len(res.outcomes),
+        counts,
+        "maxmemory 1 (noeviction) for 5 s; 200 connections without complete headers",
+        notes=f"{len(refused)} events 503 'full' only while full, none half-written; "
+        "recommendations all 200, 0 degraded; 0 of 200 connections held after 2x the "
+        "header timeout",
     )
