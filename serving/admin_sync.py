@@ -66,6 +66,7 @@ class AdminSync:
     async def start(self) -> None:
         """Load the rules and models every worker serves (the start waits for it)."""
         snap = await self._read_at_start()
+        seed = self.rules.current()
         if snap is not None:
             if snap.rules is None:  # the first worker ever: its rules file seeds the state
                 cur = self.rules.current()
@@ -78,6 +79,14 @@ class AdminSync:
                 )
                 snap = await self.state.read()
             self._adopt_rules(snap, force=True)
+            if self.rules.current().version != seed.version:
+                log.warning(
+                    "the rules file %s (%s) differs from the shared rules %s, which are served: "
+                    "PUT /admin/rules changes them for every worker",
+                    seed.source,
+                    seed.version,
+                    self.rules.current().version,
+                )
         pin = snap.model if snap is not None else None
         try:
             await self.models.reload(pin=pin)

@@ -98,9 +98,14 @@ def test_put_rules_reaches_the_other_worker_and_survives_a_restart(
             m.startswith(f"rules {start['version']} -> {new['version']} (set by ops")
             for m in caplog.messages
         )
-    # a restarted worker serves the shared rules, not its rules file
+    # a restarted worker serves the shared rules, not its rules file, and says so
+    caplog.clear()
     with _app(bundle_dir, published) as c:
         assert c.get("/admin/rules", headers=KEY).json() == new
+        assert any(
+            m.startswith(f"the rules file {DEFAULT_RULES_FILE} ({start['version']}) differs")
+            for m in caplog.messages
+        )
         got = c.get("/v1/customers/c00000/recommendations").json()
         assert got["rules_version"] == new["version"]
 
