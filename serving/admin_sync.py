@@ -18,7 +18,6 @@ bug this module exists for) and workers keep what they serve until it is back.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 from typing import Any
@@ -227,18 +226,19 @@ class AdminSync:
         """Validate (RuleError), store (Unavailable when redis is not reachable), activate."""
         new = self.rules.validate(data)
         before = self.rules.current().version
-        at = now()
+        at, stored = now(), _rules_json(new)
         try:
             epoch = await self.state.change(
-                "rules", _rules_json(new), new.version, by, previous=before, at=at
+                "rules", stored, new.version, by, previous=before, at=at
             )
         except STORE_ERRORS as exc:
             raise _unreachable(exc) from None
         if not epoch:  # the shared state holds this rule set already: adopt it from there
             await self.sync_once()
             return self.rules.current()
-        new = dataclasses.replace(new, source=Stamp(new.version, by, at).source)
-        self.rules.set(new)  # named as every other worker names it
+        # as every other worker reads it: from the stored JSON, with the same source
+        new = self.rules.validate(json.loads(stored), source=Stamp(new.version, by, at).source)
+        self.rules.set(new)
         self._made(epoch, at)
         log.info(
             "rules %s -> %s (set by %s on %s; epoch %d)",

@@ -4,6 +4,7 @@ processes, a real redis-server. Prints the measured convergence times (docs/serv
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -99,6 +100,22 @@ def test_rules_and_reloads_reach_every_worker_and_replica(
             f"model {model_s:.3f} s"
         )
         assert 0 <= rules_s < BOUND_S and 0 <= model_s < BOUND_S
+
+        # what the admin reads agrees too, on every connection to either server
+        seen: dict[str, set[str]] = {}
+        for base in (a, b):
+            for _ in range(12):
+                rules_text = httpx.get(f"{base}/admin/rules", headers=KEY, timeout=5).text
+                seen.setdefault("/admin/rules, byte for byte", set()).add(rules_text)
+                rules_now = json.loads(rules_text)
+                model_now = httpx.get(f"{base}/v1/model", timeout=5).json()["champion"]
+                del model_now["loaded_at"]  # when this worker loaded it
+                for k, v in [
+                    *rules_now.items(),
+                    *(("model." + k, v) for k, v in model_now.items()),
+                ]:
+                    seen.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+        assert {k: v for k, v in seen.items() if len(v) > 1} == {}
 
         _stop(pb)  # a restarted replica serves the shared rules and the pinned model
         b, pb = _serve(live_bundle, published, 1)
