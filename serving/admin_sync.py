@@ -24,7 +24,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from serving.admin_state import AdminState, Snapshot, Stamp, now, worker_name
+from serving.admin_state import AdminState, Field, Snapshot, Stamp, now, worker_name
 from serving.errors import Unavailable
 from serving.metrics import Metrics
 from serving.rules.holder import RulesHolder
@@ -64,19 +64,13 @@ class AdminSync:
 
     async def start(self) -> None:
         """Load the rules and models every worker serves (the start waits for it)."""
+        seed = self.rules.current()  # from the rules file
         snap = await self._read_at_start()
-        seed = self.rules.current()
+        if snap is not None and snap.rules is None:  # the first worker ever: its file seeds
+            snap = await self._seed(
+                "rules", _rules_json(seed), seed.version, f"start from {seed.source}"
+            )
         if snap is not None:
-            if snap.rules is None:  # the first worker ever: its rules file seeds the state
-                cur = self.rules.current()
-                await self.state.change(
-                    "rules",
-                    _rules_json(cur),
-                    cur.version,
-                    f"start from {cur.source}",
-                    only_if_absent=True,
-                )
-                snap = await self.state.read()
             self._adopt_rules(snap, force=True)
             if self.rules.current().version != seed.version:
                 log.warning(
@@ -94,12 +88,22 @@ class AdminSync:
                 raise
             log.error("the pinned models cannot be loaded (%s); serving the aliases' versions", exc)
             await self.models.reload()
-        if snap is None:
-            return
-        if pin is None:
-            pin = self.models.models().pin()
-            await self.state.change("model", pin.to_json(), pin.key, "start", only_if_absent=True)
-        self._adopted(snap.epoch)
+        if snap is not None and pin is None:
+            mine = self.models.models().pin()
+            snap = await self._seed("model", mine.to_json(), mine.key, "start")
+        if snap is not None:
+            self._adopted(snap.epoch)
+
+    async def _seed(self, field: Field, value: str, version: str, by: str) -> Snapshot | None:
+        """Store this worker's value where the state holds none; the state after (None:
+        redis failed meanwhile, and the sync loop adopts the state once it is back)."""
+        try:
+            await self.state.change(field, value, version, by, only_if_absent=True)
+            return await self.state.read()
+        except STORE_ERRORS as exc:
+            log.warning("could not seed the shared admin state (%s)", type(exc).__name__)
+            self._unreachable = True
+            return None
 
     def _adopted(self, epoch: int, at: str | None = None) -> None:
         self.epoch = epoch

@@ -79,8 +79,10 @@ async def model_info(models: ModelsDep, settings: SettingsDep) -> ModelInfoRespo
 async def reload(
     _: AdminDep, actor: ActorDep, holder: HolderDep, sync: AdminSyncDep, metrics: MetricsDep
 ) -> ReloadResponse:
+    if sync is None:
+        raise Unavailable("this app has no shared admin state")
     try:
-        res = await sync.reload(by=actor) if sync is not None else await holder.reload()
+        res = await sync.reload(by=actor)
     except Exception:
         metrics.reloads.labels("failed").inc()
         raise
