@@ -176,6 +176,9 @@ def features_build(
 def features_publish(
     features: Path = typer.Option(..., "--features", help="Folder from `patron features build`."),
     redis_url: str | None = typer.Option(None, "--redis-url", help="Default: PATRON_REDIS_URL."),
+    cluster: bool | None = typer.Option(
+        None, "--redis-cluster/--redis-node", help="Default: PATRON_REDIS_CLUSTER."
+    ),
     namespace: str | None = typer.Option(
         None, "--namespace", help="Default: PATRON_REDIS_NAMESPACE."
     ),
@@ -185,6 +188,7 @@ def features_publish(
     import redis
 
     from features.online import OnlineStore
+    from patron.redis_connect import connect
     from patron.settings import get_settings
 
     s = get_settings()
@@ -193,8 +197,8 @@ def features_publish(
         raise UserError(f"{cust_path} not found; run `patron features build --out {features}`")
     customers = pl.read_parquet(cust_path)
     items = pl.read_parquet(items_path) if items_path.is_file() else pl.DataFrame()
-    client = redis.Redis.from_url(redis_url or s.redis_url)
     try:
+        client = connect(redis_url or s.redis_url, s.redis_cluster if cluster is None else cluster)
         client.ping()
     except redis.RedisError as exc:
         raise UserError(f"cannot reach Redis at {redis_url or s.redis_url}: {exc}") from None

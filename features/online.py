@@ -1,32 +1,19 @@
 """Online features in Redis: atomic versioned publish, one-round-trip reads, real-time events.
 
-(The packed row format and its decoding are features/online_codec.py, re-exported here.)
+The same code runs on one Redis node and on Redis Cluster (``redis.cluster.RedisCluster``
+clients): the key layout is features/online_layout.py, the Lua scripts and their calls
+features/online_scripts.py, the packed row format features/online_codec.py.
 
-Key layout (namespace ``ns``, default "patron"; docs/loyalty.md has the full description):
-  {ns}:current                  -> id of the current published version (the pointer)
-  {ns}:v:{ver}:meta             -> hash: buckets, customers, items, created_at, codebook (JSON)
-  {ns}:v:{ver}:c:{b}            -> hash bucket b = crc32(customer_id) % buckets:
-                                   customer_id -> packed "tier|segment|churn|band|index|consent|
-                                   next_tier|progress|typical_spend" (categoricals as codes)
-  {ns}:v:{ver}:items            -> hash item_id -> "in_stock(0/1)|min_tier"
-  {ns}:rt:recent:{customer_id}  -> sorted set item_id -> unix ts, capped, expiring
-  {ns}:rt:spend:{customer_id}   -> hash version -> spend recorded since that version's build
-  {ns}:rt:event:{event_id}      -> "1" while an event id counts as applied (7 days)
-
-Buckets hold ~48 customers each so they stay listpack-encoded under the default
-hash-max-listpack-entries 128 / -value 64 (no server config change needed): ~70 bytes per
-customer instead of ~200+ for one hash per customer. A new version is written in full with
-pipelined writes, then ``SET {ns}:current`` flips to it in one command, then the previous
-version's keys get a TTL. Readers run one Lua script (EVALSHA) that reads the pointer and the
-customer's keys atomically: one round trip, never a mix of two versions.
-Limitation: the scripts touch keys they do not declare, so they need a single Redis node
-(or Redis Cluster with every key of a namespace in one hash slot via a ``{tag}`` namespace).
+A publish writes a complete new version (pipelined; on a cluster the pipeline goes to each
+node), then flips every shard's pointer to it (one transaction on a single node; per shard on a
+cluster), then ``{ns}:current``, then gives the previous version's keys a TTL. A read of one
+customer is one EVALSHA on one node; a batch is one call on a single node and one call per
+slot, pipelined per node, on a cluster.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -35,12 +22,12 @@ from datetime import datetime
 from typing import Any
 
 import polars as pl
+from redis.exceptions import NoScriptError
 
 from features.online_codec import (
     CODED,
     PACKED_FIELDS,
     ROUNDING,
-    Codebooks,
     CustomerOnline,
     PurchaseEvent,
     bucket_of,
@@ -48,12 +35,22 @@ from features.online_codec import (
     parse_customer,
     text,
 )
+from features.online_layout import PER_BUCKET, SHARDS, Layout, bucket_count, is_cluster
+from features.online_scripts import (
+    READ_LUA,
+    RECORD_LUA,
+    Call,
+    ReadPlanner,
+    ReadSteps,
+    event_calls,
+)
 
 __all__ = [
     "CODED",
     "PACKED_FIELDS",
     "PER_BUCKET",
     "ROUNDING",
+    "SHARDS",
     "AsyncOnlineStore",
     "CustomerOnline",
     "OnlineStore",
@@ -64,78 +61,7 @@ __all__ = [
     "parse_customer",
 ]
 
-PER_BUCKET = 48
-RECENT_CAP = 50
-RECENT_TTL_S = 30 * 86_400
-SPEND_TTL_S = 30 * 86_400
-EVENT_ID_TTL_S = 7 * 86_400  # a retried event (same event_id) within this is applied once
 PIPELINE_CHUNK = 1_000
-
-_READ_LUA = """
-local ns = ARGV[1]
-local cached = ARGV[2]
-local k = tonumber(ARGV[3])
-local with_spend = ARGV[4] == '1'
-local ver = redis.call('GET', ns .. ':current')
-local buckets = nil
-local codebook = false
-if ver then
-  local meta = redis.call('HMGET', ns .. ':v:' .. ver .. ':meta', 'buckets', 'codebook')
-  buckets = tonumber(meta[1])
-  if ver ~= cached then codebook = meta[2] end
-end
-local out = {ver, codebook}
-local i = 5
-while i <= #ARGV do
-  local cid = ARGV[i]
-  local packed = false
-  local spend = false
-  if buckets then
-    local b = tonumber(ARGV[i + 1]) % buckets
-    packed = redis.call('HGET', ns .. ':v:' .. ver .. ':c:' .. string.format('%d', b), cid)
-    if with_spend then
-      spend = redis.call('HGET', ns .. ':rt:spend:' .. cid, ver)
-    end
-  end
-  local recent = redis.call('ZREVRANGE', ns .. ':rt:recent:' .. cid, 0, k - 1, 'WITHSCORES')
-  out[#out + 1] = {packed, spend, recent}
-  i = i + 2
-end
-return out
-"""
-
-_RECORD_LUA = """
-local ns = ARGV[1]
-local cap = tonumber(ARGV[2])
-local recent_ttl = tonumber(ARGV[3])
-local spend_ttl = tonumber(ARGV[4])
-local id_ttl = tonumber(ARGV[5])
-local ver = redis.call('GET', ns .. ':current') or 'none'
-local n = 0
-local i = 6
-while i <= #ARGV do
-  local cid, item, ts, amount, kind, eid =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  -- an event with an id is applied once: a retry within id_ttl finds its id taken
-  local fresh = eid == '' or redis.call('SET', ns .. ':rt:event:' .. eid, '1', 'NX', 'EX', id_ttl)
-  if fresh then
-    local rk = ns .. ':rt:recent:' .. cid
-    if kind == 'purchase' then
-      redis.call('ZADD', rk, ts, item)
-      redis.call('ZREMRANGEBYRANK', rk, 0, -(cap + 1))
-      redis.call('EXPIRE', rk, recent_ttl)
-    end
-    if tonumber(amount) ~= 0 then
-      local sk = ns .. ':rt:spend:' .. cid
-      redis.call('HINCRBYFLOAT', sk, ver, amount)
-      redis.call('EXPIRE', sk, spend_ttl)
-    end
-    n = n + 1
-  end
-  i = i + 6
-end
-return n
-"""
 
 
 @dataclass
@@ -148,50 +74,56 @@ class PublishReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _key(ns: str, *parts: object) -> str:
-    return ":".join([ns, *(str(p) for p in parts)])
+def _drive(steps: ReadSteps, run: Any) -> list[CustomerOnline]:
+    """Run a read's steps with a sync ``run(calls) -> replies``."""
+    calls = next(steps)
+    while True:
+        try:
+            calls = steps.send(run(calls))
+        except StopIteration as done:
+            return list(done.value)
 
 
-def _read_args(
-    ns: str, cached: str | None, ids: Sequence[str], k: int, spend: bool = True
-) -> list[Any]:
-    args: list[Any] = [ns, cached or "", k, 1 if spend else 0]
-    for cid in ids:
-        args += [cid, bucket_of(cid)]
-    return args
+def _raise_first(replies: list[Any]) -> list[Any]:
+    for r in replies:
+        if isinstance(r, Exception):
+            raise r
+    return replies
 
 
-def _event_args(ns: str, events: Sequence[PurchaseEvent]) -> list[Any]:
-    args: list[Any] = [ns, RECENT_CAP, RECENT_TTL_S, SPEND_TTL_S, EVENT_ID_TTL_S]
-    for e in events:
-        if e.type not in ("purchase", "return"):
-            raise ValueError(f"event type must be 'purchase' or 'return', got {e.type!r}")
-        ts = e.ts.timestamp()
-        qty = abs(e.quantity) if e.type == "purchase" else -abs(e.quantity)
-        amount = qty * (e.unit_price or 0.0)
-        args += [e.customer_id, e.item_id, ts, amount, e.type, e.event_id or ""]
-    return args
+def _summed_memory(info: dict[str, Any]) -> int:
+    """used_memory of one node, or summed over a cluster's primaries (one dict per node)."""
+    if "used_memory" in info:
+        return int(info["used_memory"])
+    return sum(int(node["used_memory"]) for node in info.values())
 
 
 class OnlineStore:
-    """Sync (redis.Redis) access: publish jobs, tests, batch picks."""
+    """Sync access (``redis.Redis`` or ``redis.cluster.RedisCluster``): publish jobs, tests,
+    batch picks."""
 
     def __init__(self, client: Any, namespace: str = "patron") -> None:
         self.r = client
         self.ns = namespace
-        self._read = client.register_script(_READ_LUA)
-        self._record = client.register_script(_RECORD_LUA)
-        self._books = Codebooks()
+        self.keys = Layout(namespace)
+        self.cluster = is_cluster(client)
+        self._read = client.register_script(READ_LUA)
+        self._record = client.register_script(RECORD_LUA)
+        self._planner = ReadPlanner(self.keys, self.cluster)
+
+    def _pipeline(self) -> Any:
+        return self.r.pipeline() if self.cluster else self.r.pipeline(transaction=False)
 
     # ---- publish -------------------------------------------------------------------------
     def publish(
         self, customers: pl.DataFrame, items: pl.DataFrame, ttl_s: int = 86_400
     ) -> PublishReport:
-        """Write a complete new version, flip the pointer, expire the previous version."""
+        """Write a complete new version, flip every shard's pointer, expire the previous
+        version."""
         t0 = time.perf_counter()
         packed, book = pack_customers(customers)
         n = packed.height
-        buckets = max(1, math.ceil(n / PER_BUCKET))
+        buckets = bucket_count(n)
         version = f"{int(time.time()):x}{secrets.token_hex(2)}"
         mem0 = self._used_memory()
         ids = packed["customer_id"].to_list()
@@ -202,12 +134,13 @@ class OnlineStore:
             .agg(pl.col("customer_id"), pl.col("packed"))
             .iter_rows()
         )
+        codebook = json.dumps(book)
         try:
-            pipe = self.r.pipeline(transaction=False)
+            pipe = self._pipeline()
             queued = 0
             for b, cids, vals in grouped:
                 flat: list[str] = [v for pair in zip(cids, vals, strict=True) for v in pair]
-                pipe.execute_command("HSET", _key(self.ns, "v", version, "c", b), *flat)
+                pipe.execute_command("HSET", self.keys.bucket(version, b), *flat)
                 queued += 1
                 if queued >= PIPELINE_CHUNK:
                     pipe.execute()
@@ -216,21 +149,21 @@ class OnlineStore:
             mem1 = self._used_memory()
             n_items = self._write_items(version, items)
             self.r.hset(
-                _key(self.ns, "v", version, "meta"),
+                self.keys.meta(version),
                 mapping={
                     "buckets": buckets,
                     "customers": n,
                     "items": n_items,
                     "created_at": datetime.now().astimezone().isoformat(),
-                    "codebook": json.dumps(book),
+                    "codebook": codebook,
                 },
             )
         except Exception:
             self._delete_version(version, buckets)
             raise
-        previous = self.r.set(_key(self.ns, "current"), version, get=True)  # the atomic flip
+        previous = self._flip(version, buckets, codebook)
         if previous:
-            self._expire_version(text(previous), ttl_s)
+            self._expire_version(previous, ttl_s)
         per = (mem1 - mem0) / n if n and mem0 is not None and mem1 is not None else None
         return PublishReport(
             version=version,
@@ -238,8 +171,24 @@ class OnlineStore:
             items=n_items,
             seconds=time.perf_counter() - t0,
             bytes_per_customer=per,
-            extra={"buckets": buckets, "previous": text(previous) if previous else None},
+            extra={"buckets": buckets, "previous": previous},
         )
+
+    def _flip(self, version: str, buckets: int, codebook: str) -> str | None:
+        """Point every shard at ``version``, then ``{ns}:current``; returns the previous
+        version. One transaction on a single node (a batch read sees one version); on a
+        cluster each shard flips on its own (each customer still sees one version)."""
+        pointer = {"ver": version, "buckets": buckets, "codebook": codebook}
+        pipe = self.r.pipeline() if self.cluster else self.r.pipeline(transaction=True)
+        for s in range(SHARDS):
+            pipe.hset(self.keys.pointer(s), mapping=pointer)
+        if self.cluster:
+            pipe.execute()
+            previous = self.r.set(self.keys.current, version, get=True)
+        else:
+            pipe.set(self.keys.current, version, get=True)
+            previous = pipe.execute()[-1]
+        return text(previous) if previous else None
 
     def _write_items(self, version: str, items: pl.DataFrame) -> int:
         if items.height == 0:
@@ -261,8 +210,8 @@ class OnlineStore:
                 separator="|",
             ).alias("v"),
         )
-        key = _key(self.ns, "v", version, "items")
-        pipe = self.r.pipeline(transaction=False)
+        key = self.keys.items(version)
+        pipe = self._pipeline()
         for chunk in flags.iter_slices(5_000):
             flat = [v for pair in zip(chunk["item_id"], chunk["v"], strict=True) for v in pair]
             pipe.execute_command("HSET", key, *flat)
@@ -270,37 +219,33 @@ class OnlineStore:
         return flags.height
 
     def _version_keys(self, version: str) -> list[str]:
-        raw = self.r.hget(_key(self.ns, "v", version, "meta"), "buckets")
-        buckets = int(raw) if raw else 0
-        return self._keys_for(version, buckets)
+        raw = self.r.hget(self.keys.meta(version), "buckets")
+        return self.keys.version_keys(version, int(raw) if raw else 0)
 
-    def _keys_for(self, version: str, buckets: int) -> list[str]:
-        base = [_key(self.ns, "v", version, "meta"), _key(self.ns, "v", version, "items")]
-        return base + [_key(self.ns, "v", version, "c", b) for b in range(buckets)]
+    def _each_key(self, keys: list[str], command: str, *args: object) -> None:
+        for i in range(0, len(keys), PIPELINE_CHUNK):
+            pipe = self._pipeline()
+            for k in keys[i : i + PIPELINE_CHUNK]:
+                pipe.execute_command(command, k, *args)
+            pipe.execute()
 
     def _expire_version(self, version: str, ttl_s: int) -> None:
-        keys = self._version_keys(version)
-        pipe = self.r.pipeline(transaction=False)
-        for i, k in enumerate(keys, 1):
-            pipe.expire(k, ttl_s)
-            if i % PIPELINE_CHUNK == 0:
-                pipe.execute()
-        pipe.execute()
+        self._each_key(self._version_keys(version), "EXPIRE", ttl_s)
 
     def _delete_version(self, version: str, buckets: int) -> None:
-        keys = self._keys_for(version, buckets)
-        for i in range(0, len(keys), PIPELINE_CHUNK):
-            self.r.delete(*keys[i : i + PIPELINE_CHUNK])
+        self._each_key(self.keys.version_keys(version, buckets), "DEL")
 
     def _used_memory(self) -> int | None:
         try:
-            return int(self.r.info("memory")["used_memory"])
+            if self.cluster:
+                return _summed_memory(self.r.info("memory", target_nodes=self.r.PRIMARIES))
+            return _summed_memory(self.r.info("memory"))
         except Exception:  # INFO may be disabled on managed servers
             return None
 
     # ---- read ----------------------------------------------------------------------------
     def current_version(self) -> str | None:
-        v = self.r.get(_key(self.ns, "current"))
+        v = self.r.get(self.keys.current)
         return text(v) if v else None
 
     def read_customer(self, customer_id: str, recent_k: int = 20) -> CustomerOnline:
@@ -309,18 +254,27 @@ class OnlineStore:
     def read_customers(
         self, customer_ids: Sequence[str], recent_k: int = 20
     ) -> list[CustomerOnline]:
-        """All customers in one EVALSHA round trip (pointer, features, real-time keys)."""
+        """All customers: one EVALSHA on a single node, one per slot pipelined per node on a
+        cluster (features, real-time keys, each customer's version checked atomically)."""
         if not customer_ids:
             return []
-        reply = self._read(args=_read_args(self.ns, self._books.latest, customer_ids, recent_k))
-        ver, book = self._books.update(reply[0], reply[1])
-        if ver is not None and book is None:  # codebook evicted: ask again (rare)
-            reply = self._read(args=_read_args(self.ns, None, customer_ids, recent_k))
-            ver, book = self._books.update(reply[0], reply[1])
-        return [
-            parse_customer(cid, ver, book, *row)
-            for cid, row in zip(customer_ids, reply[2:], strict=True)
-        ]
+        return _drive(self._planner.steps(customer_ids, recent_k, True), self._calls(self._read))
+
+    def _calls(self, script: Any) -> Any:
+        def run(calls: list[Call]) -> list[Any]:
+            if len(calls) == 1:
+                return [script(keys=calls[0].keys, args=calls[0].args)]
+            for _ in range(2):
+                pipe = self._pipeline()
+                for c in calls:
+                    pipe.execute_command("EVALSHA", script.sha, len(c.keys), *c.keys, *c.args)
+                replies = pipe.execute(raise_on_error=False)
+                if not any(isinstance(r, NoScriptError) for r in replies):
+                    break
+                self.r.script_load(script.script)  # e.g. a replica promoted since
+            return _raise_first(replies)
+
+        return run
 
     def read_item_flags(self) -> pl.DataFrame:
         """item_id, in_stock, min_tier of the current version (serving caches it)."""
@@ -328,7 +282,7 @@ class OnlineStore:
         ver = self.current_version()
         if ver is None:
             return pl.DataFrame(schema=schema)
-        raw = self.r.hgetall(_key(self.ns, "v", ver, "items"))
+        raw = self.r.hgetall(self.keys.items(ver))
         ids = [text(k) for k in raw]
         vals = [text(v).split("|", 1) for v in raw.values()]
         return pl.DataFrame(
@@ -342,22 +296,37 @@ class OnlineStore:
 
     # ---- real-time -----------------------------------------------------------------------
     def record_events(self, events: Sequence[PurchaseEvent]) -> int:
-        """Apply purchase/return events to the real-time keys atomically; returns how many
-        were applied (an event whose ``event_id`` was applied before is not applied again)."""
-        if not events:
-            return 0
-        return int(self._record(args=_event_args(self.ns, events)))
+        """Apply purchase/return events to the real-time keys atomically per customer;
+        returns how many were applied (an event whose ``event_id`` was applied before is not
+        applied again)."""
+        calls = event_calls(self.keys, events, self.cluster)
+        return sum(int(n) for n in self._calls(self._record)(calls)) if calls else 0
 
 
 class AsyncOnlineStore:
-    """The same over redis.asyncio for the API; same key layout and parsing."""
+    """The same over redis.asyncio (``Redis`` or ``RedisCluster``) for the API."""
 
     def __init__(self, client: Any, namespace: str = "patron") -> None:
         self.r = client
         self.ns = namespace
-        self._read = client.register_script(_READ_LUA)
-        self._record = client.register_script(_RECORD_LUA)
-        self._books = Codebooks()
+        self.keys = Layout(namespace)
+        self.cluster = is_cluster(client)
+        self._read = client.register_script(READ_LUA)
+        self._record = client.register_script(RECORD_LUA)
+        self._planner = ReadPlanner(self.keys, self.cluster)
+
+    async def _run(self, script: Any, calls: list[Call]) -> list[Any]:
+        if len(calls) == 1:
+            return [await script(keys=calls[0].keys, args=calls[0].args)]
+        for _ in range(2):
+            pipe = self.r.pipeline() if self.cluster else self.r.pipeline(transaction=False)
+            for c in calls:
+                pipe.execute_command("EVALSHA", script.sha, len(c.keys), *c.keys, *c.args)
+            replies = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(r, NoScriptError) for r in replies):
+                break
+            await self.r.script_load(script.script)
+        return _raise_first(replies)
 
     async def read_customer(self, customer_id: str, recent_k: int = 20) -> CustomerOnline:
         return (await self.read_customers([customer_id], recent_k))[0]
@@ -365,27 +334,23 @@ class AsyncOnlineStore:
     async def read_customers(
         self, customer_ids: Sequence[str], recent_k: int = 20, spend: bool = True
     ) -> list[CustomerOnline]:
-        """Many customers in one round trip; ``spend=False`` skips the spend-since-build
-        counter (``spend_since_build`` is then 0: recommendations do not use it)."""
+        """Many customers in one round trip per node; ``spend=False`` skips the
+        spend-since-build counter (``spend_since_build`` is then 0: recommendations do not
+        use it)."""
         if not customer_ids:
             return []
-        reply = await self._read(
-            args=_read_args(self.ns, self._books.latest, customer_ids, recent_k, spend)
-        )
-        ver, book = self._books.update(reply[0], reply[1])
-        if ver is not None and book is None:
-            reply = await self._read(args=_read_args(self.ns, None, customer_ids, recent_k, spend))
-            ver, book = self._books.update(reply[0], reply[1])
-        return [
-            parse_customer(cid, ver, book, *row)
-            for cid, row in zip(customer_ids, reply[2:], strict=True)
-        ]
+        steps = self._planner.steps(customer_ids, recent_k, spend)
+        calls = next(steps)
+        while True:
+            try:
+                calls = steps.send(await self._run(self._read, calls))
+            except StopIteration as done:
+                return list(done.value)
 
     async def record_events(self, events: Sequence[PurchaseEvent]) -> int:
-        if not events:
-            return 0
-        return int(await self._record(args=_event_args(self.ns, events)))
+        calls = event_calls(self.keys, events, self.cluster)
+        return sum(int(n) for n in await self._run(self._record, calls)) if calls else 0
 
     async def current_version(self) -> str | None:
-        v = await self.r.get(_key(self.ns, "current"))
+        v = await self.r.get(self.keys.current)
         return text(v) if v else None

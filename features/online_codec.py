@@ -7,7 +7,6 @@ describes the Redis key layout around it).
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -166,31 +165,3 @@ def parse_customer(
 
 def text(v: bytes | str) -> str:
     return v.decode("utf-8") if isinstance(v, bytes) else v
-
-
-class Codebooks:
-    """Codebooks by version, so the read script only sends one when the version changed.
-
-    ``latest`` is what the next read announces as cached; replies always carry their own
-    version, so concurrent readers (async) decode each reply with the right codebook.
-    """
-
-    def __init__(self) -> None:
-        self.latest: str | None = None
-        self.books: dict[str, dict[str, list[str]]] = {}
-
-    def update(
-        self, version: bytes | str | None, raw: bytes | str | None
-    ) -> tuple[str | None, dict[str, list[str]] | None]:
-        ver = text(version) if version else None
-        if ver is None:
-            return None, None
-        if raw:
-            self.books[ver] = json.loads(text(raw))
-            while len(self.books) > 8:
-                self.books.pop(next(iter(self.books)))
-            self.latest = ver
-        book = self.books.get(ver)
-        if book is None:
-            self.latest = None  # the next read asks for the codebook again
-        return ver, book

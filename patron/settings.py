@@ -24,7 +24,14 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "var",
         description="Where jobs write their outputs by default (imports, features, bundles).",
     )
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0")
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="One Redis node; with redis_cluster, any node of the cluster.",
+    )
+    redis_cluster: bool = Field(
+        default=False,
+        description="PATRON_REDIS_CLUSTER=1: the URL names a node of a Redis Cluster.",
+    )
     redis_namespace: str = Field(default="patron")
     mlflow_tracking_uri: str | None = Field(
         default=None,

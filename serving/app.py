@@ -65,7 +65,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder = ModelHolder(settings)
-        client = make_client(settings.redis_url, settings.redis_timeout_ms)
+        client = make_client(settings.redis_url, settings.redis_timeout_ms, settings.redis_cluster)
         gateway = OnlineGateway(
             client,
             factory(client, settings.redis_namespace),

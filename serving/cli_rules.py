@@ -94,12 +94,12 @@ def picks_export(
             raise UserError(str(exc)) from None
     read_online = None
     if redis_url is not None:
-        import redis
-
         from features.online import OnlineStore
+        from patron.redis_connect import connect
         from serving.export import RECENT_K
 
-        store = OnlineStore(redis.Redis.from_url(redis_url), get_settings().redis_namespace)
+        s = get_settings()
+        store = OnlineStore(connect(redis_url, s.redis_cluster), s.redis_namespace)
 
         def read_online(ids: list[str]) -> list:  # type: ignore[type-arg]
             return store.read_customers(ids, RECENT_K)

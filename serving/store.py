@@ -21,16 +21,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisClusterException, RedisError, ResponseError
 
 from features.online import CustomerOnline, PurchaseEvent
+from patron.redis_connect import connect_async
 from serving.errors import Unavailable
 
 log = logging.getLogger("patron.serving")
+# what a failing or unreachable store raises (RedisClusterException: e.g. no node covers a
+# slot during a failover; it is not a RedisError)
+_UNUSABLE = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 class AsyncStore(Protocol):
@@ -54,29 +57,30 @@ def default_store_factory(client: Any, namespace: str) -> AsyncStore:
     return AsyncOnlineStore(client, namespace=namespace)
 
 
-def make_client(url: str, timeout_ms: int) -> aioredis.Redis:
-    """An async pool that fails fast: socket and connect timeouts of timeout_ms, timeouts
-    never retried. A connection error is retried once, at once, on a fresh connection:
-    after a Redis restart every pooled connection is dead, and without the retry each one
-    failed its next command, answering degraded long after Redis was back."""
+def make_client(url: str, timeout_ms: int, cluster: bool = False) -> Any:
+    """An async pool (per node on a cluster) that fails fast: socket and connect timeouts of
+    timeout_ms, timeouts never retried. A connection error is retried once, at once, on a
+    fresh connection: after a Redis restart every pooled connection is dead, and without the
+    retry each one failed its next command, answering degraded long after Redis was back. On
+    a cluster the client also refreshes its slot map after such an error, which is how it
+    finds a promoted replica."""
     timeout = timeout_ms / 1000.0
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        retry_on_timeout=False,
-        health_check_interval=0,
-        max_connections=256,
-    )
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        "health_check_interval": 0,
+        "max_connections": 256,
+    }
+    if not cluster:
+        options["retry_on_timeout"] = False
+    return connect_async(url, cluster, **options)
 
 
 class OnlineGateway:
     """Reads and writes online features; tracks whether Redis is currently usable."""
 
-    def __init__(
-        self, client: aioredis.Redis, store: AsyncStore, timeout_ms: int, retry_s: float
-    ) -> None:
+    def __init__(self, client: Any, store: AsyncStore, timeout_ms: int, retry_s: float) -> None:
         self.client = client
         self.store = store
         self.timeout = timeout_ms / 1000.0
@@ -123,7 +127,7 @@ class OnlineGateway:
         try:
             async with asyncio.timeout(self.timeout * 2):  # no extra task, unlike wait_for
                 row = await self.store.read_customer(customer_id)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _UNUSABLE as exc:
             self._failed(exc)
             return None
         self._ok()
@@ -137,7 +141,7 @@ class OnlineGateway:
         try:
             async with asyncio.timeout(self.timeout * 10):
                 rows = await self.store.read_customers(customer_ids, spend=False)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _UNUSABLE as exc:
             self._failed(exc)
             return [None] * len(customer_ids)
         self._ok()
@@ -158,7 +162,7 @@ class OnlineGateway:
             why = "the online store is full (maxmemory)" if full else "the online store refused"
             log.warning("events not recorded: %s", why)
             raise Unavailable(f"{why}; events were not recorded, retry later") from None
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _UNUSABLE as exc:
             self._writes_down_until = time.monotonic() + self.retry_s
             why = f"redis unreachable: {type(exc).__name__}"
             log.warning("events not recorded: %s", why)
@@ -176,7 +180,7 @@ class OnlineGateway:
         try:
             async with asyncio.timeout(self.timeout * 2):
                 await self.client.ping()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _UNUSABLE as exc:
             self._failed(exc)
             return self.last_error
         self._ok()

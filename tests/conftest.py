@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from tests.services import RedisServer, redis_server
+from tests.services import RedisClusterServers, RedisServer, flush, redis_cluster, redis_server
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,17 +33,38 @@ def redis_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
         yield server
 
 
-@pytest.fixture
-def redis_url(redis_srv: RedisServer) -> Iterator[str]:
-    """URL of a real, empty redis-server (flushed before each test)."""
-    import redis
+@pytest.fixture(scope="session")
+def redis_cluster_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A real 3-primary, 3-replica Redis Cluster for the session (started on first use)."""
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+        yield cluster
 
-    if redis_srv.proc is None:  # a test stopped it; bring it back
-        redis_srv.start()
-    client = redis.Redis.from_url(redis_srv.url)
-    client.flushall()
-    client.close()
-    yield redis_srv.url
+
+# Tests of the online store and of serving run on both topologies: a module sets
+# ``pytestmark = BOTH_TOPOLOGIES`` or a conftest parametrizes ``redis_url`` with TOPOLOGIES.
+TOPOLOGIES = ("node", "cluster")
+BOTH_TOPOLOGIES = pytest.mark.parametrize("redis_url", TOPOLOGIES, indirect=True)
+
+
+def empty_redis(request: pytest.FixtureRequest, topology: str) -> str:
+    """URL of the session's server (``node``) or cluster (``cluster``), emptied."""
+    if topology == "cluster":
+        url = request.getfixturevalue("redis_cluster_srv").url
+    else:
+        srv: RedisServer = request.getfixturevalue("redis_srv")
+        if srv.proc is None:  # a test stopped it; bring it back
+            srv.start()
+        url = srv.url
+    flush(url)
+    return url
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """URL of a real, empty redis-server (flushed before each test), or of the real test
+    cluster when parametrized with "cluster" (tests connect with tests.services.redis_client
+    and pass tests.services.redis_env to processes)."""
+    return empty_redis(request, getattr(request, "param", "node"))
 
 
 @pytest.fixture

@@ -7,14 +7,16 @@ Without ``PATRON_REQUIRE_SERVICES=1`` a missing service skips the tests that nee
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +33,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free port below 55536 whose cluster bus port (+10000) is free too."""
+    for _ in range(200):
+        port = random.randint(20_000, 45_000)
+        try:
+            for p in (port, port + 10_000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def wait_port(port: int, timeout: float = 15.0) -> bool:
@@ -51,6 +67,7 @@ class RedisServer:
     port: int
     workdir: Path
     proc: subprocess.Popen[bytes] | None = None
+    extra: list[str] = field(default_factory=list)  # more redis-server options
 
     @property
     def url(self) -> str:
@@ -73,6 +90,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -112,3 +130,120 @@ def postgres_dsn() -> str | None:
     except Exception:
         return None
     return url
+
+
+CLUSTER_URLS: set[str] = set()  # URLs of the clusters tests started
+
+
+def is_cluster_url(url: str) -> bool:
+    return url in CLUSTER_URLS
+
+
+def redis_client(url: str) -> Any:
+    """A sync client for a test server: RedisCluster for a test cluster's URL."""
+    from patron.redis_connect import connect
+
+    return connect(url, is_cluster_url(url))
+
+
+def redis_env(url: str) -> dict[str, str]:
+    """The environment that points a patron process at this server or cluster."""
+    return {"PATRON_REDIS_URL": url, "PATRON_REDIS_CLUSTER": "1" if is_cluster_url(url) else "0"}
+
+
+def flush(url: str) -> None:
+    """Empty a test server, or every primary of a test cluster."""
+    client = redis_client(url)
+    client.flushall()
+    client.close()
+
+
+@dataclass
+class RedisClusterServers:
+    """A real Redis Cluster on free loopback ports: ``masters`` primaries with one replica
+    each, from ``redis-server --cluster-enabled yes`` processes joined by
+    ``redis-cli --cluster create``. ``kill(port)`` injects a node failure."""
+
+    workdir: Path
+    masters: int = 3
+    node_timeout_ms: int = 2_000
+    nodes: dict[int, RedisServer] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{next(iter(self.nodes))}/0"
+
+    def start(self) -> None:
+        exe, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if exe is None or cli is None:
+            missing("redis-server/redis-cli are not on PATH (apt-get install redis-server)")
+        for _ in range(self.masters * 2):
+            port = free_cluster_port()
+            node = RedisServer(port, self.workdir / str(port))
+            node.workdir.mkdir(parents=True, exist_ok=True)
+            node.extra = [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(node.workdir / "nodes.conf"),
+                "--cluster-node-timeout", str(self.node_timeout_ms),
+            ]  # fmt: skip
+            node.start()
+            self.nodes[port] = node
+        nodes = [f"127.0.0.1:{p}" for p in self.nodes]
+        create = subprocess.run(
+            [str(cli), "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if create.returncode != 0:
+            self.stop()
+            pytest.fail(f"redis-cli --cluster create failed: {create.stdout[-800:]}")
+        if not self.wait_ok(30.0):
+            self.stop()
+            pytest.fail("the test cluster did not reach cluster_state:ok")
+        CLUSTER_URLS.add(self.url)
+
+    def info(self, port: int, what: str = "cluster info") -> str:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(port), *what.split()], capture_output=True, text=True, timeout=5
+        )
+        return out.stdout
+
+    def wait_ok(self, timeout: float) -> bool:
+        """Every running node reports cluster_state:ok and knows every slot."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = [self.info(p) for p, n in self.nodes.items() if n.proc is not None]
+            if all("cluster_state:ok" in s and "cluster_slots_ok:16384" in s for s in states):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def primaries(self) -> list[int]:
+        """Ports of the running nodes that are masters now."""
+        return [
+            p
+            for p, n in self.nodes.items()
+            if n.proc is not None and "role:master" in self.info(p, "info replication")
+        ]
+
+    def kill(self, port: int) -> None:
+        proc = self.nodes[port].proc
+        if proc is not None:
+            proc.kill()
+            proc.wait(5)
+            self.nodes[port].proc = None
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+
+@contextmanager
+def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[RedisClusterServers]:
+    cluster = RedisClusterServers(workdir, masters)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

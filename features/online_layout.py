@@ -1,0 +1,114 @@
+"""Where the online store's keys live: one layout for a single Redis node and Redis Cluster.
+
+Every customer belongs to one of ``SHARDS`` shards (``crc32(customer_id) % SHARDS``, fixed for a
+namespace). All keys one customer's read or event touches carry the shard as a hash tag
+(``{ns}:{<shard>}:...``), so they sit in one cluster slot and one Lua script reads them in one
+round trip on one node:
+
+  {ns}:{s}:current              -> hash: ver, buckets, codebook of the version shard s serves
+                                   (the version pointer, one copy per shard)
+  {ns}:{s}:v:{ver}:c:{b}        -> hash bucket b (b % SHARDS == s): customer_id -> packed row
+  {ns}:{s}:rt:recent:{cid}      -> sorted set item_id -> unix ts, capped, expiring
+  {ns}:{s}:rt:spend:{cid}       -> hash version -> spend recorded since that version's build
+  {ns}:{s}:rt:event:{event_id}  -> "1" while an event id counts as applied for this customer
+
+and keys nothing reads per request:
+
+  {ns}:current                  -> id of the newest published version (set after every shard)
+  {ns}:v:{ver}:meta             -> hash: buckets, customers, items, created_at, codebook (JSON)
+  {ns}:v:{ver}:items            -> hash item_id -> "in_stock(0/1)|min_tier"
+
+A version has ``buckets`` buckets, a multiple of ``SHARDS`` (about 48 customers each, so they
+stay listpack-encoded), and a customer's bucket is ``crc32(customer_id) % buckets``: since
+``buckets`` is a multiple of ``SHARDS``, the bucket's shard is the customer's shard.
+docs/loyalty.md explains why a reader never mixes two versions for one customer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from redis.crc import key_slot
+
+from features.online_codec import bucket_of
+
+SHARDS = 1024  # hash tags per namespace; changing it needs a new namespace
+PER_BUCKET = 48
+
+
+def is_cluster(client: Any) -> bool:
+    """True for redis-py's RedisCluster clients (sync or asyncio)."""
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster | AsyncRedisCluster)
+
+
+def bucket_count(customers: int) -> int:
+    """Buckets of a version with this many customers: a multiple of SHARDS."""
+    return SHARDS * max(1, math.ceil(customers / (PER_BUCKET * SHARDS)))
+
+
+class Layout:
+    """Key names of one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        self.ns = namespace
+        # the cluster slot of each shard's keys (the tag decides it)
+        self.slots = [key_slot(self.pointer(s).encode()) for s in range(SHARDS)]
+
+    @staticmethod
+    def shard(customer_id: str) -> int:
+        return bucket_of(customer_id) % SHARDS
+
+    def _tag(self, shard: int) -> str:
+        return f"{self.ns}:{{{shard}}}"
+
+    def pointer(self, shard: int) -> str:
+        return f"{self._tag(shard)}:current"
+
+    def bucket(self, version: str, bucket: int) -> str:
+        return f"{self._tag(bucket % SHARDS)}:v:{version}:c:{bucket}"
+
+    def customer_bucket(self, version: str, buckets: int, customer_id: str) -> str:
+        return self.bucket(version, bucket_of(customer_id) % buckets)
+
+    def recent(self, customer_id: str) -> str:
+        return f"{self._tag(self.shard(customer_id))}:rt:recent:{customer_id}"
+
+    def spend(self, customer_id: str) -> str:
+        return f"{self._tag(self.shard(customer_id))}:rt:spend:{customer_id}"
+
+    def event(self, customer_id: str, event_id: str) -> str:
+        return f"{self._tag(self.shard(customer_id))}:rt:event:{event_id}"
+
+    @property
+    def current(self) -> str:
+        return f"{self.ns}:current"
+
+    def meta(self, version: str) -> str:
+        return f"{self.ns}:v:{version}:meta"
+
+    def items(self, version: str) -> str:
+        return f"{self.ns}:v:{version}:items"
+
+    def version_keys(self, version: str, buckets: int) -> list[str]:
+        """Every key of one version (meta, items, buckets), for expiry or deletion."""
+        keys = [self.meta(version), self.items(version)]
+        return keys + [self.bucket(version, b) for b in range(buckets)]
+
+
+def group_by_slot(
+    layout: Layout, customer_ids: Sequence[str], cluster: bool
+) -> Iterable[list[int]]:
+    """Positions of ``customer_ids`` grouped so one script call touches one cluster slot
+    (one group on a single node: the whole batch in one call)."""
+    if not cluster:
+        return [list(range(len(customer_ids)))] if customer_ids else []
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, cid in enumerate(customer_ids):
+        groups[layout.slots[layout.shard(cid)]].append(i)
+    return groups.values()
