@@ -15,6 +15,7 @@ from features.customers import COLUMNS
 from features.schemas import EVENTS
 from features.segments import SEGMENTS
 from patron.cli import app
+from tests.services import redis_client
 
 START = datetime(2023, 1, 1, tzinfo=UTC)
 
@@ -217,11 +218,10 @@ def test_publish_cli(built: tuple[Path, dict[str, object]], redis_url: str) -> N
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["customers"] == 400 and out["items"] == 60
-    import redis
 
     from features.online import OnlineStore
 
-    store = OnlineStore(redis.Redis.from_url(redis_url), namespace="patron")
+    store = OnlineStore(redis_client(redis_url), namespace="patron")
     row = pl.read_parquet(d / "out" / "customers.parquet").row(0, named=True)
     c = store.read_customer(row["customer_id"])
     assert c.known and c.tier == row["tier"] and c.segment == row["segment"]

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import redis
 from typer.testing import CliRunner
 
 from features.online import OnlineStore, PurchaseEvent
@@ -18,6 +17,7 @@ from serving.cli_rules import picks_app
 from serving.export import export_picks
 from serving.model import LoadedModel, load_model
 from serving.rules.loader import LoadedRules, fallback_only, load_rules
+from tests.services import redis_client
 from tests.serving.helpers import customer_id, customers_frame, item_id, items_frame, make_bundle
 
 NS = "picks-test"
@@ -140,7 +140,7 @@ def test_no_rules_baseline_differs_but_keeps_consent(
 # ------------------------------------------------------------------ export == API
 @pytest.fixture
 def online(redis_url: str) -> Iterator[OnlineStore]:
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     store = OnlineStore(client, namespace=NS)
     store.publish(_customers(), items_frame(240))
     now = datetime.now(UTC)

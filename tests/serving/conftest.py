@@ -6,13 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from patron.bundle import write_bundle
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.services import RedisServer
+from tests.conftest import TOPOLOGIES, empty_redis
+from tests.services import is_cluster_url, redis_client
 from tests.serving.helpers import (
     customers_frame,
     items_frame,
@@ -24,6 +24,16 @@ from tests.serving.helpers import (
 ADMIN_KEY = "test-admin-key-123"
 NS = "patrontest"
 MECHANICS_RULES = Path(__file__).with_name("rules_mechanics.yaml")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every serving test that talks to Redis runs on one node and on the test cluster
+    (``single_node`` tests inject faults into the one server and run on it alone)."""
+    kinds = ["node"] if metafunc.definition.get_closest_marker("single_node") else TOPOLOGIES
+    if "redis_url" in metafunc.fixturenames:
+        metafunc.parametrize("redis_url", kinds, indirect=True)
+    if "shared_redis" in metafunc.fixturenames:
+        metafunc.parametrize("shared_redis", kinds, indirect=True, scope="module")
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +82,7 @@ CUSTOMERS = [
 
 def publish_features(redis_url: str) -> None:
     """The test customers' and items' online features, published as a new version."""
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     sync_store(client, NS).publish(customers_frame(CUSTOMERS), items_frame(240))
     client.close()
 
@@ -87,6 +97,7 @@ def settings_for(bundle: Path, redis_url: str, **kw: object) -> ServingSettings:
     base: dict[str, object] = {
         "bundle": bundle,
         "redis_url": redis_url,
+        "redis_cluster": is_cluster_url(redis_url),
         "redis_namespace": NS,
         "admin_api_key": ADMIN_KEY,
         "env": "test",
@@ -116,17 +127,15 @@ def live_bundle(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def shared_live_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shared_live_bundle(tmp_path_factory: pytest.TempPathFactory, shared_redis: str) -> Path:
+    """A bundle folder for the module's server; one per topology (tests move it to v2)."""
     return _live_bundle(tmp_path_factory.mktemp("live"))
 
 
 @pytest.fixture(scope="module")
-def shared_redis(redis_srv: RedisServer) -> str:
-    """Customers published once for the module's server (tests add their own events)."""
-    if redis_srv.proc is None:
-        redis_srv.start()
-    client = redis.Redis.from_url(redis_srv.url)
-    client.flushall()
-    sync_store(client, NS).publish(customers_frame(CUSTOMERS), items_frame(240))
-    client.close()
-    return redis_srv.url
+def shared_redis(request: pytest.FixtureRequest) -> str:
+    """Customers published once for the module's server or cluster (tests add their own
+    events)."""
+    url = empty_redis(request, getattr(request, "param", "node"))
+    publish_features(url)
+    return url

@@ -17,7 +17,7 @@ import yaml
 
 from patron.bundle import write_bundle
 from serving.rules.loader import DEFAULT_RULES_FILE
-from tests.services import free_port
+from tests.services import free_port, redis_env
 from tests.serving.conftest import ADMIN_KEY, NS
 from tests.serving.helpers import make_bundle_data
 from tests.serving.test_uvicorn import start_server, wait_ready
@@ -31,7 +31,7 @@ def _serve(bundle: Path, redis_url: str, workers: int) -> tuple[str, subprocess.
     port = free_port()
     env = {
         "PATRON_BUNDLE": str(bundle),
-        "PATRON_REDIS_URL": redis_url,
+        **redis_env(redis_url),
         "PATRON_REDIS_NAMESPACE": NS,
         "PATRON_ADMIN_API_KEY": ADMIN_KEY,
         "PATRON_RULES_FILE": str(DEFAULT_RULES_FILE),

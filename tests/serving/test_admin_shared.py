@@ -10,15 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import redis
-import redis.asyncio as aioredis
 import yaml
 from fastapi.testclient import TestClient
 
+from patron.redis_connect import connect_async
 from serving.admin_state import AdminState, ModelPin
 from serving.app import create_app
 from serving.rules.loader import DEFAULT_RULES_FILE
-from tests.services import RedisServer, free_port
+from tests.services import RedisServer, free_port, is_cluster_url, redis_client
 from tests.serving.conftest import ADMIN_KEY, NS, publish_features, settings_for
 
 pytestmark = pytest.mark.redis
@@ -45,7 +44,7 @@ def _until(cond: Callable[[], bool], timeout: float = 5.0) -> float:
 
 def test_change_writes_once_and_logs_who_when_what(redis_url: str) -> None:
     async def run() -> None:
-        client = aioredis.Redis.from_url(redis_url)
+        client = connect_async(redis_url, is_cluster_url(redis_url))
         st = AdminState(client, NS)
         assert await st.epoch() == 0
         assert await st.change("rules", "{}", "a+1", "seed", only_if_absent=True) == 1
@@ -162,7 +161,7 @@ def test_rules_the_model_cannot_serve_are_refused_by_the_adopting_worker(
     parse are refused with one ERROR line, and its current rules stay."""
     with _app(bundle_dir, published) as a:
         before = a.get("/admin/rules", headers=KEY).json()["version"]
-        r = redis.Redis.from_url(published)
+        r = redis_client(published)
         key = f"{NS}:{{admin}}:state"
         r.hset(
             key, mapping={"rules": '{"version": "future", "new_kind": 1}', "rules_version": "f+1"}

@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
+from tests.services import redis_client
 from tests.serving.conftest import NS
 
 NOW = datetime.now(UTC)
@@ -20,7 +20,7 @@ def _event(**kw: object) -> dict[str, object]:
 
 
 def _realtime_keys(redis_url: str) -> list[bytes]:
-    r = redis.Redis.from_url(redis_url)
+    r = redis_client(redis_url)
     try:
         return sorted(r.scan_iter(match=f"{NS}:rt:*"))
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.services import free_port
+from tests.services import free_port, redis_env
 from tests.serving.conftest import NS
 from tests.serving.test_uvicorn import start_server, wait_ready
 
@@ -27,7 +27,7 @@ def server(live_bundle: Path, published: str) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = {
         "PATRON_BUNDLE": str(live_bundle),
-        "PATRON_REDIS_URL": published,
+        **redis_env(published),
         "PATRON_REDIS_NAMESPACE": NS,
         "PATRON_ENV": "dev",
         "PATRON_HEADER_TIMEOUT_S": str(TIMEOUT_S),

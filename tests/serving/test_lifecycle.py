@@ -60,6 +60,7 @@ def test_assignment_does_not_depend_on_the_process() -> None:
     assert out == ",".join(f"{bucket(f'c{i}'):.12f}" for i in range(20))
 
 
+@pytest.mark.single_node
 def test_degraded_when_redis_stops_and_recovers(
     bundle_dir: Path, published: str, redis_srv: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from tests.services import free_port
+from tests.services import free_port, redis_client
 from tests.serving.conftest import ADMIN_KEY, NS, settings_for
 from tests.serving.helpers import make_bundle
 
@@ -85,7 +84,7 @@ def test_serve_reload_and_fall_back_to_cache(
     with TestClient(create_app(s2)) as c:  # the pinned version 2 is cached: no registry needed
         assert c.get("/readyz").json() == {"ready": True, "model_version": "2", "reasons": []}
     # without a pin (the shared admin state lost), the alias's cached bundle serves
-    redis.Redis.from_url(published).delete(f"{NS}:{{admin}}:state")
+    redis_client(published).delete(f"{NS}:{{admin}}:state")
     with TestClient(create_app(s2)) as c:
         ready = c.get("/readyz")
         assert ready.status_code == 200

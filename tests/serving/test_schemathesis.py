@@ -7,14 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.services import RedisServer
+from tests.services import RedisServer, redis_client
 from tests.serving.conftest import CUSTOMERS, NS
 from tests.serving.helpers import customers_frame, items_frame, make_bundle, sync_store
 from tests.serving.test_uvicorn import _serve
@@ -25,7 +24,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, redis_srv: RedisServer) -
     if redis_srv.proc is None:
         redis_srv.start()
     bundle = make_bundle(Path(tmp_path_factory.mktemp("st")) / "bundle")
-    client = redis.Redis.from_url(redis_srv.url)
+    client = redis_client(redis_srv.url)
     client.flushall()
     sync_store(client, NS).publish(customers_frame(CUSTOMERS), items_frame(240))
     client.close()

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import redis
+import pytest
 from fastapi.testclient import TestClient
 
+from tests.services import redis_client
 
+
+@pytest.mark.single_node
 def test_a_full_redis_refuses_events_without_degrading_reads(
     client: TestClient, published: str
 ) -> None:
-    r = redis.Redis.from_url(published)
+    r = redis_client(published)
     before = r.config_get("maxmemory")["maxmemory"], r.config_get("maxmemory-policy")
     ev = {"customer_id": "c00002", "item_id": "i0001", "ts": datetime.now(UTC).isoformat()}
     try:

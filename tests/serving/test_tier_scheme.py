@@ -7,12 +7,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import redis
 import yaml
 from fastapi.testclient import TestClient
 
 from patron.bundle import write_bundle
 from serving.app import create_app
+from tests.services import redis_client
 from tests.serving.conftest import ADMIN_KEY
 from tests.serving.helpers import (
     customer_id,
@@ -78,7 +78,7 @@ def published_tiers(redis_url: str) -> str:
         {"customer_id": customer_id(u), "tier": TIERS[u % 3], "segment": "regular"}
         for u in range(30)
     ]
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     sync_store(client, "tiers").publish(customers_frame(rows), items_frame(240))
     client.close()
     return redis_url

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from patron.bundle import write_bundle
-from tests.services import free_port
+from tests.services import free_port, redis_env
 from tests.serving.conftest import ADMIN_KEY, NS
 from tests.serving.helpers import make_bundle_data
 
@@ -57,7 +57,7 @@ def _serve(live_bundle: Path, redis_url: str, poll_s: float) -> Iterator[str]:
     proc = start_server(
         {
             "PATRON_BUNDLE": str(live_bundle),
-            "PATRON_REDIS_URL": redis_url,
+            **redis_env(redis_url),
             "PATRON_REDIS_NAMESPACE": NS,
             "PATRON_ADMIN_API_KEY": ADMIN_KEY,
             "PATRON_ENV": "test",

@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.services import free_port
+from tests.services import free_port, redis_env
 from tests.serving.conftest import NS
 from tests.serving.test_uvicorn import start_server, wait_ready
 
@@ -22,7 +22,7 @@ from tests.serving.test_uvicorn import start_server, wait_ready
 def _serve(bundle: Path, redis_url: str, port: int) -> subprocess.Popen[bytes]:
     env = {
         "PATRON_BUNDLE": str(bundle),
-        "PATRON_REDIS_URL": redis_url,
+        **redis_env(redis_url),
         "PATRON_REDIS_NAMESPACE": NS,
         "PATRON_ENV": "dev",
     }
