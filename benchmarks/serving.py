@@ -154,6 +154,116 @@ async def fixed_rate(
 
 
 # ----------------------------------------------------------------------------- main
+def serve_and_measure(
+    args: argparse.Namespace, bundle: Path, url: str, topology: str, use_wrk: bool
+) -> dict[str, object]:
+    """Publish to the Redis at ``url``, start ``patron serve``, measure throughput pairs and
+    fixed-rate latency against it."""
+    from tests.services import free_port, redis_env, wait_port
+
+    result: dict[str, object] = {"topology": topology}
+    log(f"publishing customers to redis ({topology})")
+    result.update(publish(url, args.customers, args.items, "bench"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PATRON_BUNDLE": str(bundle),
+        **redis_env(url),
+        "PATRON_REDIS_NAMESPACE": "bench",
+        "PATRON_ADMIN_ROUTES": "false",
+        "PATRON_ENV": "prod",
+        "PATRON_HNSW_EF_SEARCH": str(args.ef_search),
+    }
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "patron",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "info",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        started = 0
+        assert proc.stderr is not None
+        while started < args.workers:
+            line = proc.stderr.readline()
+            if not line:
+                raise SystemExit("server exited during start-up")
+            started += "Application startup complete" in line
+        result["ready_s"] = round(time.perf_counter() - t0, 2)
+        wait_port(port)
+        # drain the log pipe so the server never blocks on it
+        import threading
+
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        log(f"both workers ready in {result['ready_s']}s")
+
+        async def warm() -> None:
+            await closed_loop_py(port, lambda: rec_path(args.customers), 2, 8)
+
+        asyncio.run(warm())
+
+        def closed_loop(kind: str) -> dict[str, float]:
+            if use_wrk:
+                path = "/healthz" if kind == "healthz" else None
+                return closed_loop_wrk(port, path, args.customers, args.duration, args.connections)
+            fn = (lambda: "/healthz") if kind == "healthz" else (lambda: rec_path(args.customers))
+            return asyncio.run(closed_loop_py(port, fn, args.duration, args.connections))
+
+        # paired runs, back to back, the order alternating: this shared machine's speed
+        # drifts by up to 2x within minutes, so each pair's ratio is measured under the
+        # same conditions and the headline ratio is the median of the pairs' ratios
+        health, recs = [], []
+        for rep in range(args.repeats):
+            order = ("healthz", "recs") if rep % 2 == 0 else ("recs", "healthz")
+            got = {kind: closed_loop(kind) for kind in order}
+            health.append(got["healthz"])
+            recs.append(got["recs"])
+            log(
+                f"pair {rep + 1}: healthz {health[-1]['rps']:.0f} rps, "
+                f"recommendations {recs[-1]['rps']:.0f} rps, "
+                f"ratio {recs[-1]['rps'] / health[-1]['rps']:.3f}"
+            )
+        h = float(np.median([x["rps"] for x in health]))
+        r = float(np.median([x["rps"] for x in recs]))
+        pairs = [b["rps"] / a["rps"] for a, b in zip(health, recs, strict=True)]
+        result.update(
+            healthz_rps=round(h),
+            recommendations_rps=round(r),
+            ratio=round(float(np.median(pairs)), 3),
+            ratio_of_medians=round(r / h, 3),
+            pair_ratios=[round(x, 3) for x in pairs],
+            throughput_errors=int(sum(x["errors"] for x in health + recs)),
+        )
+        runs = [
+            asyncio.run(fixed_rate(port, args.customers, args.rate, args.rate_duration, 64))
+            for _ in range(args.repeats)
+        ]
+        for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
+            result[f"fixed_{int(args.rate)}rps_{k}"] = round(
+                float(np.median([x[k] for x in runs])), 2
+            )
+        result["fixed_rate_errors"] = int(sum(x["errors"] for x in runs))
+        result["fixed_rate_degraded"] = int(sum(x["degraded"] for x in runs))
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--items", type=int, default=100_000)
@@ -175,6 +285,9 @@ def main() -> None:
         default=64,
         help="precomputed ALS neighbours per customer in the bundle (0 = FAISS per request)",
     )
+    ap.add_argument(
+        "--redis-cluster", action="store_true", help="also against a real 3+3 Redis Cluster"
+    )
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     ap.add_argument("--purchases", type=int, default=20, help="training purchases per customer")
     ap.add_argument(
@@ -182,7 +295,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from tests.services import free_port, redis_server, wait_port
+    from tests.services import redis_cluster, redis_server
 
     bundle = args.workdir / (
         f"bundle-{args.items}-{args.customers}-{args.dim}-c{args.candidate_depth}-ef{args.ef_search}"
@@ -218,111 +331,14 @@ def main() -> None:
     }
     (args.workdir / "redis").mkdir(parents=True, exist_ok=True)
     with redis_server(args.workdir / "redis") as rs:
-        log("publishing customers to redis")
-        result.update(publish(rs.url, args.customers, args.items, "bench"))
-        port = free_port()
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "PATRON_BUNDLE": str(bundle),
-            "PATRON_REDIS_URL": rs.url,
-            "PATRON_REDIS_NAMESPACE": "bench",
-            "PATRON_ADMIN_ROUTES": "false",
-            "PATRON_ENV": "prod",
-            "PATRON_HNSW_EF_SEARCH": str(args.ef_search),
-        }
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "patron",
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-                "--log-level",
-                "info",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            started = 0
-            assert proc.stderr is not None
-            while started < args.workers:
-                line = proc.stderr.readline()
-                if not line:
-                    raise SystemExit("server exited during start-up")
-                started += "Application startup complete" in line
-            result["ready_s"] = round(time.perf_counter() - t0, 2)
-            wait_port(port)
-            # drain the log pipe so the server never blocks on it
-            import threading
-
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            log(f"both workers ready in {result['ready_s']}s")
-
-            async def warm() -> None:
-                await closed_loop_py(port, lambda: rec_path(args.customers), 2, 8)
-
-            asyncio.run(warm())
-
-            def closed_loop(kind: str) -> dict[str, float]:
-                if use_wrk:
-                    path = "/healthz" if kind == "healthz" else None
-                    return closed_loop_wrk(
-                        port, path, args.customers, args.duration, args.connections
-                    )
-                fn = (
-                    (lambda: "/healthz")
-                    if kind == "healthz"
-                    else (lambda: rec_path(args.customers))
-                )
-                return asyncio.run(closed_loop_py(port, fn, args.duration, args.connections))
-
-            # paired runs, back to back, the order alternating: this shared machine's speed
-            # drifts by up to 2x within minutes, so each pair's ratio is measured under the
-            # same conditions and the headline ratio is the median of the pairs' ratios
-            health, recs = [], []
-            for rep in range(args.repeats):
-                order = ("healthz", "recs") if rep % 2 == 0 else ("recs", "healthz")
-                got = {kind: closed_loop(kind) for kind in order}
-                health.append(got["healthz"])
-                recs.append(got["recs"])
-                log(
-                    f"pair {rep + 1}: healthz {health[-1]['rps']:.0f} rps, "
-                    f"recommendations {recs[-1]['rps']:.0f} rps, "
-                    f"ratio {recs[-1]['rps'] / health[-1]['rps']:.3f}"
-                )
-            h = float(np.median([x["rps"] for x in health]))
-            r = float(np.median([x["rps"] for x in recs]))
-            pairs = [b["rps"] / a["rps"] for a, b in zip(health, recs, strict=True)]
-            result.update(
-                healthz_rps=round(h),
-                recommendations_rps=round(r),
-                ratio=round(float(np.median(pairs)), 3),
-                ratio_of_medians=round(r / h, 3),
-                pair_ratios=[round(x, 3) for x in pairs],
-                throughput_errors=int(sum(x["errors"] for x in health + recs)),
-            )
-            runs = [
-                asyncio.run(fixed_rate(port, args.customers, args.rate, args.rate_duration, 64))
-                for _ in range(args.repeats)
-            ]
-            for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
-                result[f"fixed_{int(args.rate)}rps_{k}"] = round(
-                    float(np.median([x[k] for x in runs])), 2
-                )
-            result["fixed_rate_errors"] = int(sum(x["errors"] for x in runs))
-            result["fixed_rate_degraded"] = int(sum(x["degraded"] for x in runs))
-        finally:
-            proc.terminate()
-            proc.wait(20)
+        result.update(serve_and_measure(args, bundle, rs.url, "node", bool(use_wrk)))
+    if args.redis_cluster:
+        # the same server on a 3-primary, 3-replica cluster, in the same run: the ratio
+        # to /healthz against the single node's says what the cluster client costs
+        with tempfile.TemporaryDirectory() as tmp, redis_cluster(Path(tmp)) as cluster:
+            on = serve_and_measure(args, bundle, cluster.url, "cluster", bool(use_wrk))
+        result["cluster"] = on
+        result["cluster_ratio_to_node"] = round(float(on["ratio"]) / float(result["ratio"]), 3)  # type: ignore[arg-type]
     result["loadavg_at_end"] = os.getloadavg()[0]
     result["targets"] = {
         "ratio>=0.5": result["ratio"] >= 0.5,  # type: ignore[operator]

@@ -41,7 +41,6 @@ from features.online_scripts import (
     RECORD_LUA,
     Call,
     ReadPlanner,
-    ReadSteps,
     event_calls,
 )
 
@@ -74,16 +73,6 @@ class PublishReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _drive(steps: ReadSteps, run: Any) -> list[CustomerOnline]:
-    """Run a read's steps with a sync ``run(calls) -> replies``."""
-    calls = next(steps)
-    while True:
-        try:
-            calls = steps.send(run(calls))
-        except StopIteration as done:
-            return list(done.value)
-
-
 def _raise_first(replies: list[Any]) -> list[Any]:
     for r in replies:
         if isinstance(r, Exception):
@@ -92,17 +81,22 @@ def _raise_first(replies: list[Any]) -> list[Any]:
 
 
 def _summed_memory(info: dict[str, Any]) -> int:
-    """used_memory of one node, or summed over a cluster's primaries (one dict per node)."""
-    if "used_memory" in info:
-        return int(info["used_memory"])
-    return sum(int(node["used_memory"]) for node in info.values())
+    """Memory the data takes on one node, or summed over a cluster's primaries (one INFO
+    dict per node): used_memory less the replication buffers (a primary's backlog and output
+    buffers for its replicas fill while a publish streams to them; they are not data)."""
+    nodes = [info] if "used_memory" in info else list(info.values())
+    return sum(
+        int(n["used_memory"])
+        - int(n.get("mem_replication_backlog", 0))
+        - int(n.get("mem_clients_slaves", 0))
+        for n in nodes
+    )
 
 
-class OnlineStore:
-    """Sync access (``redis.Redis`` or ``redis.cluster.RedisCluster``): publish jobs, tests,
-    batch picks."""
+class _Scripts:
+    """The client, its scripts (flagged for a cluster) and how calls are routed."""
 
-    def __init__(self, client: Any, namespace: str = "patron") -> None:
+    def __init__(self, client: Any, namespace: str) -> None:
         self.r = client
         self.ns = namespace
         self.keys = Layout(namespace)
@@ -110,6 +104,14 @@ class OnlineStore:
         self._read = client.register_script(READ_LUA)
         self._record = client.register_script(RECORD_LUA)
         self._planner = ReadPlanner(self.keys, self.cluster)
+
+
+class OnlineStore(_Scripts):
+    """Sync access (``redis.Redis`` or ``redis.cluster.RedisCluster``): publish jobs, tests,
+    batch picks."""
+
+    def __init__(self, client: Any, namespace: str = "patron") -> None:
+        super().__init__(client, namespace)
 
     def _pipeline(self) -> Any:
         return self.r.pipeline() if self.cluster else self.r.pipeline(transaction=False)
@@ -254,27 +256,32 @@ class OnlineStore:
     def read_customers(
         self, customer_ids: Sequence[str], recent_k: int = 20
     ) -> list[CustomerOnline]:
-        """All customers: one EVALSHA on a single node, one per slot pipelined per node on a
-        cluster (features, real-time keys, each customer's version checked atomically)."""
+        """All customers: one EVALSHA on a single node, one per node on a cluster (features,
+        real-time keys, each customer's version checked atomically)."""
         if not customer_ids:
             return []
-        return _drive(self._planner.steps(customer_ids, recent_k, True), self._calls(self._read))
+        steps = self._planner.steps(customer_ids, recent_k, True)
+        calls = next(steps)
+        while True:
+            try:
+                calls = steps.send(self._run(self._read, calls))
+            except StopIteration as done:
+                return list(done.value)
 
-    def _calls(self, script: Any) -> Any:
-        def run(calls: list[Call]) -> list[Any]:
-            if len(calls) == 1:
-                return [script(keys=calls[0].keys, args=calls[0].args)]
-            for _ in range(2):
-                pipe = self._pipeline()
-                for c in calls:
-                    pipe.execute_command("EVALSHA", script.sha, len(c.keys), *c.keys, *c.args)
-                replies = pipe.execute(raise_on_error=False)
-                if not any(isinstance(r, NoScriptError) for r in replies):
-                    break
-                self.r.script_load(script.script)  # e.g. a replica promoted since
-            return _raise_first(replies)
-
-        return run
+    def _run(self, script: Any, calls: list[Call]) -> list[Any]:
+        """Every call's reply: one EVALSHA, or a pipeline (per node on a cluster); a node
+        that lost its scripts (a restart, a promoted replica) gets them again."""
+        if len(calls) == 1:
+            return [script(keys=calls[0].keys, args=calls[0].args)]
+        for _ in range(2):
+            pipe = self._pipeline()
+            for c in calls:
+                pipe.execute_command("EVALSHA", script.sha, len(c.keys), *c.keys, *c.args)
+            replies = pipe.execute(raise_on_error=False)
+            if not any(isinstance(r, NoScriptError) for r in replies):
+                break
+            self.r.script_load(script.script)  # every primary on a cluster
+        return _raise_first(replies)
 
     def read_item_flags(self) -> pl.DataFrame:
         """item_id, in_stock, min_tier of the current version (serving caches it)."""
@@ -300,22 +307,17 @@ class OnlineStore:
         returns how many were applied (an event whose ``event_id`` was applied before is not
         applied again)."""
         calls = event_calls(self.keys, events, self.cluster)
-        return sum(int(n) for n in self._calls(self._record)(calls)) if calls else 0
+        return sum(int(n) for n in self._run(self._record, calls)) if calls else 0
 
 
-class AsyncOnlineStore:
+class AsyncOnlineStore(_Scripts):
     """The same over redis.asyncio (``Redis`` or ``RedisCluster``) for the API."""
 
     def __init__(self, client: Any, namespace: str = "patron") -> None:
-        self.r = client
-        self.ns = namespace
-        self.keys = Layout(namespace)
-        self.cluster = is_cluster(client)
-        self._read = client.register_script(READ_LUA)
-        self._record = client.register_script(RECORD_LUA)
-        self._planner = ReadPlanner(self.keys, self.cluster)
+        super().__init__(client, namespace)
 
     async def _run(self, script: Any, calls: list[Call]) -> list[Any]:
+        """Every call's reply: one EVALSHA, or a pipeline (per node on a cluster)."""
         if len(calls) == 1:
             return [await script(keys=calls[0].keys, args=calls[0].args)]
         for _ in range(2):

@@ -56,19 +56,38 @@ class Layout:
     """Key names of one namespace."""
 
     def __init__(self, namespace: str) -> None:
+        if not namespace or "{" in namespace or "}" in namespace:
+            raise ValueError(f"a namespace is non-empty and has no braces, got {namespace!r}")
         self.ns = namespace
+        self.tags = [f"{namespace}:{{{s}}}" for s in range(SHARDS)]
+        self.pointers = [f"{tag}:current" for tag in self.tags]
         # the cluster slot of each shard's keys (the tag decides it)
-        self.slots = [key_slot(self.pointer(s).encode()) for s in range(SHARDS)]
+        self.slots = [key_slot(p.encode()) for p in self.pointers]
 
     @staticmethod
     def shard(customer_id: str) -> int:
         return bucket_of(customer_id) % SHARDS
 
     def _tag(self, shard: int) -> str:
-        return f"{self.ns}:{{{shard}}}"
+        return self.tags[shard]
 
     def pointer(self, shard: int) -> str:
-        return f"{self._tag(shard)}:current"
+        return self.pointers[shard]
+
+    def read_keys(
+        self, customer_id: str, version: str | None, buckets: int, spend: bool
+    ) -> tuple[int, list[str]]:
+        """The slot and keys of one customer's read: shard pointer, bucket of ``version``
+        (the pointer again when no version is known: the script then reads only the
+        pointer), recent set and, with ``spend``, the spend hash."""
+        crc = bucket_of(customer_id)
+        s = crc % SHARDS
+        tag, ptr = self.tags[s], self.pointers[s]
+        bucket = f"{tag}:v:{version}:c:{crc % buckets}" if version else ptr
+        keys = [ptr, bucket, f"{tag}:rt:recent:{customer_id}"]
+        if spend:
+            keys.append(f"{tag}:rt:spend:{customer_id}")
+        return self.slots[s], keys
 
     def bucket(self, version: str, bucket: int) -> str:
         return f"{self._tag(bucket % SHARDS)}:v:{version}:c:{bucket}"

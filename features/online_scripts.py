@@ -1,8 +1,10 @@
 """The online store's Lua scripts and what to send them (no I/O: the sync and async stores in
 features/online.py run the calls).
 
-Every script declares its keys, and one call only touches keys of one cluster slot (one shard
-tag, features/online_layout.py); on a single node one call carries a whole batch.
+Every script declares its keys, and on a cluster one call only touches keys of one slot (a
+customer's keys share one, features/online_layout.py): on a single node one call carries a
+whole batch, on a cluster there is one call per slot, pipelined per node. (Redis refuses a
+script whose declared keys are in several slots even with ``allow-cross-slot-keys``.)
 
 A read names the version it expects for each customer (the reader's last known pointer). The
 script checks it against the customer's shard pointer and reads the bucket of that version in
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from features.online_codec import CustomerOnline, PurchaseEvent, parse_customer, text
-from features.online_layout import Layout, group_by_slot
+from features.online_layout import Layout
 
 RECENT_CAP = 50
 RECENT_TTL_S = 30 * 86_400
@@ -26,19 +28,26 @@ SPEND_TTL_S = 30 * 86_400
 EVENT_ID_TTL_S = 7 * 86_400  # a retried event (same event_id) within this is applied once
 READ_TRIES = 4  # a customer whose shard flips version between tries is read again
 
-# KEYS: per customer its shard pointer, bucket (of the expected version), recent set, spend.
-# ARGV: recent depth, '1' to read spend; per customer: customer id, expected version.
-# Per customer: {0, recent} (nothing published), {1, version, buckets, codebook} (the shard
-# serves another version) or {2, packed row, spend, recent}.
+# KEYS: per customer its shard pointer, bucket (of the expected version), recent set and, when
+# ARGV[2] is '1', spend hash. ARGV: recent depth, '1' to read spend, the expected version (the
+# customer id is the recent key's tail: "<ns>:{<shard>}:rt:recent:<id>"). Per customer:
+# {0, recent} (nothing published), {1, version, buckets, codebook} (the shard serves another
+# version) or {2, packed row, spend, recent}.
 READ_LUA = """
 local k = tonumber(ARGV[1])
 local with_spend = ARGV[2] == '1'
+local want = ARGV[3]
+local stride = with_spend and 4 or 3
 local out = {}
-for c = 0, #KEYS / 4 - 1 do
-  local b = 4 * c
-  local ptr, bucket, recent, spend = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4]
-  local cid, want = ARGV[3 + 2 * c], ARGV[4 + 2 * c]
-  local cur = redis.call('HGET', ptr, 'ver')
+local seen = {}
+for c = 0, #KEYS / stride - 1 do
+  local b = stride * c
+  local ptr, bucket, recent = KEYS[b + 1], KEYS[b + 2], KEYS[b + 3]
+  local cur = seen[ptr]
+  if cur == nil then
+    cur = redis.call('HGET', ptr, 'ver')
+    seen[ptr] = cur
+  end
   if not cur then
     out[c + 1] = {0, redis.call('ZREVRANGE', recent, 0, k - 1, 'WITHSCORES')}
   elseif cur ~= want then
@@ -46,7 +55,8 @@ for c = 0, #KEYS / 4 - 1 do
     out[c + 1] = {1, cur, p[1], p[2]}
   else
     local spent = false
-    if with_spend then spent = redis.call('HGET', spend, cur) end
+    if with_spend then spent = redis.call('HGET', KEYS[b + 4], cur) end
+    local cid = string.sub(recent, string.find(recent, '}', 1, true) + 12)
     out[c + 1] = {2, redis.call('HGET', bucket, cid), spent,
                   redis.call('ZREVRANGE', recent, 0, k - 1, 'WITHSCORES')}
   end
@@ -133,23 +143,19 @@ class ReadPlanner:
     def _calls(
         self, ids: Sequence[str], want: dict[int, Pointer | None], k: int, spend: bool
     ) -> list[Call]:
-        lay = self.layout
-        positions = list(want)
-        calls = []
-        for group in group_by_slot(lay, [ids[i] for i in positions], self.cluster):
-            keys: list[str] = []
-            args: list[Any] = [k, 1 if spend else 0]
-            pos = [positions[g] for g in group]
-            for i in pos:
-                cid, p = ids[i], want[i]
-                ptr = lay.pointer(lay.shard(cid))
-                # with no expected version any key of the slot will do: the script answers
-                # with the pointer before it reads a bucket
-                bucket = lay.customer_bucket(p.version, p.buckets, cid) if p else ptr
-                keys += [ptr, bucket, lay.recent(cid), lay.spend(cid)]
-                args += [cid, p.version if p else ""]
-            calls.append(Call(pos, keys, args))
-        return calls
+        """One call per expected version (and per slot on a cluster)."""
+        groups: dict[tuple[int, str], Call] = {}
+        read_keys, cluster = self.layout.read_keys, self.cluster
+        for i, p in want.items():
+            ver = p.version if p else ""
+            slot, keys = read_keys(ids[i], ver, p.buckets if p else 0, spend)
+            group = (slot if cluster else -1, ver)
+            call = groups.get(group)
+            if call is None:
+                call = groups[group] = Call([], [], [k, int(spend), ver])
+            call.positions.append(i)
+            call.keys.extend(keys)
+        return list(groups.values())
 
     def _absorb(
         self,
@@ -186,25 +192,35 @@ class ReadPlanner:
 
 def event_calls(layout: Layout, events: Sequence[PurchaseEvent], cluster: bool) -> list[Call]:
     """The record script's calls for these events (checked first: nothing is sent if one is
-    invalid), one per cluster slot."""
-    parts: list[tuple[list[str], list[Any]]] = []
-    for e in events:
+    invalid): one on a single node, one per slot on a cluster."""
+    head: list[Any] = [RECENT_CAP, RECENT_TTL_S, SPEND_TTL_S, EVENT_ID_TTL_S]
+    calls: dict[int, Call] = {}
+    for pos, e in enumerate(events):
         if e.type not in ("purchase", "return"):
             raise ValueError(f"event type must be 'purchase' or 'return', got {e.type!r}")
         cid = e.customer_id
+        shard = layout.shard(cid)
+        group = layout.slots[shard] if cluster else -1
+        call = calls.get(group)
+        if call is None:
+            call = calls[group] = Call([], [], list(head))
         qty = abs(e.quantity) if e.type == "purchase" else -abs(e.quantity)
-        keys = [
-            layout.pointer(layout.shard(cid)),
-            layout.recent(cid),
-            layout.spend(cid),
-            layout.event(cid, e.event_id or ""),
-        ]
-        args = [e.item_id, e.ts.timestamp(), qty * (e.unit_price or 0.0), e.type]
-        parts.append((keys, [*args, 1 if e.event_id else 0]))
-    head: list[Any] = [RECENT_CAP, RECENT_TTL_S, SPEND_TTL_S, EVENT_ID_TTL_S]
-    calls = []
-    for group in group_by_slot(layout, [e.customer_id for e in events], cluster):
-        keys = [k for g in group for k in parts[g][0]]
-        args = head + [a for g in group for a in parts[g][1]]
-        calls.append(Call(group, keys, args))
-    return calls
+        call.positions.append(pos)
+        call.keys.extend(
+            [
+                layout.pointer(shard),
+                layout.recent(cid),
+                layout.spend(cid),
+                layout.event(cid, e.event_id or ""),
+            ]
+        )
+        call.args.extend(
+            [
+                e.item_id,
+                e.ts.timestamp(),
+                qty * (e.unit_price or 0.0),
+                e.type,
+                1 if e.event_id else 0,
+            ]
+        )
+    return list(calls.values())

@@ -7,9 +7,10 @@ only mounts them. Heavy imports happen inside the commands so ``patron --help`` 
 from __future__ import annotations
 
 import typer
+from pydantic import ValidationError
 
 from features.cli import clv_app, data_app, features_app
-from patron.cliutil import setup_logging
+from patron.cliutil import fail, setup_logging
 from patron.settings import get_settings
 from serving.cli import picks_app, rules_app, serve
 from training.cli import evaluate, models_app, recommend, train, tune
@@ -51,7 +52,15 @@ def embedded_redis(
 def _root(
     log_level: str = typer.Option(None, help="Log level (default PATRON_LOG_LEVEL or INFO)."),
 ) -> None:
-    setup_logging(log_level or get_settings().log_level)
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # a PATRON_* variable with a bad value: say which, one line
+        bad = "; ".join(
+            f"PATRON_{'_'.join(str(p) for p in e['loc']).upper()}={e.get('input')!r}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise fail(f"invalid setting {bad}", 2) from None
+    setup_logging(log_level or settings.log_level)
 
 
 def main() -> None:

@@ -32,7 +32,11 @@ class Settings(BaseSettings):
         default=False,
         description="PATRON_REDIS_CLUSTER=1: the URL names a node of a Redis Cluster.",
     )
-    redis_namespace: str = Field(default="patron")
+    redis_namespace: str = Field(
+        default="patron",
+        pattern=r"^[^{}]+$",
+        description="Key prefix; no braces (the store adds its own hash tags).",
+    )
     mlflow_tracking_uri: str | None = Field(
         default=None,
         description="Any MLflow URI; default is a local SQLite store under work_dir/mlflow.",

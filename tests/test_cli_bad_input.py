@@ -60,3 +60,17 @@ def test_bad_input_is_one_line_and_its_exit_code(
     assert "Traceback" not in err, err
     last = err.splitlines()[-1]
     assert says.lower() in last.lower(), last
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("PATRON_REDIS_NAMESPACE", "{tag}"), ("PATRON_REDIS_CLUSTER", "maybe")],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    done = _run(tmp_path, "features", "publish", "--features", "nope")
+    err = done.stderr.strip()
+    assert done.returncode == 2 and "Traceback" not in err, err
+    assert len(err.splitlines()) == 1 and f"{variable}={value!r}" in err, err
