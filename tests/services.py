@@ -227,6 +227,22 @@ class RedisClusterServers:
             if n.proc is not None and "role:master" in self.info(p, "info replication")
         ]
 
+    def replica_of(self, port: int) -> int:
+        """The port of the running replica that follows the primary on ``port``."""
+        for p, n in self.nodes.items():
+            if n.proc is not None and f"master_port:{port}" in self.info(p, "info replication"):
+                return p
+        raise AssertionError(f"no replica follows {port}")
+
+    def wait_promoted(self, port: int, timeout: float) -> bool:
+        """The node on ``port`` (a replica) is a primary now and the cluster is ok."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "role:master" in self.info(port, "info replication") and self.wait_ok(0.05):
+                return True
+            time.sleep(0.05)
+        return False
+
     def kill(self, port: int) -> None:
         proc = self.nodes[port].proc
         if proc is not None:

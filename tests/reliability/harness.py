@@ -21,7 +21,7 @@ import httpx
 import polars as pl
 import redis
 
-from tests.services import RedisServer, free_port
+from tests.services import RedisServer, free_port, redis_env
 from tests.serving.helpers import customer_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +78,7 @@ def server_env(bundle: Path, redis_url: str, namespace: str, **extra: str) -> di
 
     return {
         "PATRON_BUNDLE": str(bundle),
-        "PATRON_REDIS_URL": redis_url,
+        **redis_env(redis_url),
         "PATRON_REDIS_NAMESPACE": namespace,
         "PATRON_ADMIN_API_KEY": ADMIN_KEY,
         "PATRON_ENV": "test",
