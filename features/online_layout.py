@@ -27,8 +27,6 @@ docs/loyalty.md explains why a reader never mixes two versions for one customer.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.crc import key_slot
@@ -118,16 +116,3 @@ class Layout:
         """Every key of one version (meta, items, buckets), for expiry or deletion."""
         keys = [self.meta(version), self.items(version)]
         return keys + [self.bucket(version, b) for b in range(buckets)]
-
-
-def group_by_slot(
-    layout: Layout, customer_ids: Sequence[str], cluster: bool
-) -> Iterable[list[int]]:
-    """Positions of ``customer_ids`` grouped so one script call touches one cluster slot
-    (one group on a single node: the whole batch in one call)."""
-    if not cluster:
-        return [list(range(len(customer_ids)))] if customer_ids else []
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, cid in enumerate(customer_ids):
-        groups[layout.slots[layout.shard(cid)]].append(i)
-    return groups.values()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.crc import key_slot
 
-from features.online_layout import SHARDS, Layout, bucket_count, group_by_slot
+from features.online_layout import SHARDS, Layout, bucket_count
 
 
 @pytest.mark.parametrize("n", [0, 1, 48 * SHARDS, 48 * SHARDS + 1, 10**6])
@@ -21,12 +21,18 @@ def test_a_customers_bucket_is_in_its_shard(n: int) -> None:
         assert lay.recent(cid).split(":")[1] == lay.spend(cid).split(":")[1] == tag
 
 
-def test_batch_groups_are_one_slot_each_on_a_cluster_and_one_call_on_a_node() -> None:
-    lay = Layout("ns")
+def test_a_cluster_read_is_one_call_per_slot_and_a_node_read_one_call() -> None:
+    from features.online_scripts import Pointer, ReadPlanner
+
     ids = [f"c{i}" for i in range(500)]
-    assert list(group_by_slot(lay, ids, cluster=False)) == [list(range(500))]
-    groups = list(group_by_slot(lay, ids, cluster=True))
-    assert sorted(i for g in groups for i in g) == list(range(500))
-    for g in groups:
-        keys = [k for i in g for k in (lay.recent(ids[i]), lay.pointer(lay.shard(ids[i])))]
-        assert len({key_slot(k.encode()) for k in keys}) == 1
+    node = ReadPlanner(Layout("ns"), cluster=False)
+    node.guess = Pointer("v1", bucket_count(500), {})
+    calls = next(node.steps(ids, 5, False))
+    assert len(calls) == 1 and calls[0].positions == list(range(500))
+    cluster = ReadPlanner(Layout("ns"), cluster=True)
+    cluster.guess = node.guess
+    calls = next(cluster.steps(ids, 5, False))
+    assert sorted(i for c in calls for i in c.positions) == list(range(500))
+    for c in calls:
+        assert len(c.keys) == 3 * len(c.positions)
+        assert len({key_slot(k.encode()) for k in c.keys}) == 1

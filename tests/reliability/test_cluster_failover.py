@@ -120,9 +120,9 @@ def test_a_primary_dies_under_load_and_its_replica_takes_over(
     assert [o.error for o in outs if o.status == 0] == []
     assert [(o.call.path, o.status) for o in outs if o.status >= 500 and o.status != 503] == []
     not_ok = [o for o in outs if o.call.tag in ("recs", "batch") and o.status != 200]
-    assert [(o.call.path, o.status, o.body, round(o.sent - killed, 2)) for o in not_ok] == [], (
-        log[-3000:]
-    )
+    assert [(o.call.path, o.status, o.body, round(o.sent - killed, 2)) for o in not_ok] == [], log[
+        -3000:
+    ]
     bad_503 = [
         o
         for o in outs
