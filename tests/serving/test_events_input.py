@@ -36,7 +36,7 @@ def _realtime_keys(redis_url: str) -> list[bytes]:
         (_event(unit_price=1_000_001), "unit_price"),
         (_event(ts="0001-01-01T00:00:00Z"), "ts"),
         (_event(ts=(NOW - timedelta(days=91)).isoformat()), "ts"),
-        (_event(ts=(NOW + timedelta(minutes=10)).isoformat()), "ts"),
+        (_event(ts=timedelta(minutes=10)), "ts"),  # ahead of the test's clock (see below)
         (_event(event_id="not an id!"), "event_id"),
         (_event(channel="x" * 33), "channel"),
     ],
