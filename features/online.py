@@ -105,6 +105,10 @@ class _Scripts:
         self._record = client.register_script(RECORD_LUA)
         self._planner = ReadPlanner(self.keys, self.cluster)
 
+    def _pipeline(self) -> Any:
+        """A plain pipeline (a cluster pipeline splits itself per node)."""
+        return self.r.pipeline() if self.cluster else self.r.pipeline(transaction=False)
+
 
 class OnlineStore(_Scripts):
     """Sync access (``redis.Redis`` or ``redis.cluster.RedisCluster``): publish jobs, tests,
@@ -112,9 +116,6 @@ class OnlineStore(_Scripts):
 
     def __init__(self, client: Any, namespace: str = "patron") -> None:
         super().__init__(client, namespace)
-
-    def _pipeline(self) -> Any:
-        return self.r.pipeline() if self.cluster else self.r.pipeline(transaction=False)
 
     # ---- publish -------------------------------------------------------------------------
     def publish(
@@ -321,7 +322,7 @@ class AsyncOnlineStore(_Scripts):
         if len(calls) == 1:
             return [await script(keys=calls[0].keys, args=calls[0].args)]
         for _ in range(2):
-            pipe = self.r.pipeline() if self.cluster else self.r.pipeline(transaction=False)
+            pipe = self._pipeline()
             for c in calls:
                 pipe.execute_command("EVALSHA", script.sha, len(c.keys), *c.keys, *c.args)
             replies = await pipe.execute(raise_on_error=False)
