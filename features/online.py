@@ -2,7 +2,9 @@
 
 The same code runs on one Redis node and on Redis Cluster (``redis.cluster.RedisCluster``
 clients): the key layout is features/online_layout.py, the Lua scripts and their calls
-features/online_scripts.py, the packed row format features/online_codec.py.
+features/online_scripts.py, how calls are sent features/online_calls.py and
+features/online_pipeline.py, the packed row format
+features/online_codec.py.
 
 A publish writes a complete new version (pipelined; on a cluster the pipeline goes to each
 node), then flips every shard's pointer to it (one transaction on a single node; per shard on a
@@ -22,8 +24,8 @@ from datetime import datetime
 from typing import Any
 
 import polars as pl
-from redis.exceptions import NoScriptError
 
+from features.online_calls import AsyncCalls, SyncCalls
 from features.online_codec import (
     CODED,
     PACKED_FIELDS,
@@ -35,14 +37,8 @@ from features.online_codec import (
     parse_customer,
     text,
 )
-from features.online_layout import PER_BUCKET, SHARDS, Layout, bucket_count, is_cluster
-from features.online_scripts import (
-    READ_LUA,
-    RECORD_LUA,
-    Call,
-    ReadPlanner,
-    event_calls,
-)
+from features.online_layout import PER_BUCKET, SHARDS, bucket_count
+from features.online_scripts import Durability, NotReplicated, event_calls
 
 __all__ = [
     "CODED",
@@ -52,6 +48,8 @@ __all__ = [
     "SHARDS",
     "AsyncOnlineStore",
     "CustomerOnline",
+    "Durability",
+    "NotReplicated",
     "OnlineStore",
     "PublishReport",
     "PurchaseEvent",
@@ -73,13 +71,6 @@ class PublishReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _raise_first(replies: list[Any]) -> list[Any]:
-    for r in replies:
-        if isinstance(r, Exception):
-            raise r
-    return replies
-
-
 def _summed_memory(info: dict[str, Any]) -> int:
     """Memory the data takes on one node, or summed over a cluster's primaries (one INFO
     dict per node): used_memory less the replication buffers (a primary's backlog and output
@@ -93,24 +84,7 @@ def _summed_memory(info: dict[str, Any]) -> int:
     )
 
 
-class _Scripts:
-    """The client, its scripts (flagged for a cluster) and how calls are routed."""
-
-    def __init__(self, client: Any, namespace: str) -> None:
-        self.r = client
-        self.ns = namespace
-        self.keys = Layout(namespace)
-        self.cluster = is_cluster(client)
-        self._read = client.register_script(READ_LUA)
-        self._record = client.register_script(RECORD_LUA)
-        self._planner = ReadPlanner(self.keys, self.cluster)
-
-    def _pipeline(self) -> Any:
-        """A plain pipeline (a cluster pipeline splits itself per node)."""
-        return self.r.pipeline() if self.cluster else self.r.pipeline(transaction=False)
-
-
-class OnlineStore(_Scripts):
+class OnlineStore(SyncCalls):
     """Sync access (``redis.Redis`` or ``redis.cluster.RedisCluster``): publish jobs, tests,
     batch picks."""
 
@@ -265,24 +239,9 @@ class OnlineStore(_Scripts):
         calls = next(steps)
         while True:
             try:
-                calls = steps.send(self._run(self._read, calls))
+                calls = steps.send(self._run(self._read, calls)[0])
             except StopIteration as done:
                 return list(done.value)
-
-    def _run(self, script: Any, calls: list[Call]) -> list[Any]:
-        """Every call's reply: one EVALSHA, or a pipeline (per node on a cluster); a node
-        that lost its scripts (a restart, a promoted replica) gets them again."""
-        if len(calls) == 1:
-            return [script(keys=calls[0].keys, args=calls[0].args)]
-        for _ in range(2):
-            pipe = self._pipeline()
-            for c in calls:
-                pipe.execute_command("EVALSHA", script.sha, len(c.keys), *c.keys, *c.args)
-            replies = pipe.execute(raise_on_error=False)
-            if not any(isinstance(r, NoScriptError) for r in replies):
-                break
-            self.r.script_load(script.script)  # every primary on a cluster
-        return _raise_first(replies)
 
     def read_item_flags(self) -> pl.DataFrame:
         """item_id, in_stock, min_tier of the current version (serving caches it)."""
@@ -303,33 +262,24 @@ class OnlineStore(_Scripts):
         )
 
     # ---- real-time -----------------------------------------------------------------------
-    def record_events(self, events: Sequence[PurchaseEvent]) -> int:
+    def record_events(
+        self, events: Sequence[PurchaseEvent], durable: Durability | None = None
+    ) -> int:
         """Apply purchase/return events to the real-time keys atomically per customer;
         returns how many were applied (an event whose ``event_id`` was applied before is not
-        applied again)."""
+        applied again). With ``durable``, raises NotReplicated unless enough replicas
+        confirmed them."""
         calls = event_calls(self.keys, events, self.cluster)
-        return sum(int(n) for n in self._run(self._record, calls)) if calls else 0
+        if not calls:
+            return 0
+        return self._recorded(*self._run(self._record, calls, self._tail(durable)), durable)
 
 
-class AsyncOnlineStore(_Scripts):
+class AsyncOnlineStore(AsyncCalls):
     """The same over redis.asyncio (``Redis`` or ``RedisCluster``) for the API."""
 
     def __init__(self, client: Any, namespace: str = "patron") -> None:
         super().__init__(client, namespace)
-
-    async def _run(self, script: Any, calls: list[Call]) -> list[Any]:
-        """Every call's reply: one EVALSHA, or a pipeline (per node on a cluster)."""
-        if len(calls) == 1:
-            return [await script(keys=calls[0].keys, args=calls[0].args)]
-        for _ in range(2):
-            pipe = self._pipeline()
-            for c in calls:
-                pipe.execute_command("EVALSHA", script.sha, len(c.keys), *c.keys, *c.args)
-            replies = await pipe.execute(raise_on_error=False)
-            if not any(isinstance(r, NoScriptError) for r in replies):
-                break
-            await self.r.script_load(script.script)
-        return _raise_first(replies)
 
     async def read_customer(self, customer_id: str, recent_k: int = 20) -> CustomerOnline:
         return (await self.read_customers([customer_id], recent_k))[0]
@@ -346,13 +296,17 @@ class AsyncOnlineStore(_Scripts):
         calls = next(steps)
         while True:
             try:
-                calls = steps.send(await self._run(self._read, calls))
+                calls = steps.send((await self._run(self._read, calls))[0])
             except StopIteration as done:
                 return list(done.value)
 
-    async def record_events(self, events: Sequence[PurchaseEvent]) -> int:
+    async def record_events(
+        self, events: Sequence[PurchaseEvent], durable: Durability | None = None
+    ) -> int:
         calls = event_calls(self.keys, events, self.cluster)
-        return sum(int(n) for n in await self._run(self._record, calls)) if calls else 0
+        if not calls:
+            return 0
+        return self._recorded(*await self._run(self._record, calls, self._tail(durable)), durable)
 
     async def current_version(self) -> str | None:
         v = await self.r.get(self.keys.current)

@@ -95,6 +95,35 @@ return n
 
 
 @dataclass(frozen=True)
+class Durability:
+    """Events count as recorded only once ``replicas`` replicas of each primary that took
+    them have them too (Redis ``WAIT`` on the connection that wrote, at most ``timeout_ms``)."""
+
+    replicas: int
+    timeout_ms: int
+
+    def command(self) -> tuple[Any, ...]:
+        return ("WAIT", self.replicas, self.timeout_ms)
+
+    def acknowledged(self, replies: list[Any]) -> int:
+        """The fewest replicas any primary confirmed (0 when one could not say)."""
+        return min((r if isinstance(r, int) else 0 for r in replies), default=0)
+
+
+class NotReplicated(Exception):
+    """The events were applied on the primary (``applied`` of them) but fewer replicas than
+    asked confirmed them in time: a failover now could lose them."""
+
+    def __init__(self, applied: int, acknowledged: int, durability: Durability) -> None:
+        super().__init__(
+            f"events applied on the primary but confirmed by {acknowledged} of "
+            f"{durability.replicas} replicas within {durability.timeout_ms} ms"
+        )
+        self.applied = applied
+        self.acknowledged = acknowledged
+
+
+@dataclass(frozen=True)
 class Pointer:
     """A version as a shard pointer names it."""
 
@@ -105,11 +134,13 @@ class Pointer:
 
 @dataclass(frozen=True)
 class Call:
-    """One script call: the batch positions it answers for, its keys and arguments."""
+    """One script call: the batch positions it answers for, its keys and arguments, and
+    on a cluster the slot of its keys (-1 on a single node)."""
 
     positions: list[int]
     keys: list[str]
     args: list[Any]
+    slot: int = -1
 
 
 Rows = list[CustomerOnline]
@@ -152,7 +183,7 @@ class ReadPlanner:
             group = (slot if cluster else -1, ver)
             call = groups.get(group)
             if call is None:
-                call = groups[group] = Call([], [], [k, int(spend), ver])
+                call = groups[group] = Call([], [], [k, int(spend), ver], group[0])
             call.positions.append(i)
             call.keys.extend(keys)
         return list(groups.values())
@@ -203,7 +234,7 @@ def event_calls(layout: Layout, events: Sequence[PurchaseEvent], cluster: bool) 
         group = layout.slots[shard] if cluster else -1
         call = calls.get(group)
         if call is None:
-            call = calls[group] = Call([], [], list(head))
+            call = calls[group] = Call([], [], list(head), group)
         qty = abs(e.quantity) if e.type == "purchase" else -abs(e.quantity)
         call.positions.append(pos)
         call.keys.extend(

@@ -71,6 +71,7 @@ def create_app(
             factory(client, settings.redis_namespace),
             settings.redis_timeout_ms,
             settings.redis_retry_s,
+            settings.durability(),
         )
         rules = getattr(app.state, "rules", None) or RulesHolder(load_rules(settings.rules_path()))
         # compiled rules pass: loaded from numba's cache (compiled on a first start) before

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from features.online_scripts import Durability
 from patron.settings import Settings
 from serving.rules.loader import DEFAULT_RULES_FILE
 
@@ -97,6 +98,21 @@ class ServingSettings(Settings):
         description="Server log lines: text (time level logger message) or one JSON object "
         "per line.",
     )
+    events_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="POST /v1/events answers 200 only once this many replicas of each Redis "
+        "primary that took the events have them too (Redis WAIT), else 503 (a retry with the "
+        "same event ids is applied once). 0: the primary's acknowledgement (replication is "
+        "asynchronous: a failover can lose the last events).",
+    )
+    events_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=5_000,
+        description="How long POST /v1/events waits for PATRON_EVENTS_REPLICAS replicas.",
+    )
     event_max_age_days: int = Field(
         default=90,
         ge=1,
@@ -139,6 +155,12 @@ class ServingSettings(Settings):
     def rules_path(self) -> Path:
         """The rule file the API loads at start: PATRON_RULES_FILE, else config/rules.yaml."""
         return self.rules_file or DEFAULT_RULES_FILE
+
+    def durability(self) -> Durability | None:
+        """What POST /v1/events waits for beyond the primary (None: nothing)."""
+        if self.events_replicas == 0:
+            return None
+        return Durability(self.events_replicas, self.events_wait_ms)
 
 
 @lru_cache

@@ -26,7 +26,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, RedisClusterException, RedisError, ResponseError
 
-from features.online import CustomerOnline, PurchaseEvent
+from features.online import CustomerOnline, Durability, NotReplicated, PurchaseEvent
 from patron.redis_connect import connect_async
 from serving.errors import Unavailable
 
@@ -43,7 +43,9 @@ class AsyncStore(Protocol):
         self, customer_ids: Sequence[str], recent_k: int = 20, spend: bool = True
     ) -> list[CustomerOnline]: ...
 
-    async def record_events(self, events: Sequence[PurchaseEvent]) -> int: ...
+    async def record_events(
+        self, events: Sequence[PurchaseEvent], durable: Durability | None = None
+    ) -> int: ...
 
     async def current_version(self) -> str | None: ...
 
@@ -80,9 +82,17 @@ def make_client(url: str, timeout_ms: int, cluster: bool = False) -> Any:
 class OnlineGateway:
     """Reads and writes online features; tracks whether Redis is currently usable."""
 
-    def __init__(self, client: Any, store: AsyncStore, timeout_ms: int, retry_s: float) -> None:
+    def __init__(
+        self,
+        client: Any,
+        store: AsyncStore,
+        timeout_ms: int,
+        retry_s: float,
+        durable: Durability | None = None,
+    ) -> None:
         self.client = client
         self.store = store
+        self.durable = durable  # events wait for replicas (PATRON_EVENTS_REPLICAS)
         self.timeout = timeout_ms / 1000.0
         self.retry_s = retry_s
         self._down_until = 0.0
@@ -149,14 +159,23 @@ class OnlineGateway:
 
     async def record(self, events: Sequence[PurchaseEvent]) -> int:
         """Record events (how many were applied); raises Unavailable (nothing is silently
-        dropped) when Redis is unreachable or refuses the write. A failed write opens the
-        writes' breaker only: reads go on."""
+        dropped) when Redis is unreachable or refuses the write, or too few replicas
+        confirmed it (the primary has applied it: a retry with the same event ids is applied
+        once). A failed write opens the writes' breaker only: reads go on; an unconfirmed one
+        opens none."""
         if time.monotonic() < self._writes_down_until or self.down:
             why = self.last_error or "redis unreachable"
             raise Unavailable(f"{why}; events were not recorded, retry later")
+        wait_s = self.durable.timeout_ms / 1000.0 if self.durable else 0.0
         try:
-            async with asyncio.timeout(self.timeout * 10):
-                n = await self.store.record_events(events)
+            async with asyncio.timeout(self.timeout * 10 + wait_s):
+                n = await self.store.record_events(events, self.durable)
+        except NotReplicated as exc:
+            log.warning("events not confirmed by replicas: %s", exc)
+            raise Unavailable(
+                f"{exc}; retry: events with an event_id are applied once, events without one "
+                "would be counted again"
+            ) from None
         except ResponseError as exc:  # the server is up and refused (e.g. maxmemory): no breaker
             full = isinstance(exc, OutOfMemoryError)
             why = "the online store is full (maxmemory)" if full else "the online store refused"

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
+from tests.services import is_cluster_url
 from tests.serving.conftest import settings_for
 from tests.serving.helpers import item_id
 from tests.serving.test_api import ids
@@ -98,3 +99,31 @@ def test_events_use_batch_validator_rules(client: TestClient) -> None:
     assert "duplicate" in res[1]["errors"][0]
     # spend since the build: +10 for the purchase, -5 for the return
     assert client.get("/v1/customers/c00001/profile").json()["spend_since_build"] == 5.0
+
+
+def test_events_wait_for_replicas_when_asked(bundle_dir, published) -> None:
+    """PATRON_EVENTS_REPLICAS: 200 only once that many replicas have the events; else 503
+    with what was confirmed, the events applied on the primary (a retry with the same ids is
+    replayed), and no breaker opened (reads are not degraded)."""
+    have = 1 if is_cluster_url(published) else 0  # the test cluster: one replica per primary
+    ts = datetime.now(UTC).isoformat()
+
+    def ev(i: int) -> dict[str, object]:
+        return {"customer_id": "c00002", "item_id": item_id(i), "ts": ts, "unit_price": 1.0}
+
+    settings = settings_for(bundle_dir, published, events_replicas=have + 1, events_wait_ms=50)
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/v1/events", json={"events": [{**ev(1), "event_id": "w1"}]})
+        assert r.status_code == 503
+        assert f"confirmed by {have} of {have + 1} replicas" in r.json()["detail"]
+        assert c.get("/v1/customers/c00002/profile").json()["spend_since_build"] == 1.0
+        rec = c.get("/v1/customers/c00002/recommendations")
+        assert rec.status_code == 200 and rec.json()["degraded"] is False
+        again = c.post("/v1/events", json={"events": [{**ev(1), "event_id": "w1"}]})
+        assert again.status_code == 503  # still unconfirmed; applied once all the same
+        assert c.get("/v1/customers/c00002/profile").json()["spend_since_build"] == 1.0
+    if have:
+        settings = settings_for(bundle_dir, published, events_replicas=have, events_wait_ms=2_000)
+        with TestClient(create_app(settings)) as c:
+            r = c.post("/v1/events", json={"events": [ev(2), ev(3)]})
+            assert r.status_code == 200 and r.json()["accepted"] == 2
