@@ -41,7 +41,7 @@ class ScriptCalls:
         self._planner = ReadPlanner(self.keys, self.cluster)
 
     def _pipeline(self) -> Any:
-        """A plain pipeline (a cluster pipeline splits itself per node)."""
+        """A plain pipeline for bulk writes (a cluster pipeline splits itself per node)."""
         return self.r.pipeline() if self.cluster else self.r.pipeline(transaction=False)
 
     @staticmethod

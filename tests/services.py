@@ -185,6 +185,7 @@ class RedisClusterServers:
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(node.workdir / "nodes.conf"),
                 "--cluster-node-timeout", str(self.node_timeout_ms),
+                "--repl-diskless-sync-delay", "0",  # replicas sync at once, not after 5 s
             ]  # fmt: skip
             node.start()
             self.nodes[port] = node
@@ -198,9 +199,9 @@ class RedisClusterServers:
         if create.returncode != 0:
             self.stop()
             pytest.fail(f"redis-cli --cluster create failed: {create.stdout[-800:]}")
-        if not self.wait_ok(30.0):
+        if not self.wait_ok(30.0) or not self.wait_replicas_synced(30.0):
             self.stop()
-            pytest.fail("the test cluster did not reach cluster_state:ok")
+            pytest.fail("the test cluster did not reach cluster_state:ok with synced replicas")
         CLUSTER_URLS.add(self.url)
 
     def info(self, port: int, what: str = "cluster info") -> str:
@@ -215,6 +216,18 @@ class RedisClusterServers:
         while time.monotonic() < deadline:
             states = [self.info(p) for p, n in self.nodes.items() if n.proc is not None]
             if all("cluster_state:ok" in s and "cluster_slots_ok:16384" in s for s in states):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def wait_replicas_synced(self, timeout: float) -> bool:
+        """Every running replica's link to its primary is up (its first sync is done: before
+        that, WAIT on the primary counts no replica)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            roles = [self.info(p, "info replication") for p, n in self.nodes.items() if n.proc]
+            replicas = [r for r in roles if "role:slave" in r]
+            if replicas and all("master_link_status:up" in r for r in replicas):
                 return True
             time.sleep(0.1)
         return False
