@@ -256,7 +256,11 @@ def models_list() -> None:
 @command
 def models_promote(
     version: str | None = typer.Option(None, "--version", help="Version (default: challenger)."),
-    tolerance: float = typer.Option(0.01, help="Allowed relative nDCG@10 drop vs champion."),
+    min_gain: float = typer.Option(
+        0.0,
+        "--min-gain",
+        help="Relative nDCG@10 gain over the champion required (0: strictly better).",
+    ),
     min_coverage: float = typer.Option(0.01, help="Catalog coverage floor (sanity check)."),
     force: bool = typer.Option(False, "--force", help="Skip the metric comparison."),
     reason: str | None = typer.Option(None, "--reason", help="Required with --force; logged."),
@@ -270,7 +274,7 @@ def models_promote(
             s.tracking_uri(),
             s.model_name,
             version=version,
-            tolerance=tolerance,
+            min_gain=min_gain,
             min_coverage=min_coverage,
             force=force,
             reason=reason,

@@ -6,10 +6,12 @@ A training run logs params, validation metrics, the data fingerprint and the bun
 under ``model_name``, and the new version gets the alias ``challenger``.
 
 Promotion moves ``champion`` to a version when sanity checks pass (bundle verifies, no NaN
-factors, coverage >= floor, every catalog item mapped) and its validation nDCG@10 is not worse
-than the champion's by more than ``tolerance`` (relative) on the same evaluation data (equal
-``eval_fingerprint``). ``force`` skips the comparison but needs a reason, stored as a tag.
-The registered model keeps ``champion_history`` (JSON list of versions) for rollback.
+factors, coverage >= floor, every catalog item mapped) and its validation nDCG@10 beats the
+champion's by more than ``min_gain`` (relative; 0: strictly better) on the same evaluation data
+(equal ``eval_fingerprint``): a model no better than the champion (e.g. the same one retrained)
+is refused. ``force`` skips the comparison but needs a reason, stored as a tag. The promoted
+version leaves ``challenger`` (one version never holds both aliases). The registered model
+keeps ``champion_history`` (JSON list of versions) for rollback.
 """
 
 from __future__ import annotations
@@ -203,7 +205,7 @@ def promote(
     name: str,
     *,
     version: str | None = None,
-    tolerance: float = 0.01,
+    min_gain: float = 0.0,
     min_coverage: float = 0.01,
     force: bool = False,
     reason: str | None = None,
@@ -212,8 +214,8 @@ def promote(
     """Move ``champion`` to ``version`` (default: the ``challenger``) if the gate passes."""
     if force and not (reason and reason.strip()):
         raise GateError("--force needs --reason TEXT (it is recorded on the model version)")
-    if tolerance < 0:
-        raise GateError(f"tolerance must be >= 0, got {tolerance}")
+    if not 0 <= min_gain < 1:
+        raise GateError(f"min_gain must be in [0, 1), got {min_gain}")
     client = _client(tracking_uri)
     if version is None:
         mv = _alias_version(client, name, CHALLENGER)
@@ -234,7 +236,7 @@ def promote(
         "challenger_ndcg": cand.ndcg,
         "champion_version": champ.version if champ else None,
         "champion_ndcg": champ.ndcg if champ else None,
-        "tolerance": tolerance,
+        "min_gain": min_gain,
         "sanity_problems": problems,
         "forced": force,
     }
@@ -250,13 +252,16 @@ def promote(
             )
         if cand.ndcg is None or champ.ndcg is None:
             raise GateError("a version has no validation nDCG@10; use --force --reason")
-        floor = champ.ndcg * (1.0 - tolerance)
-        if cand.ndcg < floor:
+        bar = champ.ndcg * (1.0 + min_gain)
+        if not cand.ndcg > bar:
             raise GateError(
-                f"version {cand.version} nDCG@10 {cand.ndcg:.4f} is below champion "
-                f"{champ.version}'s {champ.ndcg:.4f} minus {tolerance:.1%} ({floor:.4f})"
+                f"version {cand.version} nDCG@10 {cand.ndcg:.4f} is not better than champion "
+                f"{champ.version}'s {champ.ndcg:.4f} by more than {min_gain:.1%} (needs > "
+                f"{bar:.4f}); use --force --reason to promote it anyway"
             )
     client.set_registered_model_alias(name, CHAMPION, cand.version)
+    if CHALLENGER in cand.aliases:  # promoted: it is no longer the one being challenged with
+        client.delete_registered_model_alias(name, CHALLENGER)
     history = [*_history(client, name), cand.version]
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
     now = datetime.now(UTC).isoformat()
