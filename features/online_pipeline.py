@@ -79,28 +79,27 @@ def _stray(reply: Any) -> bool:
     return isinstance(reply, (*_REROUTE, RedisClusterException))
 
 
-def run_sync(
-    client: Any, commands: Sequence[Command], tail: Tail | None = None
-) -> tuple[list[Any], list[Any]]:
-    """Each command's reply (an exception object for an error reply) and each node's tail
-    reply (an exception where the node's pipeline failed), on a ``redis.cluster.RedisCluster``."""
-    replies: list[Any] = [None] * len(commands)
-    tails: list[Any] = []
+def _plan(
+    client: Any, commands: Sequence[Command]
+) -> tuple[list[Any], list[tuple[Any, list[int]]]]:
+    """The replies to fill (or, when the slot map cannot route, that error for every
+    command: the client routes them) and each node's command positions."""
     try:
-        nodes = _by_node(client, commands)
-    except RedisClusterException as exc:  # e.g. a slot not covered: let the client route
-        nodes = {}
-        replies = [exc] * len(commands)
-    for node, positions in nodes.values():
-        pipe = client.get_redis_connection(node).pipeline(transaction=False)
-        for pos in positions:
-            pipe.execute_command(*commands[pos][1])
-        if tail is not None:
-            pipe.execute_command(*tail.command)
-        try:
-            out = pipe.execute(raise_on_error=False)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            out = [exc] * (len(positions) + (tail is not None))
+        return [None] * len(commands), list(_by_node(client, commands).values())
+    except RedisClusterException as exc:  # e.g. a slot not covered
+        return [exc] * len(commands), []
+
+
+def _merge(
+    replies: list[Any],
+    groups: list[tuple[Any, list[int]]],
+    outs: list[list[Any]],
+    tail: Tail | None,
+) -> tuple[list[Any], list[int]]:
+    """Each node's replies put in place; returns the tails' replies and the positions to
+    send again through the client."""
+    tails: list[Any] = []
+    for (_, positions), out in zip(groups, outs, strict=True):
         for pos, reply in zip(positions, out, strict=False):
             replies[pos] = reply
         if tail is not None:
@@ -108,6 +107,28 @@ def run_sync(
     again = [p for p, r in enumerate(replies) if _stray(r)]
     if again and tail is not None:  # a tail says nothing of a command sent elsewhere
         tails.append(RedisClusterException("a command was re-routed"))
+    return tails, again
+
+
+def _sync_node(client: Any, node: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    pipe = client.get_redis_connection(node).pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    try:
+        return list(pipe.execute(raise_on_error=False))
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        return [exc] * len(commands)
+
+
+def run_sync(
+    client: Any, commands: Sequence[Command], tail: Tail | None = None
+) -> tuple[list[Any], list[Any]]:
+    """Each command's reply (an exception object for an error reply) and each node's tail
+    reply (an exception where the node's pipeline failed), on a ``redis.cluster.RedisCluster``."""
+    replies, groups = _plan(client, commands)
+    extra = [tail.command] if tail is not None else []
+    outs = [_sync_node(client, n, [commands[p][1] for p in ps] + extra) for n, ps in groups]
+    tails, again = _merge(replies, groups, outs, tail)
     for pos in again:
         try:
             replies[pos] = client.execute_command(*commands[pos][1])
@@ -201,32 +222,15 @@ async def run_async(
     if getattr(client, "_initialize", False):  # the first command initialises the client
         first = [await _via_client(client, c[1]) for c in commands]
         return first, [RedisClusterException("client was not initialised")] * (tail is not None)
-    replies: list[Any] = [None] * len(commands)
-    tails: list[Any] = []
-    try:
-        nodes = _by_node(client, commands)
-    except RedisClusterException as exc:
-        nodes = {}
-        replies = [exc] * len(commands)
-    groups = list(nodes.values())
+    replies, groups = _plan(client, commands)
+    extra = [tail.command] if tail is not None else []
     outs = await asyncio.gather(
         *(
-            _node_pipeline(
-                node,
-                [commands[p][1] for p in positions] + ([tail.command] if tail else []),
-                tail.blocks_s if tail else 0.0,
-            )
-            for node, positions in groups
+            _node_pipeline(n, [commands[p][1] for p in ps] + extra, tail.blocks_s if tail else 0.0)
+            for n, ps in groups
         )
     )
-    for (_, positions), out in zip(groups, outs, strict=True):
-        for pos, reply in zip(positions, out, strict=False):
-            replies[pos] = reply
-        if tail is not None:
-            tails.append(out[-1])
-    again = [p for p, r in enumerate(replies) if _stray(r)]
-    if again and tail is not None:  # a tail says nothing of a command sent elsewhere
-        tails.append(RedisClusterException("a command was re-routed"))
+    tails, again = _merge(replies, groups, list(outs), tail)
     for pos in again:  # one by one: redis-py re-sends a command whose connection its own
         # slot-map refresh closed, so concurrent re-routes could apply one twice
         replies[pos] = await _via_client(client, commands[pos][1])
