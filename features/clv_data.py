@@ -18,6 +18,8 @@ import numpy as np
 import polars as pl
 
 from features import clv
+from features.clv_pareto import expected_transactions as pareto_expected_transactions
+from features.clv_pareto import fit_pareto_nbd
 
 SPEND = pl.col("quantity").fill_null(1.0) * pl.col("unit_price").fill_null(0.0)
 
@@ -58,12 +60,40 @@ def calibration_summary(daily: pl.LazyFrame, calibration_end: date) -> pl.LazyFr
     )
 
 
+MODELS = ("bgnbd", "pareto_nbd", "auto")
+
+
+def _weekly_holdout(
+    daily: pl.LazyFrame, summ: pl.DataFrame, calibration_end: date, holdout_end: date
+) -> tuple[np.ndarray, np.ndarray]:
+    """Holdout week ends (in weeks after the calibration end, the last one partial) and the
+    calibration customers' cumulative repeat transactions at each."""
+    days = (
+        daily.filter((pl.col("day") > calibration_end) & (pl.col("day") <= holdout_end))
+        .join(summ.lazy().select("customer_id"), on="customer_id", how="semi")
+        .select((pl.col("day") - pl.lit(calibration_end)).dt.total_days().alias("d"))
+        .collect()["d"]
+        .to_numpy()
+    )
+    total = (holdout_end - calibration_end).days
+    ends = np.minimum(np.arange(7, total + 7, 7), total)
+    cumulative = np.searchsorted(np.sort(days), ends, side="right").astype(np.float64)
+    return ends / 7.0, cumulative
+
+
 def fit_from_events(
     events: pl.DataFrame | pl.LazyFrame,
     calibration_end: date,
     holdout_end: date | None = None,
+    model: str = "auto",
 ) -> dict[str, Any]:
-    """Fit BG/NBD and Gamma-Gamma on the calibration period; score the holdout if given."""
+    """Fit BG/NBD, Pareto/NBD and Gamma-Gamma on the calibration period; score the holdout if
+    given (total and weekly cumulative tracking error of both purchase models). ``model``
+    names the purchase model the result recommends (``chosen``): ``auto`` takes the smaller
+    holdout tracking error, or without a holdout the larger calibration log-likelihood (both
+    models have four parameters)."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
     daily = daily_transactions(events).collect().lazy()
     summ = calibration_summary(daily, calibration_end).collect()
     if summ.height == 0:
@@ -74,6 +104,7 @@ def fit_from_events(
     t_x = summ["t_x"].to_numpy()
     T = summ["T"].to_numpy()
     bg = clv.fit_bgnbd(x, t_x, T)
+    pareto = fit_pareto_nbd(x, t_x, T)
     m = summ["monetary"].to_numpy()
     rep = (x >= 1) & np.isfinite(m) & (m > 0)
     gg = clv.fit_gamma_gamma(x[rep], m[rep])
@@ -81,23 +112,30 @@ def fit_from_events(
         "customers": summ.height,
         "repeat_customers": int(rep.sum()),
         "bgnbd": bg.as_dict(),
+        "pareto_nbd": pareto.as_dict(),
         "gamma_gamma": gg.as_dict(),
     }
+    chosen = model
     if holdout_end is not None:
         if holdout_end <= calibration_end:
             raise ValueError("--holdout-end must be after --calibration-end")
-        actual = (
-            daily.filter((pl.col("day") > calibration_end) & (pl.col("day") <= holdout_end))
-            .join(summ.lazy().select("customer_id"), on="customer_id", how="semi")
-            .select(pl.len())
-            .collect()
-            .item()
-        )
-        weeks = (holdout_end - calibration_end).days / 7.0
-        pred = clv.expected_transactions(bg, weeks, x, t_x, T)
-        out["holdout"] = {
-            "weeks": weeks,
-            "actual_repeat_transactions": int(actual),
-            "predicted_repeat_transactions": float(pred.sum()),
+        weeks, actual = _weekly_holdout(daily, summ, calibration_end, holdout_end)
+        predict = {
+            "bgnbd": lambda w: float(clv.expected_transactions(bg, w, x, t_x, T).sum()),
+            "pareto_nbd": lambda w: float(pareto_expected_transactions(pareto, w, x, t_x, T).sum()),
         }
+        tracking = {name: np.array([fn(float(w)) for w in weeks]) for name, fn in predict.items()}
+        mae = {name: float(np.abs(p - actual).mean()) for name, p in tracking.items()}
+        out["holdout"] = {
+            "weeks": float(weeks[-1]),
+            "actual_repeat_transactions": int(actual[-1]),
+            "predicted_repeat_transactions": float(tracking["bgnbd"][-1]),
+            "predicted_repeat_transactions_pareto_nbd": float(tracking["pareto_nbd"][-1]),
+            "weekly_tracking_mae": {k: round(v, 3) for k, v in mae.items()},
+        }
+        if model == "auto":
+            chosen = min(mae, key=lambda k: mae[k])
+    elif model == "auto":
+        chosen = "bgnbd" if bg.log_likelihood >= pareto.log_likelihood else "pareto_nbd"
+    out["chosen"] = chosen
     return out

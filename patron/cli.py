@@ -24,7 +24,9 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data", help="Import, validate and synthesise input data.")
 app.add_typer(features_app, name="features", help="Build and publish customer/item features.")
-app.add_typer(clv_app, name="clv", help="Fit and inspect the CLV models (BG/NBD, Gamma-Gamma).")
+app.add_typer(
+    clv_app, name="clv", help="Fit and inspect the CLV models (BG/NBD, Pareto/NBD, Gamma-Gamma)."
+)
 app.command(help="Train ALS + co-purchase models, log to MLflow, optionally register.")(train)
 app.command(help="Evaluate models against baselines (benchmark and temporal protocols).")(evaluate)
 app.command(help="Choose hyperparameters on a validation split; logs every trial.")(tune)

@@ -1,0 +1,133 @@
+"""The Pareto/NBD model (Schmittlein, Morrison & Colombo 1987): fit, P(alive), expected purchases.
+
+Same notation and weekly units as features/clv_fit.py (x repeat purchases, t_x the last one,
+T the customer's observed time). Purchases while alive are Poisson(lambda), lifetimes are
+exponential(mu), lambda ~ Gamma(r, alpha), mu ~ Gamma(s, beta). The likelihood follows Fader,
+Hardie & Lee, "A Note on Deriving the Pareto/NBD Model and Related Expressions" (2005):
+
+    L = Gamma(r+x) alpha^r beta^s / Gamma(r)
+        * [ 1 / ((alpha+T)^(r+x) (beta+T)^s) + s / (r+s+x) * A0 ]
+
+with A0 the difference of two Gauss hypergeometric terms (``_log_a0``). Everything is
+computed in logs: A0 as a signed log-sum-exp of the two terms over their common
+denominator, so neither the powers of (alpha+T) nor the hypergeometric values overflow for
+long-lived customers (large T) or heavy buyers (large x). Fitted by maximum likelihood on
+compressed (x, t_x, T) rows, as BG/NBD is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import optimize, special
+from threadpoolctl import threadpool_limits
+
+from features.clv_fit import compress
+
+F = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ParetoNBD:
+    r: float
+    alpha: float
+    s: float
+    beta: float
+    log_likelihood: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _log_a0(r: float, alpha: float, s: float, beta: float, x: F, t_x: F, T: F) -> F:
+    """log A0: [2F1(.., z(t_x)) / (m+t_x)^(r+s+x) - 2F1(.., z(T)) / (m+T)^(r+s+x)], with m the
+    larger of alpha and beta (the 2F1 argument then stays in [0, 1))."""
+    big = max(alpha, beta)
+    second = np.full_like(x, s + 1.0) if alpha >= beta else r + x
+    diff = abs(alpha - beta)
+    rsx = r + s + x
+    q1, q2 = big + t_x, big + T
+    h1 = special.hyp2f1(rsx, second, rsx + 1.0, diff / q1)
+    h2 = special.hyp2f1(rsx, second, rsx + 1.0, diff / q2)
+    # h1/q1^rsx - h2/q2^rsx = (h1 q2^rsx - h2 q1^rsx) / (q1 q2)^rsx
+    terms = np.stack([np.log(h1) + rsx * np.log(q2), np.log(h2) + rsx * np.log(q1)])
+    signs = np.stack([np.ones_like(rsx), -np.ones_like(rsx)])
+    log_diff = special.logsumexp(terms, axis=0, b=signs)
+    return np.asarray(log_diff - rsx * (np.log(q1) + np.log(q2)), dtype=np.float64)
+
+
+def log_likelihood_terms(params: npt.ArrayLike, x: F, t_x: F, T: F) -> F:
+    """Each customer's log-likelihood at ``params`` = (r, alpha, s, beta)."""
+    r, alpha, s, beta = (float(v) for v in np.asarray(params, dtype=np.float64))
+    head = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha) + s * np.log(beta)
+    gone = -(r + x) * np.log(alpha + T) - s * np.log(beta + T)
+    alive = np.log(s) - np.log(r + s + x) + _log_a0(r, alpha, s, beta, x, t_x, T)
+    return np.asarray(head + np.logaddexp(gone, alive), dtype=np.float64)
+
+
+def fit_pareto_nbd(
+    x: npt.ArrayLike,
+    t_x: npt.ArrayLike,
+    T: npt.ArrayLike,
+    init: tuple[float, float, float, float] = (0.5, 10.0, 0.5, 10.0),
+) -> ParetoNBD:
+    """Maximum-likelihood Pareto/NBD parameters for the given customers (compressed to
+    unique (x, t_x, T) rows first)."""
+    xa, ta, Ta = (np.asarray(v, dtype=np.float64) for v in (x, t_x, T))
+    if len(xa) == 0:
+        raise ValueError("Pareto/NBD needs at least one customer")
+    if np.any(xa < 0) or np.any(ta < 0) or np.any(ta > Ta + 1e-9):
+        raise ValueError("Pareto/NBD needs x >= 0 and 0 <= t_x <= T")
+    (xa, ta, Ta), w = compress(xa, ta, Ta)
+    scale = 1.0 / float(w.sum())
+
+    def nll(logp: F) -> float:
+        with np.errstate(all="ignore"):
+            ll = log_likelihood_terms(np.exp(logp), xa, ta, Ta)
+        v = -float((w * ll).sum()) * scale
+        return v if np.isfinite(v) else 1e30
+
+    x0 = np.log(np.asarray(init, dtype=np.float64))
+    with threadpool_limits(limits=1, user_api="blas"):
+        coarse = optimize.minimize(
+            nll, x0, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-12, "maxiter": 4000}
+        )
+        fine = optimize.minimize(
+            nll,
+            coarse.x,
+            method="L-BFGS-B",
+            bounds=[(-15.0, 15.0)] * 4,
+            options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 2000},
+        )
+    best = fine.x if fine.fun <= coarse.fun else coarse.x
+    p = np.exp(best)
+    ll = float((w * log_likelihood_terms(p, xa, ta, Ta)).sum())
+    return ParetoNBD(float(p[0]), float(p[1]), float(p[2]), float(p[3]), ll)
+
+
+def p_alive(params: ParetoNBD, x: F, t_x: F, T: F) -> F:
+    """P(the customer is still alive at T | x, t_x, T)."""
+    r, alpha, s, beta = params.r, params.alpha, params.s, params.beta
+    xa, ta, Ta = (np.asarray(v, dtype=np.float64) for v in (x, t_x, T))
+    log_ratio = (
+        np.log(s)
+        - np.log(r + s + xa)
+        + (r + xa) * np.log(alpha + Ta)
+        + s * np.log(beta + Ta)
+        + _log_a0(r, alpha, s, beta, xa, ta, Ta)
+    )
+    return np.asarray(special.expit(-log_ratio), dtype=np.float64)
+
+
+def expected_transactions(params: ParetoNBD, t: float, x: F, t_x: F, T: F) -> F:
+    """Expected purchases in (T, T + t] given x, t_x, T."""
+    r, alpha, s, beta = params.r, params.alpha, params.s, params.beta
+    xa, Ta = np.asarray(x, dtype=np.float64), np.asarray(T, dtype=np.float64)
+    rate = (r + xa) / (alpha + Ta)
+    if abs(s - 1.0) < 1e-9:  # the limit s -> 1
+        horizon = (beta + Ta) * np.log1p(t / (beta + Ta))
+    else:
+        horizon = (beta + Ta) / (s - 1.0) * (1.0 - ((beta + Ta) / (beta + Ta + t)) ** (s - 1.0))
+    return np.asarray(rate * horizon * p_alive(params, xa, t_x, Ta), dtype=np.float64)
