@@ -146,6 +146,11 @@ def features_build(
     ),
     horizon_weeks: int = typer.Option(52, "--horizon-weeks", min=1, help="CLV horizon."),
     discount: float = typer.Option(0.10, "--discount", min=0.0, help="Annual discount rate."),
+    index_weights: Path | None = typer.Option(
+        None,
+        "--index-weights",
+        help="JSON of loyalty-index weights (from `patron features calibrate-index --out`).",
+    ),
 ) -> None:
     """Build customers.parquet and items.parquet."""
     from features.customers import ClvOptions, build_customers
@@ -159,8 +164,9 @@ def features_build(
     people = _read_table(customers, "customers") if customers else None
     prev = _read_table(previous, "previous customers") if previous else None
     when = _parse_as_of(as_of, ev)
+    weights = _read_weights(index_weights) if index_weights else None
     table, info = build_customers(
-        ev, when, rules, cat, people, prev, ClvOptions(horizon_weeks, discount)
+        ev, when, rules, cat, people, prev, ClvOptions(horizon_weeks, discount), weights
     )
     items = build_items(ev, table, when, cat)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,6 +183,71 @@ def features_build(
             "seconds": round(time.perf_counter() - t0, 2),
         }
     )
+
+
+def _read_weights(path: Path) -> dict[str, float]:
+    import json
+
+    from features.loyalty import check_weights
+
+    if not path.is_file():
+        raise UserError(f"index weights file not found: {path}")
+    try:
+        raw = json.loads(path.read_text())
+        weights = raw.get("weights", raw) if isinstance(raw, dict) else None
+        if not isinstance(weights, dict):
+            raise ValueError("expected a JSON object of measure: weight")
+        return check_weights(weights)
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+@features_app.command("calibrate-index")
+@command
+def features_calibrate_index(
+    events: Path = typer.Option(..., "--events", help="Events Parquet/CSV or a CDNOW .txt file."),
+    calibration_end: str = typer.Option(..., "--calibration-end", help="Last day (YYYY-MM-DD)."),
+    holdout_end: str = typer.Option(..., "--holdout-end", help="Holdout end day."),
+    out: Path | None = typer.Option(None, "--out", help="Write the chosen weights (JSON)."),
+) -> None:
+    """How well the loyalty index, RFM score and CLV predict holdout purchases and spend, and
+    index weights chosen on half the customers, checked on the other half."""
+    import json
+
+    from features import index_validity as iv
+    from features.customers import build_customers
+    from features.loyalty import BEHAVIOURAL_WEIGHTS
+    from features.tiers import load_rules
+
+    cal = _parse_date(calibration_end, "--calibration-end")
+    hold = _parse_date(holdout_end, "--holdout-end")
+    if hold <= cal:
+        raise UserError("--holdout-end must be after --calibration-end")
+    t0 = time.perf_counter()
+    ev = read_events(events).collect()
+    before = ev.lazy().filter(pl.col("ts").dt.date() <= cal)
+    table, _ = build_customers(before, _parse_as_of(calibration_end, before), load_rules(None))
+    df = iv.with_outcomes(table, iv.holdout_outcomes(ev, cal, hold))
+    fit, check = iv.halves(df)
+    weights = iv.calibrate_weights(fit)
+    default = {m: w for m, (w, _) in BEHAVIOURAL_WEIGHTS.items()}
+    result = {
+        "customers": df.height,
+        "all_customers_default_weights": iv.report(df),
+        "check_half": {
+            "customers": check.height,
+            "default_weights": iv.report(check, default),
+            "calibrated_weights": iv.report(check, weights),
+        },
+        "default_weights": default,
+        "calibrated_weights": weights,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"weights": weights}, indent=1) + "\n")
+        result["weights_path"] = str(out)
+    emit(result)
 
 
 @features_app.command("publish")

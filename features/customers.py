@@ -136,8 +136,10 @@ def build_customers(
     people: pl.LazyFrame | None = None,
     previous: pl.LazyFrame | None = None,
     clv_opts: ClvOptions = ClvOptions(),
+    index_weights: dict[str, float] | None = None,
 ) -> tuple[pl.DataFrame, dict[str, object]]:
-    """The customer table and a small report (counts, fitted CLV parameters)."""
+    """The customer table and a small report (counts, fitted CLV parameters);
+    ``index_weights`` replaces the loyalty index's default behavioural weights."""
     events = fill_prices(events, catalog)
     base = rfm.rfm_scores(rfm.behaviour(events, as_of, catalog, rules.window_days))
     if people is not None:
@@ -160,7 +162,7 @@ def build_customers(
     df = tiers.assign_tiers(df.lazy(), rules, as_of).collect()
     df, info = add_clv(df, events, as_of, clv_opts)
     df = (
-        loyalty.loyalty_index(df.lazy())
+        loyalty.loyalty_index(df.lazy(), index_weights)
         .with_columns(clv_band=segments.clv_band())
         .with_columns(segment=segments.segment())
         .collect()

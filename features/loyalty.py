@@ -31,10 +31,32 @@ def percentile(col: str, higher_is_better: bool = True) -> pl.Expr:
     return pl.when(n > 1).then((r - 1.0) / (n - 1.0)).otherwise(0.5)
 
 
-def loyalty_index(df: pl.LazyFrame) -> pl.LazyFrame:
-    """Add loyalty_behavioural (0-1) and loyalty_index (0-100, one decimal)."""
+def check_weights(weights: dict[str, float]) -> dict[str, float]:
+    """Behavioural weights for the index: known measures, non-negative, scaled to sum 1."""
+    unknown = sorted(set(weights) - set(BEHAVIOURAL_WEIGHTS))
+    if unknown:
+        raise ValueError(
+            f"unknown index measures {unknown}; known: {', '.join(BEHAVIOURAL_WEIGHTS)}"
+        )
+    bad = [k for k, v in weights.items() if not (isinstance(v, int | float) and v >= 0)]
+    if bad:
+        raise ValueError(f"index weights must be numbers >= 0: {bad}")
+    total = float(sum(weights.values()))
+    if total <= 0:
+        raise ValueError("index weights must not all be 0")
+    return {k: float(weights.get(k, 0.0)) / total for k in BEHAVIOURAL_WEIGHTS}
+
+
+def loyalty_index(df: pl.LazyFrame, weights: dict[str, float] | None = None) -> pl.LazyFrame:
+    """Add loyalty_behavioural (0-1) and loyalty_index (0-100, one decimal); ``weights``
+    replaces the default behavioural weights (``check_weights``; e.g. from
+    ``patron features calibrate-index``)."""
+    w = check_weights(weights) if weights is not None else None
     behavioural = pl.sum_horizontal(
-        [percentile(c, hib) * w for c, (w, hib) in BEHAVIOURAL_WEIGHTS.items()]
+        [
+            percentile(c, hib) * (w[c] if w is not None else default)
+            for c, (default, hib) in BEHAVIOURAL_WEIGHTS.items()
+        ]
     )
     cols = df.collect_schema().names()
     nps = pl.col("nps").clip(0, 10) / 10.0 if "nps" in cols else pl.lit(None, pl.Float64)
