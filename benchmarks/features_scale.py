@@ -62,10 +62,14 @@ def simulate_bgnbd(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 _CHILD_FIT = """
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 from features import clv, clv_pareto
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm_kib():  # this process's peak RSS (ru_maxrss would carry the parent's over exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+before = hwm_kib()
 d = np.load(sys.argv[1])
 x, t_x, T = d["x"], d["t_x"], d["T"]
 out = {}
@@ -73,7 +77,7 @@ for name, fit in (("bgnbd", clv.fit_bgnbd), ("pareto_nbd", clv_pareto.fit_pareto
     t0 = time.perf_counter()
     out[name] = fit(x, t_x, T).as_dict()
     out[name + "_fit_s"] = time.perf_counter() - t0
-out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+out["peak_rss_mib"] = hwm_kib() / 1024
 out["rss_after_imports_mib"] = before / 1024
 print(json.dumps(out))
 """

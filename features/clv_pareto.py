@@ -42,27 +42,43 @@ class ParetoNBD:
 
 
 def _pairs(a: F, b: F) -> tuple[F, F, npt.NDArray[np.intp]]:
-    """The distinct (a, b) pairs and each row's pair."""
-    u, inv = np.unique(np.stack([a, b]), axis=1, return_inverse=True)
-    return u[0], u[1], inv.reshape(-1)
+    """The distinct (a, b) pairs and each row's pair (a lexicographic sort: several times
+    faster than ``np.unique(axis=1)`` at millions of rows)."""
+    if len(a) == 0:
+        return a, b, np.zeros(0, np.intp)
+    order = np.lexsort((b, a))
+    sa, sb = a[order], b[order]
+    new = np.empty(len(a), bool)
+    new[0] = True
+    new[1:] = (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])
+    inv = np.empty(len(a), np.intp)
+    inv[order] = np.cumsum(new) - 1
+    return sa[new], sb[new], inv
+
+
+def _values(a: F) -> tuple[F, npt.NDArray[np.intp]]:
+    u, inv = np.unique(a, return_inverse=True)
+    return u, inv.reshape(-1)
 
 
 @dataclass(frozen=True)
 class _Rows:
-    """Customers' (x, t_x, T), with the distinct (x, t_x) and (x, T) pairs: A0's two
-    hypergeometric terms depend on one pair each, so they are computed once per pair (far
-    fewer than the rows at millions of customers)."""
+    """Customers' (x, t_x, T), with the distinct values of x, t_x and T and the distinct
+    (x, t_x) and (x, T) pairs. Every term of the likelihood but the last few combinations
+    depends on one value or one pair (A0's hypergeometric terms on a pair), so each is
+    computed once per value or pair and gathered: at 10M customers 1.3M distinct rows share
+    ~22k pairs and a few hundred values."""
 
-    x: F
-    t_x: F
-    T: F
+    x: tuple[F, npt.NDArray[np.intp]]
+    t_x: tuple[F, npt.NDArray[np.intp]]
+    T: tuple[F, npt.NDArray[np.intp]]
     xt: tuple[F, F, npt.NDArray[np.intp]]
     xT: tuple[F, F, npt.NDArray[np.intp]]
 
     @classmethod
     def of(cls, x: npt.ArrayLike, t_x: npt.ArrayLike, T: npt.ArrayLike) -> _Rows:
         xa, ta, Ta = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (x, t_x, T))
-        return cls(xa, ta, Ta, _pairs(xa, ta), _pairs(xa, Ta))
+        return cls(_values(xa), _values(ta), _values(Ta), _pairs(xa, ta), _pairs(xa, Ta))
 
 
 def _log_a0(r: float, alpha: float, s: float, beta: float, rows: _Rows) -> F:
@@ -76,8 +92,9 @@ def _log_a0(r: float, alpha: float, s: float, beta: float, rows: _Rows) -> F:
         second = np.full_like(ux, s + 1.0) if alpha >= beta else r + ux
         return np.asarray(np.log(special.hyp2f1(rsx, second, rsx + 1.0, diff / (big + ut))))[inv]
 
-    rsx = r + s + rows.x
-    log_q1, log_q2 = np.log(big + rows.t_x), np.log(big + rows.T)
+    (ux, ix), (ut, it), (uT, iT) = rows.x, rows.t_x, rows.T
+    rsx = (r + s + ux)[ix]
+    log_q1, log_q2 = np.log(big + ut)[it], np.log(big + uT)[iT]
     # h1/q1^rsx - h2/q2^rsx = (h1 q2^rsx - h2 q1^rsx) / (q1 q2)^rsx, and the first term is
     # the larger (A0 is an integral of a positive function over (t_x, T))
     l1 = log_h(rows.xt) + rsx * log_q2
@@ -88,10 +105,10 @@ def _log_a0(r: float, alpha: float, s: float, beta: float, rows: _Rows) -> F:
 
 
 def _log_likelihood(r: float, alpha: float, s: float, beta: float, rows: _Rows) -> F:
-    x, T = rows.x, rows.T
-    head = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha) + s * np.log(beta)
-    gone = -(r + x) * np.log(alpha + T) - s * np.log(beta + T)
-    alive = np.log(s) - np.log(r + s + x) + _log_a0(r, alpha, s, beta, rows)
+    (ux, ix), (uT, iT) = rows.x, rows.T
+    head = (special.gammaln(r + ux) - special.gammaln(r) + r * np.log(alpha) + s * np.log(beta))[ix]
+    gone = (-(r + ux))[ix] * np.log(alpha + uT)[iT] - (s * np.log(beta + uT))[iT]
+    alive = (np.log(s) - np.log(r + s + ux))[ix] + _log_a0(r, alpha, s, beta, rows)
     return np.asarray(head + np.logaddexp(gone, alive), dtype=np.float64)
 
 
@@ -99,6 +116,36 @@ def log_likelihood_terms(params: npt.ArrayLike, x: F, t_x: F, T: F) -> F:
     """Each customer's log-likelihood at ``params`` = (r, alpha, s, beta)."""
     r, alpha, s, beta = (float(v) for v in np.asarray(params, dtype=np.float64))
     return _log_likelihood(r, alpha, s, beta, _Rows.of(x, t_x, T))
+
+
+SAMPLE_ABOVE = 200_000  # distinct rows above which the fit starts on a 10% sample
+
+
+def _maximise(rows: _Rows, w: F, x0: F) -> optimize.OptimizeResult:
+    """The weighted log-likelihood's maximum over log parameters, from ``x0``."""
+    scale = 1.0 / float(w.sum())
+
+    def nll(logp: F) -> float:
+        with np.errstate(all="ignore"):
+            r, alpha, s, beta = (float(v) for v in np.exp(logp))
+            ll = _log_likelihood(r, alpha, s, beta, rows)
+        v = -float((w * ll).sum()) * scale
+        return v if np.isfinite(v) else 1e30
+
+    # the mean log-likelihood to ~1e-12 relative: parameters to ~1e-5, what a fit can tell
+    lbfgs = {"ftol": 1e-12, "gtol": 1e-8, "maxiter": 2000}
+    bounds = [(-15.0, 15.0)] * 4
+    with threadpool_limits(limits=1, user_api="blas"):
+        # L-BFGS-B on finite differences reaches the optimum in ~100-200 evaluations; from a
+        # start where it stalls, Nelder-Mead finds the basin first
+        res = optimize.minimize(nll, x0, method="L-BFGS-B", bounds=bounds, options=lbfgs)
+        if not res.success or res.fun >= 1e29:
+            nm = {"xatol": 1e-6, "fatol": 1e-12, "maxiter": 4000}
+            coarse = optimize.minimize(nll, x0, method="Nelder-Mead", options=nm)
+            res = optimize.minimize(nll, coarse.x, method="L-BFGS-B", bounds=bounds, options=lbfgs)
+            if coarse.fun < res.fun:
+                res = coarse
+    return res
 
 
 def fit_pareto_nbd(
@@ -115,33 +162,16 @@ def fit_pareto_nbd(
     if np.any(xa < 0) or np.any(ta < 0) or np.any(ta > Ta + 1e-9):
         raise ValueError("Pareto/NBD needs x >= 0 and 0 <= t_x <= T")
     (xa, ta, Ta), w = compress(xa, ta, Ta)
-    rows = _Rows.of(xa, ta, Ta)
-    scale = 1.0 / float(w.sum())
-
-    def nll(logp: F) -> float:
-        with np.errstate(all="ignore"):
-            r, alpha, s, beta = (float(v) for v in np.exp(logp))
-            ll = _log_likelihood(r, alpha, s, beta, rows)
-        v = -float((w * ll).sum()) * scale
-        return v if np.isfinite(v) else 1e30
-
-    x0 = np.log(np.asarray(init, dtype=np.float64))
-    lbfgs = {"ftol": 1e-15, "gtol": 1e-9, "maxiter": 2000}
-    bounds = [(-15.0, 15.0)] * 4
-    with threadpool_limits(limits=1, user_api="blas"):
-        # L-BFGS-B on finite differences reaches the optimum in ~100-200 evaluations; from a
-        # start where it stalls, Nelder-Mead finds the basin first
-        res = optimize.minimize(nll, x0, method="L-BFGS-B", bounds=bounds, options=lbfgs)
-        if not res.success or res.fun >= 1e29:
-            nm = {"xatol": 1e-6, "fatol": 1e-12, "maxiter": 4000}
-            coarse = optimize.minimize(nll, x0, method="Nelder-Mead", options=nm)
-            res = optimize.minimize(nll, coarse.x, method="L-BFGS-B", bounds=bounds, options=lbfgs)
-            if coarse.fun < res.fun:
-                res = coarse
-    best = res.x
-    p = np.exp(best)
+    start = np.log(np.asarray(init, dtype=np.float64))
+    if len(xa) > SAMPLE_ABOVE:  # a 10% thinning of the customers first: a start near the optimum
+        part = np.random.default_rng(0).binomial(w.astype(np.int64), 0.1).astype(np.float64)
+        keep = part > 0
+        start = _maximise(_Rows.of(xa[keep], ta[keep], Ta[keep]), part[keep], start).x
+    res = _maximise(_Rows.of(xa, ta, Ta), w, start)
+    p = np.exp(res.x)
+    full = _Rows.of(xa, ta, Ta)
     ll = float(
-        (w * _log_likelihood(float(p[0]), float(p[1]), float(p[2]), float(p[3]), rows)).sum()
+        (w * _log_likelihood(float(p[0]), float(p[1]), float(p[2]), float(p[3]), full)).sum()
     )
     return ParetoNBD(float(p[0]), float(p[1]), float(p[2]), float(p[3]), ll)
 
