@@ -83,16 +83,24 @@ def clv_fit(
         help="Purchase model to recommend (``chosen``): bgnbd, pareto_nbd, or auto (the smaller "
         "weekly holdout tracking error; without a holdout the larger log-likelihood).",
     ),
+    covariate: str | None = typer.Option(
+        None,
+        "--covariate",
+        help="Also fit Pareto/NBD with this covariate on purchase and dropout rates: cohort "
+        "(first purchase month) or first_order_value (quintile), with a likelihood-ratio test.",
+    ),
 ) -> None:
     """Fit BG/NBD, Pareto/NBD + Gamma-Gamma on the calibration period and score the holdout."""
-    from features.clv_data import MODELS, fit_from_events
+    from features.clv_data import COVARIATES, MODELS, fit_from_events
 
     if model not in MODELS:
         raise UserError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
+    if covariate is not None and covariate not in COVARIATES:
+        raise UserError(f"--covariate must be one of {', '.join(COVARIATES)}, got {covariate!r}")
     cal = _parse_date(calibration_end, "--calibration-end")
     hold = _parse_date(holdout_end, "--holdout-end") if holdout_end else None
     t0 = time.perf_counter()
-    result = fit_from_events(read_events(events).collect(), cal, hold, model)
+    result = fit_from_events(read_events(events).collect(), cal, hold, model, covariate)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     emit(result)
 

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from features import clv
+from features.clv_covariates import fit_pareto_nbd_covariate
 from features.clv_pareto import expected_transactions as pareto_expected_transactions
 from features.clv_pareto import fit_pareto_nbd
 
@@ -40,7 +41,8 @@ def daily_transactions(events: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
 
 
 def calibration_summary(daily: pl.LazyFrame, calibration_end: date) -> pl.LazyFrame:
-    """customer_id, x, t_x, T (weeks), monetary (mean repeat-day spend, null when x = 0)."""
+    """customer_id, x, t_x, T (weeks), monetary (mean repeat-day spend, null when x = 0),
+    first (the first purchase day) and first_spend (its spend)."""
     cal = daily.filter(pl.col("day") <= calibration_end)
     per = cal.group_by("customer_id").agg(
         first=pl.col("day").min(),
@@ -51,6 +53,8 @@ def calibration_summary(daily: pl.LazyFrame, calibration_end: date) -> pl.LazyFr
     )
     return per.select(
         "customer_id",
+        "first",
+        "first_spend",
         x=(pl.col("n") - 1).cast(pl.Float64),
         t_x=(pl.col("last") - pl.col("first")).dt.total_days().cast(pl.Float64) / 7.0,
         T=(pl.lit(calibration_end) - pl.col("first")).dt.total_days().cast(pl.Float64) / 7.0,
@@ -61,6 +65,18 @@ def calibration_summary(daily: pl.LazyFrame, calibration_end: date) -> pl.LazyFr
 
 
 MODELS = ("bgnbd", "pareto_nbd", "auto")
+COVARIATES = ("cohort", "first_order_value")
+
+
+def covariate_levels(summ: pl.DataFrame, name: str) -> list[str]:
+    """Each customer's level: ``cohort`` = the month of the first purchase (YYYY-MM);
+    ``first_order_value`` = the quintile (q1 lowest .. q5) of the first purchase day's spend."""
+    if name == "cohort":
+        return summ["first"].dt.strftime("%Y-%m").to_list()
+    if name == "first_order_value":
+        q = summ["first_spend"].rank("ordinal") * 5 / (summ.height + 1)
+        return [f"q{int(v) + 1}" for v in q.to_list()]
+    raise ValueError(f"covariate must be one of {', '.join(COVARIATES)}, got {name!r}")
 
 
 def _weekly_holdout(
@@ -86,12 +102,14 @@ def fit_from_events(
     calibration_end: date,
     holdout_end: date | None = None,
     model: str = "auto",
+    covariate: str | None = None,
 ) -> dict[str, Any]:
     """Fit BG/NBD, Pareto/NBD and Gamma-Gamma on the calibration period; score the holdout if
     given (total and weekly cumulative tracking error of both purchase models). ``model``
     names the purchase model the result recommends (``chosen``): ``auto`` takes the smaller
     holdout tracking error, or without a holdout the larger calibration log-likelihood (both
-    models have four parameters)."""
+    models have four parameters). ``covariate`` adds Pareto/NBD with that covariate on
+    purchase and dropout rates and its likelihood-ratio test (``covariate_levels``)."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
     daily = daily_transactions(events).collect().lazy()
@@ -115,6 +133,10 @@ def fit_from_events(
         "pareto_nbd": pareto.as_dict(),
         "gamma_gamma": gg.as_dict(),
     }
+    if covariate is not None:
+        levels = covariate_levels(summ, covariate)
+        with_cov = fit_pareto_nbd_covariate(x, t_x, T, levels, without=pareto)
+        out["pareto_nbd_covariate"] = {"covariate": covariate, **with_cov.as_dict()}
     chosen = model
     if holdout_end is not None:
         if holdout_end <= calibration_end:

@@ -54,3 +54,29 @@ def test_bad_levels() -> None:
         fit_pareto_nbd_covariate([1.0, 0.0], [1.0, 0.0], [2.0, 2.0], ["a", "a"])
     with pytest.raises(ValueError, match="one covariate level per customer"):
         fit_pareto_nbd_covariate([1.0, 0.0], [1.0, 0.0], [2.0, 2.0], ["a"])
+
+
+def test_clv_fit_cli_covariates() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from patron.cli import app
+    from tests.conftest import shared_data_dir
+
+    sample = shared_data_dir() / "cdnow" / "CDNOW_sample.txt"
+    if not sample.is_file():
+        pytest.skip(f"CDNOW sample not found at {sample}")
+    args = ["clv", "fit", "--events", str(sample), "--calibration-end", "1997-09-30"]
+    res = CliRunner().invoke(app, [*args, "--covariate", "first_order_value"])
+    assert res.exit_code == 0, res.output
+    cov = json.loads(res.stdout.strip().splitlines()[-1])["pareto_nbd_covariate"]
+    assert cov["covariate"] == "first_order_value" and cov["reference"] == "q1"
+    assert set(cov["gamma_purchase"]) == {"q2", "q3", "q4", "q5"} and cov["lr_df"] == 8
+    # the first order's value says something about what follows; the 1997 Q1 cohort month not
+    assert cov["lr_p_value"] < 1e-4
+    res = CliRunner().invoke(app, [*args, "--covariate", "cohort"])
+    cohort = json.loads(res.stdout.strip().splitlines()[-1])["pareto_nbd_covariate"]
+    assert set(cohort["gamma_purchase"]) == {"1997-02", "1997-03"} and cohort["lr_p_value"] > 0.05
+    bad = CliRunner().invoke(app, [*args, "--covariate", "shoe_size"])
+    assert bad.exit_code == 2 and "--covariate must be one of" in bad.output
