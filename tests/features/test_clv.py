@@ -21,16 +21,6 @@ GOLD_GG = {"p": 6.25, "q": 3.74, "gamma": 15.44}
 GOLD_GG_LL = -4055.92
 
 
-@pytest.fixture(scope="module")
-def cdnow_sample() -> Path:
-    from tests.conftest import shared_data_dir
-
-    p = shared_data_dir() / "cdnow" / "CDNOW_sample.txt"
-    if not p.is_file():
-        pytest.skip(f"CDNOW sample not found at {p}")
-    return p
-
-
 def _close(got: dict[str, float], gold: dict[str, float], rel: float = 0.005) -> None:
     for k, v in gold.items():
         assert got[k] == pytest.approx(v, rel=rel), k

@@ -4,6 +4,8 @@ no effect is not found; the one-level and length errors."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -56,18 +58,14 @@ def test_bad_levels() -> None:
         fit_pareto_nbd_covariate([1.0, 0.0], [1.0, 0.0], [2.0, 2.0], ["a"])
 
 
-def test_clv_fit_cli_covariates() -> None:
+def test_clv_fit_cli_covariates(cdnow_sample: Path) -> None:
     import json
 
     from typer.testing import CliRunner
 
     from patron.cli import app
-    from tests.conftest import shared_data_dir
 
-    sample = shared_data_dir() / "cdnow" / "CDNOW_sample.txt"
-    if not sample.is_file():
-        pytest.skip(f"CDNOW sample not found at {sample}")
-    args = ["clv", "fit", "--events", str(sample), "--calibration-end", "1997-09-30"]
+    args = ["clv", "fit", "--events", str(cdnow_sample), "--calibration-end", "1997-09-30"]
     res = CliRunner().invoke(app, [*args, "--covariate", "first_order_value"])
     assert res.exit_code == 0, res.output
     cov = json.loads(res.stdout.strip().splitlines()[-1])["pareto_nbd_covariate"]

@@ -23,16 +23,6 @@ PUBLISHED = {"r": 0.553, "alpha": 10.578, "s": 0.606, "beta": 11.669}
 PUBLISHED_LL = -9595.0
 
 
-@pytest.fixture(scope="module")
-def cdnow_sample() -> Path:
-    from tests.conftest import shared_data_dir
-
-    p = shared_data_dir() / "cdnow" / "CDNOW_sample.txt"
-    if not p.is_file():
-        pytest.skip(f"CDNOW sample not found at {p}")
-    return p
-
-
 def _summary(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     daily = daily_transactions(read_cdnow(path)).collect().lazy()
     summ = calibration_summary(daily, date(1997, 9, 30)).collect()

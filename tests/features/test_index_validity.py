@@ -69,16 +69,6 @@ def test_calibration_recovers_a_planted_weighting() -> None:
     assert tuned > iv.report(check, default)["loyalty_index"]["spearman_spend"] + 0.2
 
 
-@pytest.fixture(scope="module")
-def cdnow_sample() -> Path:
-    from tests.conftest import shared_data_dir
-
-    p = shared_data_dir() / "cdnow" / "CDNOW_sample.txt"
-    if not p.is_file():
-        pytest.skip(f"CDNOW sample not found at {p}")
-    return p
-
-
 def _run(*args: str) -> dict[str, object]:
     res = CliRunner().invoke(app, list(args))
     assert res.exit_code == 0, res.output
