@@ -159,12 +159,17 @@ def features_build(
         "--index-weights",
         help="JSON of loyalty-index weights (from `patron features calibrate-index --out`).",
     ),
+    clv_model: str = typer.Option(
+        "bgnbd", "--clv-model", help="Purchase model for p_alive and CLV: bgnbd or pareto_nbd."
+    ),
 ) -> None:
     """Build customers.parquet and items.parquet."""
-    from features.customers import ClvOptions, build_customers
+    from features.customers import CLV_MODELS, ClvOptions, build_customers
     from features.items import build_items
     from features.tiers import load_rules, write_tier_names
 
+    if clv_model not in CLV_MODELS:
+        raise UserError(f"--clv-model must be one of {', '.join(CLV_MODELS)}, got {clv_model!r}")
     t0 = time.perf_counter()
     rules = load_rules(tiers_file)
     ev = read_events(events).collect().lazy()  # read once, reused by every table
@@ -174,7 +179,7 @@ def features_build(
     when = _parse_as_of(as_of, ev)
     weights = _read_weights(index_weights) if index_weights else None
     table, info = build_customers(
-        ev, when, rules, cat, people, prev, ClvOptions(horizon_weeks, discount), weights
+        ev, when, rules, cat, people, prev, ClvOptions(horizon_weeks, discount, clv_model), weights
     )
     items = build_items(ev, table, when, cat)
     out.mkdir(parents=True, exist_ok=True)

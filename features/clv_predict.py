@@ -13,6 +13,8 @@ import numpy.typing as npt
 from scipy import special
 
 from features.clv_fit import BGNBD, F, GammaGamma, compress
+from features.clv_pareto import ParetoNBD
+from features.clv_pareto import expected_transactions as pareto_expected_transactions
 
 
 def p_alive(params: BGNBD, x: F, t_x: F, T: F) -> F:
@@ -101,7 +103,7 @@ def expected_spend(params: GammaGamma, x: F, m: F) -> F:
 
 
 def discounted_clv(
-    bg: BGNBD,
+    bg: BGNBD | ParetoNBD,
     gg: GammaGamma,
     x: F,
     t_x: F,
@@ -111,10 +113,12 @@ def discounted_clv(
     annual_discount: float = 0.10,
     step_weeks: int = 13,
 ) -> F:
-    """Sum over steps of (expected purchases in the step) * spend / (1+d)^(time in years).
+    """Sum over steps of (expected purchases in the step) * spend / (1+d)^(time in years),
+    with purchases from BG/NBD or Pareto/NBD (``bg``'s type says which).
 
     Evaluated on unique (x, t_x, T) rows only, then mapped back.
     """
+    purchases = pareto_expected_transactions if isinstance(bg, ParetoNBD) else expected_transactions
     (ux, ut, uT), _ = compress(x, t_x, T)
     keys = np.column_stack([x, t_x, T])
     order = np.lexsort((uT, ut, ux))
@@ -126,7 +130,7 @@ def discounted_clv(
     if not steps or steps[-1] != horizon_weeks:
         steps.append(horizon_weeks)
     for s in steps:
-        cur = expected_transactions(bg, float(s), ukeys[:, 0], ukeys[:, 1], ukeys[:, 2])
+        cur = purchases(bg, float(s), ukeys[:, 0], ukeys[:, 1], ukeys[:, 2])  # type: ignore[arg-type]
         total += (cur - prev) / (1.0 + annual_discount) ** (s / 52.0)
         prev = cur
     return np.asarray(total[idx] * expected_spend(gg, x, m), dtype=np.float64)

@@ -14,7 +14,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from features import clv, clv_data, loyalty, rfm, segments, tiers
+from features import clv, clv_data, clv_pareto, loyalty, rfm, segments, tiers
 
 log = logging.getLogger("patron.features")
 
@@ -58,10 +58,14 @@ COLUMNS = (
 MIN_CLV_CUSTOMERS = 20
 
 
+CLV_MODELS = ("bgnbd", "pareto_nbd")
+
+
 @dataclass(frozen=True)
 class ClvOptions:
     horizon_weeks: int = 52
     annual_discount: float = 0.10
+    model: str = "bgnbd"  # the purchase model behind expected_transactions, p_alive, clv
 
 
 def _check_tier_names(df: pl.DataFrame, col: str, names: list[str]) -> None:
@@ -77,7 +81,10 @@ def _check_tier_names(df: pl.DataFrame, col: str, names: list[str]) -> None:
 def add_clv(
     df: pl.DataFrame, events: pl.LazyFrame, as_of: datetime, opts: ClvOptions
 ) -> tuple[pl.DataFrame, dict[str, object]]:
-    """Fit BG/NBD + Gamma-Gamma on all history up to ``as_of`` and score every customer."""
+    """Fit the purchase model (``opts.model``: BG/NBD or Pareto/NBD) + Gamma-Gamma on all
+    history up to ``as_of`` and score every customer."""
+    if opts.model not in CLV_MODELS:
+        raise ValueError(f"CLV model must be one of {', '.join(CLV_MODELS)}, got {opts.model!r}")
     daily = clv_data.daily_transactions(events.filter(pl.col("ts") <= as_of))
     summ = clv_data.calibration_summary(daily, as_of.date()).collect()
     joined = df.select("customer_id").join(summ, on="customer_id", how="left")
@@ -94,10 +101,18 @@ def add_clv(
                 f"need at least {MIN_CLV_CUSTOMERS} customers and 2 repeat buyers to fit "
                 f"CLV models, got {df.height} and {int((x > 0).sum())}"
             )
-        bg = clv.fit_bgnbd(x, t_x, T)
-        info["bgnbd"] = bg.as_dict()
-        exp_tx = clv.expected_transactions(bg, float(opts.horizon_weeks), x, t_x, T)
-        pa = clv.p_alive(bg, x, t_x, T)
+        info["clv_model"] = opts.model
+        if opts.model == "pareto_nbd":
+            pn = clv_pareto.fit_pareto_nbd(x, t_x, T)
+            info["pareto_nbd"] = pn.as_dict()
+            exp_tx = clv_pareto.expected_transactions(pn, float(opts.horizon_weeks), x, t_x, T)
+            pa = clv_pareto.p_alive(pn, x, t_x, T)
+            bg: clv.BGNBD | clv_pareto.ParetoNBD = pn
+        else:
+            bg = clv.fit_bgnbd(x, t_x, T)
+            info["bgnbd"] = bg.as_dict()
+            exp_tx = clv.expected_transactions(bg, float(opts.horizon_weeks), x, t_x, T)
+            pa = clv.p_alive(bg, x, t_x, T)
         gg = clv.fit_gamma_gamma(x, m)
         info["gamma_gamma"] = gg.as_dict()
         spend = clv.expected_spend(gg, x, m)

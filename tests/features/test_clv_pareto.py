@@ -134,3 +134,32 @@ def test_cli_model_option(cdnow_sample: Path) -> None:
     assert out["pareto_nbd"]["r"] == pytest.approx(PUBLISHED["r"], rel=0.005)
     bad = CliRunner().invoke(app, [*args, "--model", "weibull"])
     assert bad.exit_code == 2 and "--model must be one of" in bad.output
+
+
+def test_features_build_with_pareto_nbd(cdnow_sample: Path, tmp_path: Path) -> None:
+    """``features build --clv-model pareto_nbd``: p_alive, churn risk, expected purchases and
+    CLV of the feature table come from the fitted Pareto/NBD."""
+    import polars as pl
+
+    base = ["features", "build", "--events", str(cdnow_sample), "--as-of", "1997-09-30"]
+    res = CliRunner().invoke(
+        app, [*base, "--out", str(tmp_path / "p"), "--clv-model", "pareto_nbd"]
+    )
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    assert info["clv_model"] == "pareto_nbd"
+    got = pl.read_parquet(tmp_path / "p" / "customers.parquet")
+    fit = pn.ParetoNBD(**info["pareto_nbd"])
+    x, t_x, T = _summary(cdnow_sample)
+    assert fit.r == pytest.approx(pn.fit_pareto_nbd(x, t_x, T).r, rel=1e-6)
+    daily = daily_transactions(read_cdnow(cdnow_sample)).collect().lazy()
+    summ = calibration_summary(daily, date(1997, 9, 30)).collect()
+    rows = got.join(summ, on="customer_id")
+    want = pn.p_alive(fit, *(rows[c].to_numpy() for c in ("x", "t_x", "T")))
+    np.testing.assert_allclose(rows["p_alive"].to_numpy(), want, rtol=1e-9)
+    np.testing.assert_allclose(rows["churn_risk"].to_numpy(), 1 - want, rtol=1e-9, atol=1e-12)
+    ahead = pn.expected_transactions(fit, 52.0, *(rows[c].to_numpy() for c in ("x", "t_x", "T")))
+    np.testing.assert_allclose(rows["expected_transactions"].to_numpy(), ahead, rtol=1e-9)
+    assert rows["clv"].drop_nulls().len() == rows.height
+    bad = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "q"), "--clv-model", "weibull"])
+    assert bad.exit_code == 2 and "--clv-model must be one of" in bad.output
