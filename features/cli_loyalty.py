@@ -89,6 +89,10 @@ def clv_fit(
         help="Also fit Pareto/NBD with this covariate on purchase and dropout rates: cohort "
         "(first purchase month) or first_order_value (quintile), with a likelihood-ratio test.",
     ),
+    intervals: float | None = typer.Option(
+        None, "--intervals", min=1.0, max=99.9, help="Bootstrap intervals of the parameters (%)."
+    ),
+    draws: int = typer.Option(100, "--draws", min=2, help="Bootstrap draws."),
 ) -> None:
     """Fit BG/NBD, Pareto/NBD + Gamma-Gamma on the calibration period and score the holdout."""
     from features.clv_data import COVARIATES, MODELS, fit_from_events
@@ -100,7 +104,9 @@ def clv_fit(
     cal = _parse_date(calibration_end, "--calibration-end")
     hold = _parse_date(holdout_end, "--holdout-end") if holdout_end else None
     t0 = time.perf_counter()
-    result = fit_from_events(read_events(events).collect(), cal, hold, model, covariate)
+    result = fit_from_events(
+        read_events(events).collect(), cal, hold, model, covariate, intervals, draws
+    )
     result["seconds"] = round(time.perf_counter() - t0, 3)
     emit(result)
 
@@ -162,6 +168,14 @@ def features_build(
     clv_model: str = typer.Option(
         "bgnbd", "--clv-model", help="Purchase model for p_alive and CLV: bgnbd or pareto_nbd."
     ),
+    clv_intervals: float | None = typer.Option(
+        None,
+        "--clv-intervals",
+        min=1.0,
+        max=99.9,
+        help="Add each customer's bootstrap interval (e.g. 90) of expected purchases and CLV.",
+    ),
+    clv_draws: int = typer.Option(100, "--clv-draws", min=2, help="Bootstrap draws."),
 ) -> None:
     """Build customers.parquet and items.parquet."""
     from features.customers import CLV_MODELS, ClvOptions, build_customers
@@ -179,7 +193,14 @@ def features_build(
     when = _parse_as_of(as_of, ev)
     weights = _read_weights(index_weights) if index_weights else None
     table, info = build_customers(
-        ev, when, rules, cat, people, prev, ClvOptions(horizon_weeks, discount, clv_model), weights
+        ev,
+        when,
+        rules,
+        cat,
+        people,
+        prev,
+        ClvOptions(horizon_weeks, discount, clv_model, clv_intervals, clv_draws),
+        weights,
     )
     items = build_items(ev, table, when, cat)
     out.mkdir(parents=True, exist_ok=True)

@@ -103,13 +103,17 @@ def fit_from_events(
     holdout_end: date | None = None,
     model: str = "auto",
     covariate: str | None = None,
+    intervals: float | None = None,
+    draws: int = 100,
 ) -> dict[str, Any]:
     """Fit BG/NBD, Pareto/NBD and Gamma-Gamma on the calibration period; score the holdout if
     given (total and weekly cumulative tracking error of both purchase models). ``model``
     names the purchase model the result recommends (``chosen``): ``auto`` takes the smaller
     holdout tracking error, or without a holdout the larger calibration log-likelihood (both
     models have four parameters). ``covariate`` adds Pareto/NBD with that covariate on
-    purchase and dropout rates and its likelihood-ratio test (``covariate_levels``)."""
+    purchase and dropout rates and its likelihood-ratio test (``covariate_levels``).
+    ``intervals`` (e.g. 90) adds bootstrap intervals of every parameter (``draws`` refits on
+    resampled customers, features/clv_bootstrap.py)."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
     daily = daily_transactions(events).collect().lazy()
@@ -137,6 +141,11 @@ def fit_from_events(
         levels = covariate_levels(summ, covariate)
         with_cov = fit_pareto_nbd_covariate(x, t_x, T, levels, without=pareto)
         out["pareto_nbd_covariate"] = {"covariate": covariate, **with_cov.as_dict()}
+    if intervals is not None:
+        from features.clv_bootstrap import bootstrap, param_intervals
+
+        boot = bootstrap(x, t_x, T, m, draws)
+        out["intervals"] = {"level": intervals, "draws": draws, **param_intervals(boot, intervals)}
     chosen = model
     if holdout_end is not None:
         if holdout_end <= calibration_end:

@@ -154,15 +154,22 @@ def fit_pareto_nbd(
     t_x: npt.ArrayLike,
     T: npt.ArrayLike,
     init: tuple[float, float, float, float] = (0.5, 10.0, 0.5, 10.0),
+    weights: npt.ArrayLike | None = None,
 ) -> ParetoNBD:
     """Maximum-likelihood Pareto/NBD parameters for the given customers (compressed to
-    unique (x, t_x, T) rows first)."""
+    unique (x, t_x, T) rows first; with ``weights``, the rows are taken as they are, each
+    counting that often)."""
     xa, ta, Ta = (np.asarray(v, dtype=np.float64) for v in (x, t_x, T))
     if len(xa) == 0:
         raise ValueError("Pareto/NBD needs at least one customer")
     if np.any(xa < 0) or np.any(ta < 0) or np.any(ta > Ta + 1e-9):
         raise ValueError("Pareto/NBD needs x >= 0 and 0 <= t_x <= T")
-    (xa, ta, Ta), w = compress(xa, ta, Ta)
+    if weights is None:
+        (xa, ta, Ta), w = compress(xa, ta, Ta)
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        keep = w > 0
+        xa, ta, Ta, w = xa[keep], ta[keep], Ta[keep], w[keep]
     start = np.log(np.asarray(init, dtype=np.float64))
     if len(xa) > SAMPLE_ABOVE:  # a thinning of the customers first: a start near the optimum
         thin = np.random.default_rng(0).binomial(w.astype(np.int64), SAMPLE_SHARE)

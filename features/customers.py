@@ -55,6 +55,14 @@ COLUMNS = (
 )
 
 
+# with ClvOptions.interval_level: each customer's bootstrap interval (features/clv_bootstrap.py)
+INTERVAL_COLUMNS = (
+    "expected_transactions_low",
+    "expected_transactions_high",
+    "clv_low",
+    "clv_high",
+)
+
 MIN_CLV_CUSTOMERS = 20
 
 
@@ -66,6 +74,8 @@ class ClvOptions:
     horizon_weeks: int = 52
     annual_discount: float = 0.10
     model: str = "bgnbd"  # the purchase model behind expected_transactions, p_alive, clv
+    interval_level: float | None = None  # e.g. 90: INTERVAL_COLUMNS from a bootstrap
+    interval_draws: int = 100
 
 
 def _check_tier_names(df: pl.DataFrame, col: str, names: list[str]) -> None:
@@ -95,6 +105,7 @@ def add_clv(
     info: dict[str, object] = {}
     nan = np.full(df.height, np.nan)
     exp_tx = pa = spend = value = nan
+    bounds: dict[str, np.ndarray] = {}
     try:
         if df.height < MIN_CLV_CUSTOMERS or int((x > 0).sum()) < 2:
             raise ValueError(
@@ -117,6 +128,9 @@ def add_clv(
         info["gamma_gamma"] = gg.as_dict()
         spend = clv.expected_spend(gg, x, m)
         value = clv.discounted_clv(bg, gg, x, t_x, T, m, opts.horizon_weeks, opts.annual_discount)
+        if opts.interval_level is not None:
+            bounds = _intervals(x, t_x, T, m, opts)
+            info["clv_intervals"] = {"level": opts.interval_level, "draws": opts.interval_draws}
     except ValueError as exc:  # too little history: features without CLV, said loudly
         log.warning("CLV models not fitted: %s", exc)
         info["clv_error"] = str(exc)
@@ -126,7 +140,32 @@ def add_clv(
         expected_spend=pl.Series(spend).fill_nan(None),
         clv=pl.Series(value).fill_nan(None),
     ).with_columns(churn_risk=1.0 - pl.col("p_alive"))
+    if opts.interval_level is not None:
+        out = out.with_columns(
+            pl.Series(c, bounds.get(c, nan)).fill_nan(None) for c in INTERVAL_COLUMNS
+        )
     return out, info
+
+
+def _intervals(
+    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, m: np.ndarray, opts: ClvOptions
+) -> dict[str, np.ndarray]:
+    """Each customer's bootstrap interval of expected purchases and CLV."""
+    from features import clv_bootstrap
+
+    assert opts.interval_level is not None
+    draws = clv_bootstrap.bootstrap(x, t_x, T, m, opts.interval_draws, models=(opts.model,))
+    return clv_bootstrap.customer_intervals(
+        draws,
+        opts.model,
+        x,
+        t_x,
+        T,
+        m,
+        opts.horizon_weeks,
+        opts.annual_discount,
+        opts.interval_level,
+    )
 
 
 def fill_prices(events: pl.LazyFrame, catalog: pl.LazyFrame | None) -> pl.LazyFrame:
@@ -190,7 +229,8 @@ def build_customers(
         pl.col("marketing_consent").cast(pl.Boolean).fill_null(False),  # absent = no consent
         pl.col("nps").cast(pl.Float64),
     )
-    df = df.select(COLUMNS).sort("customer_id")
+    df = df.select(*COLUMNS, *(c for c in INTERVAL_COLUMNS if c in df.columns))
+    df = df.sort("customer_id")
     info.update(
         customers=df.height,
         tiers=dict(df.group_by("tier").len().iter_rows()),
