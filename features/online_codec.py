@@ -1,8 +1,10 @@
 """Online customer rows: the packed value format of features/online.py and its decoding.
 
 A customer's row is one string, ``tier|segment|churn|band|index|consent|next_tier|progress|
-typical_spend``, categoricals as indexes into the version's codebook (features/online.py
-describes the Redis key layout around it).
+typical_spend|clv_low|clv_high``, categoricals as indexes into the version's codebook
+(features/online.py describes the Redis key layout around it). The CLV interval is empty unless
+the features were built with ``--clv-intervals``; rows of versions published before it existed
+end after typical_spend and decode with no interval.
 """
 
 from __future__ import annotations
@@ -25,9 +27,18 @@ PACKED_FIELDS = (
     "next_tier",
     "progress_to_next",
     "typical_spend",
+    "clv_low",
+    "clv_high",
 )
 CODED = ("tier", "segment", "clv_band", "next_tier")
-ROUNDING = {"churn_risk": 3, "loyalty_index": 1, "progress_to_next": 2, "typical_spend": 2}
+ROUNDING = {
+    "churn_risk": 3,
+    "loyalty_index": 1,
+    "progress_to_next": 2,
+    "typical_spend": 2,
+    "clv_low": 2,
+    "clv_high": 2,
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,8 @@ class CustomerOnline:
     progress_to_next: float | None = None  # amount still needed at build time
     spend_since_build: float = 0.0  # from real-time events
     typical_spend: float | None = None  # average spend per item, for price-band boosts
+    clv_low: float | None = None  # the CLV's bootstrap interval (features build --clv-intervals)
+    clv_high: float | None = None
     recent_items: tuple[tuple[str, float], ...] = ()  # (item_id, unix ts), newest first
     version: str | None = None
 
@@ -158,6 +171,8 @@ def parse_customer(
         progress_to_next=_num(f[7]),
         spend_since_build=spent,
         typical_spend=_num(f[8]),
+        clv_low=_num(f[9]) if len(f) > 10 else None,
+        clv_high=_num(f[10]) if len(f) > 10 else None,
         recent_items=items,
         version=version,
     )

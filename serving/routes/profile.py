@@ -40,6 +40,8 @@ async def profile(
         spend_since_build=float(row.spend_since_build),
         segment=row.segment,
         clv_band=row.clv_band,
+        clv_low=row.clv_low,
+        clv_high=row.clv_high,
         churn_risk=row.churn_risk,
         loyalty_index=row.loyalty_index,
         features_version=row.version,

@@ -143,6 +143,12 @@ class ProfileResponse(BaseModel):
     spend_since_build: float
     segment: str | None
     clv_band: str | None
+    clv_low: float | None = Field(
+        default=None,
+        description="Lower end of the CLV's bootstrap interval (features built with "
+        "--clv-intervals; else null)",
+    )
+    clv_high: float | None = Field(default=None, description="Its upper end")
     churn_risk: float | None
     loyalty_index: float | None
     features_version: str | None

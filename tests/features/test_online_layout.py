@@ -36,3 +36,22 @@ def test_a_cluster_read_is_one_call_per_slot_and_a_node_read_one_call() -> None:
     for c in calls:
         assert len(c.keys) == 3 * len(c.positions)
         assert len({key_slot(k.encode()) for k in c.keys}) == 1
+
+
+def test_packed_rows_carry_the_clv_interval_and_old_rows_decode_without() -> None:
+    import polars as pl
+
+    from features.online_codec import pack_customers, parse_customer
+
+    df = pl.DataFrame(
+        {"customer_id": ["a", "b"], "tier": ["gold", "gold"], "clv_low": [1.234, None],
+         "clv_high": [5.0, None]}
+    )  # fmt: skip
+    packed, book = pack_customers(df)
+    rows = dict(packed.iter_rows())
+    a = parse_customer("a", "v1", book, rows["a"], None, [])
+    b = parse_customer("b", "v1", book, rows["b"], None, [])
+    assert (a.clv_low, a.clv_high) == (1.23, 5.0) and (b.clv_low, b.clv_high) == (None, None)
+    old = "|".join(rows["a"].split("|")[:9])  # a row of a version published before the interval
+    c = parse_customer("a", "v0", book, old, None, [])
+    assert c.known and c.tier == "gold" and c.clv_low is None and c.clv_high is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import polars as pl
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
@@ -127,3 +128,26 @@ def test_events_wait_for_replicas_when_asked(bundle_dir, published) -> None:
         with TestClient(create_app(settings)) as c:
             r = c.post("/v1/events", json={"events": [ev(2), ev(3)]})
             assert r.status_code == 200 and r.json()["accepted"] == 2
+
+
+def test_profile_shows_the_clv_interval_when_the_features_carry_one(bundle_dir, redis_url) -> None:
+    """Features built with --clv-intervals publish clv_low/clv_high; /profile shows them
+    beside the band (null when the features carry none)."""
+    from features.online import OnlineStore
+    from tests.services import redis_client
+    from tests.serving.conftest import CUSTOMERS, NS
+    from tests.serving.helpers import customers_frame, items_frame
+
+    frame = customers_frame(CUSTOMERS)
+    with_bounds = frame.with_columns(
+        clv_low=pl.when(pl.col("customer_id") == "c00001").then(12.346).otherwise(None),
+        clv_high=pl.when(pl.col("customer_id") == "c00001").then(20.0).otherwise(None),
+    )
+    client = redis_client(redis_url)
+    OnlineStore(client, NS).publish(with_bounds, items_frame(240))
+    client.close()
+    with TestClient(create_app(settings_for(bundle_dir, redis_url))) as c:
+        p = c.get("/v1/customers/c00001/profile").json()
+        assert (p["clv_low"], p["clv_high"], p["clv_band"]) == (12.35, 20.0, "low")
+        other = c.get("/v1/customers/c00002/profile").json()
+        assert other["clv_low"] is None and other["clv_high"] is None
