@@ -79,7 +79,7 @@ def covariate_levels(summ: pl.DataFrame, name: str) -> list[str]:
     raise ValueError(f"covariate must be one of {', '.join(COVARIATES)}, got {name!r}")
 
 
-def _weekly_holdout(
+def weekly_holdout(
     daily: pl.LazyFrame, summ: pl.DataFrame, calibration_end: date, holdout_end: date
 ) -> tuple[np.ndarray, np.ndarray]:
     """Holdout week ends (in weeks after the calibration end, the last one partial) and the
@@ -150,7 +150,7 @@ def fit_from_events(
     if holdout_end is not None:
         if holdout_end <= calibration_end:
             raise ValueError("--holdout-end must be after --calibration-end")
-        weeks, actual = _weekly_holdout(daily, summ, calibration_end, holdout_end)
+        weeks, actual = weekly_holdout(daily, summ, calibration_end, holdout_end)
         predict = {
             "bgnbd": lambda w: float(clv.expected_transactions(bg, w, x, t_x, T).sum()),
             "pareto_nbd": lambda w: float(pareto_expected_transactions(pareto, w, x, t_x, T).sum()),

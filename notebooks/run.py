@@ -33,7 +33,7 @@ from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parent.parent
 NB_DIR = ROOT / "notebooks"
-NOTEBOOKS = ("loyalty_cdnow", "model_eval_ml100k")
+NOTEBOOKS = ("loyalty_cdnow", "clv_models_cdnow", "model_eval_ml100k")
 KERNEL = "patron-python3"
 CELL_TIMEOUT_S = 600
 

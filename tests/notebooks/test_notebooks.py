@@ -41,6 +41,16 @@ EXPECTED = {
             "clv_by_segment",
         ],
     },
+    "clv_models_cdnow": {
+        "png": ["tracking_by_model", "spend_by_index_decile"],
+        "csv": [
+            "purchase_models",
+            "tracking_by_model",
+            "covariate_first_order_value",
+            "index_validity",
+            "spend_by_index_decile",
+        ],
+    },
     "model_eval_ml100k": {
         "png": ["metrics_vs_published", "ndcg_by_tier", "coverage_popularity_bias"],
         "csv": ["metrics", "ndcg_by_tier", "popularity_bias", "example_recommendations"],
@@ -177,3 +187,17 @@ def test_model_table_has_every_model_and_the_published_rows(reports: Path) -> No
     assert all(v == pytest.approx(1.0, abs=1e-4) for v in deciles)
     examples = _csv(reports, nb, "example_recommendations")
     assert examples["reasons"].str.len_chars().min() > 0  # every pick says why
+
+
+@pytest.mark.slow
+def test_clv_models_tables_hold_sensible_numbers(reports: Path) -> None:
+    nb = "clv_models_cdnow"
+    track = _csv(reports, nb, "tracking_by_model")
+    assert track.height == 39 and (track["actual"].diff().drop_nulls() >= 0).all()
+    last = track.row(-1, named=True)
+    for model in ("bgnbd", "pareto_nbd"):  # both within 20% of the actual total
+        assert abs(last[model] - last["actual"]) < 0.2 * last["actual"]
+    validity = _csv(reports, nb, "index_validity")
+    assert (validity["spearman_spend"] > 0.3).all()
+    deciles = _csv(reports, nb, "spend_by_index_decile")
+    assert deciles["holdout_spend"][-1] > 3 * deciles["holdout_spend"][0]
