@@ -87,7 +87,11 @@ def clv_fit(
         None,
         "--covariate",
         help="Also fit Pareto/NBD with this covariate on purchase and dropout rates: cohort "
-        "(first purchase month) or first_order_value (quintile), with a likelihood-ratio test.",
+        "(first purchase month), first_order_value (quintile) or a column of --customers "
+        "(e.g. channel), with a likelihood-ratio test.",
+    ),
+    customers: Path | None = typer.Option(
+        None, "--customers", help="Customers file holding a --covariate column."
     ),
     intervals: float | None = typer.Option(
         None, "--intervals", min=1.0, max=99.9, help="Bootstrap intervals of the parameters (%)."
@@ -99,13 +103,20 @@ def clv_fit(
 
     if model not in MODELS:
         raise UserError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
-    if covariate is not None and covariate not in COVARIATES:
-        raise UserError(f"--covariate must be one of {', '.join(COVARIATES)}, got {covariate!r}")
+    people = _read_table(customers, "customers").collect() if customers else None
+    if people is not None and "customer_id" not in people.columns:
+        raise UserError(f"{customers}: the customers file needs a customer_id column")
+    known = (*COVARIATES, *(people.columns if people is not None else ()))
+    if covariate is not None and (covariate not in known or covariate == "customer_id"):
+        raise UserError(
+            f"--covariate must be one of {', '.join(COVARIATES)} or a column of --customers, "
+            f"got {covariate!r}"
+        )
     cal = _parse_date(calibration_end, "--calibration-end")
     hold = _parse_date(holdout_end, "--holdout-end") if holdout_end else None
     t0 = time.perf_counter()
     result = fit_from_events(
-        read_events(events).collect(), cal, hold, model, covariate, intervals, draws
+        read_events(events).collect(), cal, hold, model, covariate, intervals, draws, people
     )
     result["seconds"] = round(time.perf_counter() - t0, 3)
     emit(result)

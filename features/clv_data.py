@@ -68,15 +68,29 @@ MODELS = ("bgnbd", "pareto_nbd", "auto")
 COVARIATES = ("cohort", "first_order_value")
 
 
-def covariate_levels(summ: pl.DataFrame, name: str) -> list[str]:
+def covariate_levels(
+    summ: pl.DataFrame, name: str, people: pl.DataFrame | None = None
+) -> list[str]:
     """Each customer's level: ``cohort`` = the month of the first purchase (YYYY-MM);
-    ``first_order_value`` = the quintile (q1 lowest .. q5) of the first purchase day's spend."""
+    ``first_order_value`` = the quintile (q1 lowest .. q5) of the first purchase day's spend;
+    any other name is a column of ``people`` (customer_id + the column, e.g. an acquisition
+    channel; customers without a value are level "unknown")."""
+    if people is not None and name in people.columns and name not in COVARIATES:
+        joined = summ.select("customer_id").join(
+            people.select(pl.col("customer_id").cast(pl.String), pl.col(name).cast(pl.String)),
+            on="customer_id",
+            how="left",
+        )
+        return joined[name].fill_null("unknown").to_list()
     if name == "cohort":
         return summ["first"].dt.strftime("%Y-%m").to_list()
     if name == "first_order_value":
         q = summ["first_spend"].rank("ordinal") * 5 / (summ.height + 1)
         return [f"q{int(v) + 1}" for v in q.to_list()]
-    raise ValueError(f"covariate must be one of {', '.join(COVARIATES)}, got {name!r}")
+    raise ValueError(
+        f"covariate must be one of {', '.join(COVARIATES)} or a column of the customers file, "
+        f"got {name!r}"
+    )
 
 
 def weekly_holdout(
@@ -105,6 +119,7 @@ def fit_from_events(
     covariate: str | None = None,
     intervals: float | None = None,
     draws: int = 100,
+    people: pl.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Fit BG/NBD, Pareto/NBD and Gamma-Gamma on the calibration period; score the holdout if
     given (total and weekly cumulative tracking error of both purchase models). ``model``
@@ -138,7 +153,7 @@ def fit_from_events(
         "gamma_gamma": gg.as_dict(),
     }
     if covariate is not None:
-        levels = covariate_levels(summ, covariate)
+        levels = covariate_levels(summ, covariate, people)
         with_cov = fit_pareto_nbd_covariate(x, t_x, T, levels, without=pareto)
         out["pareto_nbd_covariate"] = {"covariate": covariate, **with_cov.as_dict()}
     if intervals is not None:
