@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from benchmarks import features_scale
 from features import clv_bootstrap as cb
 from features.clv_fit import fit_bgnbd
 from features.customers import COLUMNS, INTERVAL_COLUMNS
@@ -18,22 +19,9 @@ from patron.cli import app
 
 
 def simulate_bgnbd(n: int, seed: int) -> tuple[np.ndarray, ...]:
-    """BG/NBD customers (r 0.6, alpha 5, a 0.8, b 2.5) over 40 weeks, with spend."""
-    rng = np.random.default_rng(seed)
-    lam, p = rng.gamma(0.6, 1 / 5.0, n), rng.beta(0.8, 2.5, n)
-    T = np.full(n, 40.0)
-    x, t_x, t = np.zeros(n), np.zeros(n), np.zeros(n)
-    alive = np.ones(n, bool)
-    while alive.any():
-        idx = np.flatnonzero(alive)
-        t[idx] += rng.exponential(1 / lam[idx])
-        ok = t[idx] <= T[idx]
-        buy = idx[ok]
-        x[buy] += 1
-        t_x[buy] = np.floor(t[buy] * 7) / 7  # on a daily grid, as real data are
-        alive[idx[~ok]] = False
-        alive[buy[rng.random(buy.size) < p[buy]]] = False
-    m = np.where(x > 0, rng.gamma(6.0, 1 / 3.0, n) * 10, np.nan)
+    """The benchmark's BG/NBD customers (r 0.6, alpha 5, a 0.8, b 2.5), with spend."""
+    x, t_x, T = features_scale.simulate_bgnbd(n, seed)
+    m = np.where(x > 0, np.random.default_rng(seed).gamma(6.0, 1 / 3.0, n) * 10, np.nan)
     return x, t_x, T, m
 
 
@@ -59,7 +47,7 @@ def test_90_percent_intervals_cover_the_truth_about_90_percent_of_the_time() -> 
         lo, hi = cb.param_intervals(cb.bootstrap(x, t_x, T, m, draws=20, seed=rep), 90)["bgnbd"][
             "r"
         ]
-        hits += lo <= 0.6 <= hi
+        hits += lo <= features_scale.TRUE["r"] <= hi
     assert hits >= 7
 
 
