@@ -19,8 +19,7 @@ import numpy.typing as npt
 
 from features.clv_fit import BGNBD, GammaGamma, fit_bgnbd, fit_gamma_gamma
 from features.clv_pareto import ParetoNBD, fit_pareto_nbd
-from features.clv_pareto import expected_transactions as pareto_expected
-from features.clv_predict import discounted_clv, expected_transactions
+from features.clv_predict import discounted_clv, expected_purchases
 
 F = npt.NDArray[np.float64]
 
@@ -101,12 +100,11 @@ def customer_intervals(
     fits: list[BGNBD] | list[ParetoNBD] = d.pareto_nbd if model == "pareto_nbd" else d.bgnbd
     if len(fits) != len(d.gamma_gamma):
         raise ValueError(f"the draws hold no {model} fits")
-    expect = pareto_expected if model == "pareto_nbd" else expected_transactions
     purchases = np.empty((len(fits), len(x)), np.float32)
     value = np.empty((len(fits), len(x)), np.float32)
     for i, gg in enumerate(d.gamma_gamma):
         pm: BGNBD | ParetoNBD = fits[i]
-        purchases[i] = expect(pm, float(horizon_weeks), x, t_x, T)  # type: ignore[arg-type]
+        purchases[i] = expected_purchases(pm, float(horizon_weeks), x, t_x, T)
         value[i] = discounted_clv(pm, gg, x, t_x, T, m, horizon_weeks, annual_discount)
     lo, hi = (100 - level) / 2, 100 - (100 - level) / 2
     return {

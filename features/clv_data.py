@@ -19,8 +19,8 @@ import polars as pl
 
 from features import clv
 from features.clv_covariates import fit_pareto_nbd_covariate
-from features.clv_pareto import expected_transactions as pareto_expected_transactions
-from features.clv_pareto import fit_pareto_nbd
+from features.clv_pareto import ParetoNBD, fit_pareto_nbd
+from features.clv_predict import expected_purchases
 
 SPEND = pl.col("quantity").fill_null(1.0) * pl.col("unit_price").fill_null(0.0)
 
@@ -166,11 +166,11 @@ def fit_from_events(
         if holdout_end <= calibration_end:
             raise ValueError("--holdout-end must be after --calibration-end")
         weeks, actual = weekly_holdout(daily, summ, calibration_end, holdout_end)
-        predict = {
-            "bgnbd": lambda w: float(clv.expected_transactions(bg, w, x, t_x, T).sum()),
-            "pareto_nbd": lambda w: float(pareto_expected_transactions(pareto, w, x, t_x, T).sum()),
+        fitted: dict[str, clv.BGNBD | ParetoNBD] = {"bgnbd": bg, "pareto_nbd": pareto}
+        tracking = {
+            name: np.array([expected_purchases(p, float(w), x, t_x, T).sum() for w in weeks])
+            for name, p in fitted.items()
         }
-        tracking = {name: np.array([fn(float(w)) for w in weeks]) for name, fn in predict.items()}
         mae = {name: float(np.abs(p - actual).mean()) for name, p in tracking.items()}
         out["holdout"] = {
             "weeks": float(weeks[-1]),

@@ -15,6 +15,7 @@ from scipy import special
 from features.clv_fit import BGNBD, F, GammaGamma, compress
 from features.clv_pareto import ParetoNBD
 from features.clv_pareto import expected_transactions as pareto_expected_transactions
+from features.clv_pareto import p_alive as pareto_p_alive
 
 
 def p_alive(params: BGNBD, x: F, t_x: F, T: F) -> F:
@@ -102,6 +103,21 @@ def expected_spend(params: GammaGamma, x: F, m: F) -> F:
     return np.asarray(np.where(np.isfinite(out) & (out >= 0), out, 0.0), dtype=np.float64)
 
 
+def expected_purchases(params: BGNBD | ParetoNBD, t: float, x: F, t_x: F, T: F) -> F:
+    """Expected purchases in (T, T + t] under either purchase model (``params``' type says
+    which): the one dispatch the feature build, CLV and the bootstrap share."""
+    if isinstance(params, ParetoNBD):
+        return pareto_expected_transactions(params, t, x, t_x, T)
+    return expected_transactions(params, t, x, t_x, T)
+
+
+def alive(params: BGNBD | ParetoNBD, x: F, t_x: F, T: F) -> F:
+    """P(alive) under either purchase model."""
+    if isinstance(params, ParetoNBD):
+        return pareto_p_alive(params, x, t_x, T)
+    return p_alive(params, x, t_x, T)
+
+
 def discounted_clv(
     bg: BGNBD | ParetoNBD,
     gg: GammaGamma,
@@ -118,7 +134,6 @@ def discounted_clv(
 
     Evaluated on unique (x, t_x, T) rows only, then mapped back.
     """
-    purchases = pareto_expected_transactions if isinstance(bg, ParetoNBD) else expected_transactions
     (ux, ut, uT), _ = compress(x, t_x, T)
     keys = np.column_stack([x, t_x, T])
     order = np.lexsort((uT, ut, ux))
@@ -130,7 +145,7 @@ def discounted_clv(
     if not steps or steps[-1] != horizon_weeks:
         steps.append(horizon_weeks)
     for s in steps:
-        cur = purchases(bg, float(s), ukeys[:, 0], ukeys[:, 1], ukeys[:, 2])  # type: ignore[arg-type]
+        cur = expected_purchases(bg, float(s), ukeys[:, 0], ukeys[:, 1], ukeys[:, 2])
         total += (cur - prev) / (1.0 + annual_discount) ** (s / 52.0)
         prev = cur
     return np.asarray(total[idx] * expected_spend(gg, x, m), dtype=np.float64)

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from features import clv, clv_data, clv_pareto, loyalty, rfm, segments, tiers
+from features.clv_predict import alive, expected_purchases
 
 log = logging.getLogger("patron.features")
 
@@ -114,16 +115,12 @@ def add_clv(
             )
         info["clv_model"] = opts.model
         if opts.model == "pareto_nbd":
-            pn = clv_pareto.fit_pareto_nbd(x, t_x, T)
-            info["pareto_nbd"] = pn.as_dict()
-            exp_tx = clv_pareto.expected_transactions(pn, float(opts.horizon_weeks), x, t_x, T)
-            pa = clv_pareto.p_alive(pn, x, t_x, T)
-            bg: clv.BGNBD | clv_pareto.ParetoNBD = pn
+            bg: clv.BGNBD | clv_pareto.ParetoNBD = clv_pareto.fit_pareto_nbd(x, t_x, T)
         else:
             bg = clv.fit_bgnbd(x, t_x, T)
-            info["bgnbd"] = bg.as_dict()
-            exp_tx = clv.expected_transactions(bg, float(opts.horizon_weeks), x, t_x, T)
-            pa = clv.p_alive(bg, x, t_x, T)
+        info[opts.model] = bg.as_dict()
+        exp_tx = expected_purchases(bg, float(opts.horizon_weeks), x, t_x, T)
+        pa = alive(bg, x, t_x, T)
         gg = clv.fit_gamma_gamma(x, m)
         info["gamma_gamma"] = gg.as_dict()
         spend = clv.expected_spend(gg, x, m)
