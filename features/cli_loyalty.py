@@ -156,7 +156,12 @@ def _parse_as_of(value: str | None, events: pl.LazyFrame) -> datetime:
 @features_app.command("build")
 @command
 def features_build(
-    events: Path = typer.Option(..., "--events", help="Validated events (Parquet/CSV/CDNOW .txt)."),
+    events: str = typer.Option(
+        ...,
+        "--events",
+        help="Validated events (Parquet/CSV/CDNOW .txt); with --engine spark, Parquet at a "
+        "path or any Hadoop URI (s3a://, hdfs://, ...).",
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder for customers/items.parquet."),
     catalog: Path | None = typer.Option(None, "--catalog", help="Catalog Parquet/CSV."),
     customers: Path | None = typer.Option(
@@ -187,33 +192,55 @@ def features_build(
         help="Add each customer's bootstrap interval (e.g. 90) of expected purchases and CLV.",
     ),
     clv_draws: int = typer.Option(100, "--clv-draws", min=2, help="Bootstrap draws."),
+    engine: str = typer.Option(
+        "local", "--engine", help="local (polars) or spark (the event-log reductions on Spark)."
+    ),
+    spark_master: str | None = typer.Option(
+        None, "--spark-master", help="Spark master (default PATRON_SPARK_MASTER or local[*])."
+    ),
+    spark_conf: list[str] = typer.Option(
+        [], "--spark-conf", help="Spark setting KEY=VALUE (repeatable)."
+    ),
 ) -> None:
     """Build customers.parquet and items.parquet."""
     from features.customers import CLV_MODELS, ClvOptions, build_customers
     from features.items import build_items
     from features.tiers import load_rules, write_tier_names
+    from patron.spark import check_engine, parse_conf
 
     if clv_model not in CLV_MODELS:
         raise UserError(f"--clv-model must be one of {', '.join(CLV_MODELS)}, got {clv_model!r}")
+    check_engine(engine)
+    conf = parse_conf(spark_conf)
     t0 = time.perf_counter()
     rules = load_rules(tiers_file)
-    ev = read_events(events).collect().lazy()  # read once, reused by every table
     cat = _read_table(catalog, "catalog").collect().lazy() if catalog else None
     people = _read_table(customers, "customers") if customers else None
     prev = _read_table(previous, "previous customers") if previous else None
-    when = _parse_as_of(as_of, ev)
     weights = _read_weights(index_weights) if index_weights else None
-    table, info = build_customers(
-        ev,
-        when,
-        rules,
-        cat,
-        people,
-        prev,
-        ClvOptions(horizon_weeks, discount, clv_model, clv_intervals, clv_draws),
-        weights,
-    )
-    items = build_items(ev, table, when, cat)
+    opts = ClvOptions(horizon_weeks, discount, clv_model, clv_intervals, clv_draws)
+    if engine == "spark":
+        from features import spark_features
+        from patron.spark import spark_session
+
+        given = _parse_as_of(as_of, pl.LazyFrame()) if as_of else None
+        with spark_session(spark_master, conf, "patron features build") as spark:
+            table, items, when, info = spark_features.build(
+                spark,
+                events,
+                given,
+                rules,
+                cat.collect() if cat is not None else None,
+                people,
+                prev,
+                opts,
+                weights,
+            )
+    else:
+        ev = read_events(Path(events)).collect().lazy()  # read once, reused by every table
+        when = _parse_as_of(as_of, ev)
+        table, info = build_customers(ev, when, rules, cat, people, prev, opts, weights)
+        items = build_items(ev, table, when, cat)
     out.mkdir(parents=True, exist_ok=True)
     table.write_parquet(out / "customers.parquet")
     items.write_parquet(out / "items.parquet")

@@ -89,16 +89,23 @@ def _check_tier_names(df: pl.DataFrame, col: str, names: list[str]) -> None:
         )
 
 
+# unique (x, t_x, T) rows and how many customers share each: the purchase models' data
+FitRows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 def add_clv(
-    df: pl.DataFrame, events: pl.LazyFrame, as_of: datetime, opts: ClvOptions
+    df: pl.DataFrame,
+    summary: pl.DataFrame,
+    opts: ClvOptions,
+    fit_rows: FitRows | None = None,
 ) -> tuple[pl.DataFrame, dict[str, object]]:
-    """Fit the purchase model (``opts.model``: BG/NBD or Pareto/NBD) + Gamma-Gamma on all
-    history up to ``as_of`` and score every customer."""
+    """Fit the purchase model (``opts.model``: BG/NBD or Pareto/NBD) + Gamma-Gamma on the
+    customers' ``summary`` (``clv_data.calibration_summary`` up to the as-of day) and score
+    every customer. ``fit_rows`` (compressed elsewhere, e.g. by Spark) replaces the
+    compression of the summary for the purchase-model fit."""
     if opts.model not in CLV_MODELS:
         raise ValueError(f"CLV model must be one of {', '.join(CLV_MODELS)}, got {opts.model!r}")
-    daily = clv_data.daily_transactions(events.filter(pl.col("ts") <= as_of))
-    summ = clv_data.calibration_summary(daily, as_of.date()).collect()
-    joined = df.select("customer_id").join(summ, on="customer_id", how="left")
+    joined = df.select("customer_id").join(summary, on="customer_id", how="left")
     x = joined["x"].fill_null(0).to_numpy()
     t_x = joined["t_x"].fill_null(0).to_numpy()
     T = joined["T"].fill_null(0).to_numpy()
@@ -114,10 +121,11 @@ def add_clv(
                 f"CLV models, got {df.height} and {int((x > 0).sum())}"
             )
         info["clv_model"] = opts.model
+        fx, ft, fT, w = fit_rows if fit_rows is not None else (x, t_x, T, None)
         if opts.model == "pareto_nbd":
-            bg: clv.BGNBD | clv_pareto.ParetoNBD = clv_pareto.fit_pareto_nbd(x, t_x, T)
+            bg: clv.BGNBD | clv_pareto.ParetoNBD = clv_pareto.fit_pareto_nbd(fx, ft, fT, weights=w)
         else:
-            bg = clv.fit_bgnbd(x, t_x, T)
+            bg = clv.fit_bgnbd(fx, ft, fT, weights=w)
         info[opts.model] = bg.as_dict()
         exp_tx = expected_purchases(bg, float(opts.horizon_weeks), x, t_x, T)
         pa = alive(bg, x, t_x, T)
@@ -191,8 +199,41 @@ def build_customers(
 ) -> tuple[pl.DataFrame, dict[str, object]]:
     """The customer table and a small report (counts, fitted CLV parameters);
     ``index_weights`` replaces the loyalty index's default behavioural weights."""
+    behaviour, summary = event_summaries(events, as_of, rules, catalog)
+    return customer_table(
+        behaviour, summary.collect(), as_of, rules, people, previous, clv_opts, index_weights
+    )
+
+
+def event_summaries(
+    events: pl.LazyFrame,
+    as_of: datetime,
+    rules: tiers.TierRules,
+    catalog: pl.LazyFrame | None = None,
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """The two per-customer reductions of the event log, the only steps that grow with the
+    events: ``rfm.behaviour`` and the CLV summary (``clv_data.calibration_summary``).
+    ``features/spark_features.py`` computes the same two tables on Spark."""
     events = fill_prices(events, catalog)
-    base = rfm.rfm_scores(rfm.behaviour(events, as_of, catalog, rules.window_days))
+    behaviour = rfm.behaviour(events, as_of, catalog, rules.window_days)
+    daily = clv_data.daily_transactions(events.filter(pl.col("ts") <= as_of))
+    return behaviour, clv_data.calibration_summary(daily, as_of.date())
+
+
+def customer_table(
+    behaviour: pl.LazyFrame,
+    summary: pl.DataFrame,
+    as_of: datetime,
+    rules: tiers.TierRules,
+    people: pl.LazyFrame | None = None,
+    previous: pl.LazyFrame | None = None,
+    clv_opts: ClvOptions = ClvOptions(),
+    index_weights: dict[str, float] | None = None,
+    fit_rows: FitRows | None = None,
+) -> tuple[pl.DataFrame, dict[str, object]]:
+    """The customer table from the per-customer reductions (``event_summaries``): RFM
+    scores, tiers, CLV, loyalty index, segments, consent (one row per customer)."""
+    base = rfm.rfm_scores(behaviour)
     if people is not None:
         pcols = people.collect_schema().names()
         keep = [
@@ -207,11 +248,11 @@ def build_customers(
         )
         drop = [c for c in ("previous_tier",) if c in base.collect_schema().names()]
         base = base.drop(drop).join(prev, on="customer_id", how="left")
-    df = base.collect()
+    df = base.collect().sort("customer_id")  # ordinal ranks below break ties by this order
     for col in ("tier_floor", "previous_tier"):
         _check_tier_names(df, col, rules.names)
     df = tiers.assign_tiers(df.lazy(), rules, as_of).collect()
-    df, info = add_clv(df, events, as_of, clv_opts)
+    df, info = add_clv(df, summary, clv_opts, fit_rows)
     df = (
         loyalty.loyalty_index(df.lazy(), index_weights)
         .with_columns(clv_band=segments.clv_band())

@@ -13,18 +13,23 @@ from features.rfm import QTY
 TRENDING_DAYS = 30
 
 
-def category_repeat(buys: pl.LazyFrame) -> pl.LazyFrame:
-    """Per category: share of its buyers who bought it on 2+ days, and the median over those
-    buyers of their mean days between purchase days ((last - first) / (days - 1))."""
-    per_buyer = (
+def buyer_days(buys: pl.LazyFrame) -> pl.LazyFrame:
+    """Per (category, buyer): purchase days, first and last purchase day."""
+    return (
         buys.with_columns(day=pl.col("ts").dt.date())
         .group_by("category", "customer_id")
         .agg(n_days=pl.col("day").n_unique(), first=pl.col("day").min(), last=pl.col("day").max())
-        .with_columns(
-            interval=pl.when(pl.col("n_days") >= 2)
-            .then((pl.col("last") - pl.col("first")).dt.total_days() / (pl.col("n_days") - 1))
-            .otherwise(None)
-        )
+    )
+
+
+def category_repeat(per_buyer: pl.LazyFrame) -> pl.LazyFrame:
+    """Per category (from ``buyer_days``): share of its buyers who bought it on 2+ days, and
+    the median over those buyers of their mean days between purchase days
+    ((last - first) / (days - 1))."""
+    per_buyer = per_buyer.with_columns(
+        interval=pl.when(pl.col("n_days") >= 2)
+        .then((pl.col("last") - pl.col("first")).dt.total_days() / (pl.col("n_days") - 1))
+        .otherwise(None)
     )
     return per_buyer.group_by("category").agg(
         category_repeat_rate=(pl.col("n_days") >= 2).mean(),
@@ -42,12 +47,21 @@ def build_items(
     """One row per item bought (or listed in the catalog)."""
     if catalog is not None and "category" not in catalog.collect_schema().names():
         catalog = catalog.with_columns(category=pl.lit(None, dtype=pl.String))
+    pairs, per_buyer, span = item_reductions(events, as_of, catalog)
+    return item_table(pairs, per_buyer, span, customers, as_of, catalog, trending_days)
+
+
+def item_reductions(
+    events: pl.LazyFrame, as_of: datetime, catalog: pl.LazyFrame | None
+) -> tuple[pl.LazyFrame, pl.LazyFrame, int]:
+    """The reductions of the event log the item table needs (``features/spark_features.py``
+    computes the same on Spark): one row per (item, buyer) with units, last purchase and
+    category; ``buyer_days`` per (category, buyer); the span of the history in days."""
     ev = events.filter((pl.col("ts") <= as_of) & pl.col("item_id").is_not_null() & (QTY > 0))
     if catalog is not None:
         ev = ev.join(catalog.select("item_id", "category"), on="item_id", how="left")
     else:
         ev = ev.with_columns(category=pl.lit(None, dtype=pl.String))
-    since = pl.lit(as_of - timedelta(days=trending_days)).cast(pl.Datetime("us", "UTC"))
     # one row per (item, buyer): every popularity count below is a plain fast-path aggregate
     pairs = (
         ev.group_by("item_id", "customer_id")
@@ -55,14 +69,30 @@ def build_items(
         .collect()
         .lazy()
     )
+    total_days = ev.select((pl.col("ts").max() - pl.col("ts").min()).dt.total_days() + 1)
+    span = max(int(total_days.collect().item() or 1), 1)
+    return pairs, buyer_days(ev.filter(pl.col("category").is_not_null())), span
+
+
+def item_table(
+    pairs: pl.LazyFrame,
+    per_buyer: pl.LazyFrame,
+    span: int,
+    customers: pl.DataFrame,
+    as_of: datetime,
+    catalog: pl.LazyFrame | None = None,
+    trending_days: int = TRENDING_DAYS,
+) -> pl.DataFrame:
+    """The item table from ``item_reductions`` and the customer table (tiers, segments)."""
+    if catalog is not None and "category" not in catalog.collect_schema().names():
+        catalog = catalog.with_columns(category=pl.lit(None, dtype=pl.String))
+    since = pl.lit(as_of - timedelta(days=trending_days)).cast(pl.Datetime("us", "UTC"))
     pop = pairs.group_by("item_id").agg(
         purchases=pl.col("units").sum(),
         buyers=pl.len().cast(pl.Int64),
         recent_buyers=(pl.col("last_ts") > since).sum().cast(pl.Int64),
         category=pl.col("category").first(),
     )
-    total_days = ev.select((pl.col("ts").max() - pl.col("ts").min()).dt.total_days() + 1)
-    span = max(int(total_days.collect().item() or 1), 1)
     window = min(trending_days, span)
     pop = pop.with_columns(
         popularity=pl.col("buyers").rank("average") / pl.len(),
@@ -85,10 +115,15 @@ def build_items(
         .pivot(on="segment", index="item_id", values="n")
     )
     per_seg = per_seg.rename({c: f"buyers_segment_{c}" for c in per_seg.columns if c != "item_id"})
+    # columns in a fixed order (the tier scheme's, then the segments'), not the group order
+    tier_order = customers.select("tier", "tier_rank").unique().sort("tier_rank")["tier"]
+    per_tier = per_tier.select(
+        "item_id",
+        *(f"buyers_tier_{t}" for t in tier_order if f"buyers_tier_{t}" in per_tier.columns),
+    )
+    per_seg = per_seg.select("item_id", *sorted(c for c in per_seg.columns if c != "item_id"))
     out = (
-        pop.join(
-            category_repeat(ev.filter(pl.col("category").is_not_null())), on="category", how="left"
-        )
+        pop.join(category_repeat(per_buyer), on="category", how="left")
         .collect()
         .join(per_tier, on="item_id", how="left")
         .join(per_seg, on="item_id", how="left")

@@ -28,6 +28,14 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def cdnow_sample() -> Path:
+    p = shared_data_dir() / "cdnow" / "CDNOW_sample.txt"
+    if not p.is_file():
+        pytest.skip(f"CDNOW sample not found at {p}")
+    return p
+
+
+@pytest.fixture(scope="session")
 def redis_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     with redis_server(tmp_path_factory.mktemp("redis")) as server:
         yield server
