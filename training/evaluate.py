@@ -81,6 +81,17 @@ def prepare(
         half_life_days=config.half_life_days,
         log_scale=config.log_scale,
     )
+    return eval_data(inter, test_rows, customers=customers, tiers=tiers)
+
+
+def eval_data(
+    inter: Interactions,
+    test_rows: pl.DataFrame,
+    *,
+    customers: pl.DataFrame | None = None,
+    tiers: tuple[str, ...] | None = None,
+) -> EvalData:
+    """The held-out truth of ``test_rows`` aligned to the train part's interactions."""
     held = (
         test_rows.select(pl.col("customer_id").cast(pl.String), pl.col("item_id").cast(pl.String))
         .unique()

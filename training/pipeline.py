@@ -14,8 +14,6 @@ model is refitted on all events (cheap there).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -35,10 +33,9 @@ from training.als import ALSRecommender
 from training.bundle_builder import build_bundle_data, write
 from training.config import TrainConfig
 from training.copurchase import CoPurchaseRecommender
-from training.evaluate import evaluate_models, fit_models, prepare
-from training.interactions import baskets_matrix, build_interactions
+from training.engines import LocalEngine, TrainEngine
+from training.evaluate import eval_data, evaluate_models
 from training.popularity import PopularityRecommender, tiers_for
-from training.splits import temporal_split
 
 log = logging.getLogger(__name__)
 
@@ -53,64 +50,6 @@ def read_table(path: Path, what: str) -> pl.DataFrame:
         return pl.read_parquet(path)
     except Exception as exc:
         raise ValueError(f"{path}: cannot read {what} as Parquet ({exc})") from None
-
-
-def check_events(events: pl.DataFrame) -> pl.DataFrame:
-    """Boundary check: the EVENTS columns training needs, with usable types."""
-    missing = [c for c in ("customer_id", "item_id") if c not in events.columns]
-    if missing:
-        raise ValueError(
-            f"events lack {', '.join(missing)}; expected the EVENTS schema "
-            "(features/schemas.py), e.g. the output of `patron data validate`"
-        )
-    if events.filter(pl.col("item_id").is_not_null()).height == 0:
-        raise ValueError("events contain no item_id values; nothing to recommend from")
-    out = events.with_columns(
-        pl.col("customer_id").cast(pl.String), pl.col("item_id").cast(pl.String)
-    )
-    if "ts" not in out.columns:
-        out = out.with_columns(pl.lit(0).alias("ts"))
-    return out
-
-
-def data_fingerprint(events: pl.DataFrame) -> str:
-    """sha256 of a content summary (row count, id counts, time range, quantities, row hashes)."""
-    cols = [c for c in ("customer_id", "item_id", "ts", "quantity") if c in events.columns]
-    summary = {
-        "rows": events.height,
-        "customers": events["customer_id"].n_unique(),
-        "items": events["item_id"].n_unique(),
-        "ts_min": str(events["ts"].min()),
-        "ts_max": str(events["ts"].max()),
-        "quantity_sum": float(events["quantity"].sum()) if "quantity" in events.columns else None,
-        "rows_hash": int(events.select(cols).hash_rows(seed=0).sum() or 0) % (1 << 64),
-    }
-    return hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()
-
-
-REUSE_MAX_SHARE = 0.05
-
-
-def holdout(
-    events: pl.DataFrame, eval_customers: int, test_fraction: float = 0.2
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(every event except the held-out ones, held-out purchases of a customer sample)."""
-    purchases = events.filter(pl.col("item_id").is_not_null())
-    if "quantity" in purchases.columns:
-        purchases = purchases.filter(pl.col("quantity").fill_null(1.0) > 0)
-    sample = (
-        purchases.select("customer_id")
-        .unique()
-        .with_columns(pl.col("customer_id").hash(seed=7).alias("_h"))
-        .sort("_h", "customer_id")
-        .head(eval_customers)
-        .select("customer_id")
-    )
-    sampled = purchases.join(sample, on="customer_id")
-    _, test = temporal_split(sampled, test_fraction=test_fraction)
-    key = ["customer_id", "item_id", "ts"]
-    rest = events.join(test.select(key).unique(), on=key, how="anti", nulls_equal=True)
-    return rest, test
 
 
 @dataclass
@@ -131,8 +70,11 @@ def _stage(progress: Progress, timings: dict[str, float], name: str) -> Iterator
     progress.update(task, completed=1)
 
 
+REUSE_MAX_SHARE = 0.05
+
+
 def train(
-    events: pl.DataFrame,
+    events: pl.DataFrame | TrainEngine,
     *,
     out_dir: Path,
     config: TrainConfig | None = None,
@@ -149,7 +91,7 @@ def train(
     """Run the whole offline pipeline and write the bundle to ``out_dir``."""
     config = config or TrainConfig()
     tier_names = tiers or tier_names_beside(None)
-    events = check_events(events)
+    engine = events if not isinstance(events, pl.DataFrame) else LocalEngine(events)
     timings: dict[str, float] = {}
     metrics: dict[str, float] = {}
     tags: dict[str, str] = {}
@@ -162,31 +104,21 @@ def train(
     )
     with progress:
         with _stage(progress, timings, "fingerprint"):
-            fingerprint = data_fingerprint(events)
+            fingerprint = engine.fingerprint()
         with _stage(progress, timings, "interactions"):
             item_order = None
             if catalog is not None and "item_id" in catalog.columns:
                 item_order = catalog["item_id"].cast(pl.String).to_numpy()
-            inter = build_interactions(
-                events,
-                item_ids=item_order,
-                half_life_days=config.half_life_days,
-                log_scale=config.log_scale,
-            )
+            inter = engine.interactions(config, item_ids=item_order)
             user_tiers = tiers_for(inter.customer_ids, customers, tier_names)
         final: dict[str, Any] | None = None
         if evaluate:
             with _stage(progress, timings, "validation"):
-                rest, test = holdout(events, eval_customers)
-                data = prepare(
-                    rest,
-                    test,
-                    config=config,
-                    customers=customers,
-                    customer_ids=inter.customer_ids,
-                    item_ids=inter.item_ids,
-                    tiers=tier_names,
+                test = engine.holdout(eval_customers)
+                rest = engine.interactions(
+                    config, item_ids=inter.item_ids, customer_ids=inter.customer_ids, without=test
                 )
+                data = eval_data(rest, test, customers=customers, tiers=tier_names)
                 if len(data.users) == 0:
                     raise ValueError(
                         "no customer has purchases left to hold out; the data are too small "
@@ -194,10 +126,7 @@ def train(
                     )
                 share = test.height / max(inter.counts["events"], 1)
                 reuse = share <= REUSE_MAX_SHARE
-                baskets = baskets_matrix(rest, inter.item_ids)
-                models = fit_models(
-                    data.inter, config, data.user_tiers, baskets=baskets, tiers=tier_names
-                )
+                models = engine.fit(data.inter, config, data.user_tiers, tier_names, without=test)
                 report = evaluate_models(models, data, k)
                 for name, vals in report.items():
                     prefix = "val" if name == "served" else f"val_{name}"
@@ -217,8 +146,7 @@ def train(
                 tags["final_fit"] = "refit on all events"
         if final is None:
             with _stage(progress, timings, "models"):
-                baskets = baskets_matrix(events, inter.item_ids)
-                final = fit_models(inter, config, user_tiers, baskets=baskets, tiers=tier_names)
+                final = engine.fit(inter, config, user_tiers, tier_names)
         als_m, cp_m, pop_m = final["als"], final["copurchase"], final["popular"]
         assert isinstance(als_m, ALSRecommender)
         assert isinstance(cp_m, CoPurchaseRecommender)
@@ -242,6 +170,7 @@ def train(
             "data_fingerprint": fingerprint,
             "trained_at": datetime.now(UTC).isoformat(),
             "copurchase_source": cp_m.source_used,
+            "engine": engine.name,
         }
     )
     params = {**config.flat(), "eval_customers": eval_customers, **inter.counts}

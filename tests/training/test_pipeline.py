@@ -9,8 +9,9 @@ import pytest
 
 from patron.bundle import load_bundle
 from tests.training.conftest import block_events
+from training.engines import holdout
 from training.interactions import build_interactions
-from training.pipeline import holdout, train
+from training.pipeline import train
 
 
 @pytest.mark.parametrize(("eval_customers", "final_fit"), [(2, "validated"), (48, "refit")])
