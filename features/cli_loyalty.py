@@ -11,6 +11,7 @@ import typer
 
 from features.schemas import EVENTS
 from patron.cliutil import UserError, command, emit
+from patron.spark import conf_option, engine_option, master_option
 
 features_app = typer.Typer(no_args_is_help=True, help="Customer and item loyalty features.")
 clv_app = typer.Typer(no_args_is_help=True, help="Customer lifetime value models.")
@@ -192,15 +193,9 @@ def features_build(
         help="Add each customer's bootstrap interval (e.g. 90) of expected purchases and CLV.",
     ),
     clv_draws: int = typer.Option(100, "--clv-draws", min=2, help="Bootstrap draws."),
-    engine: str = typer.Option(
-        "local", "--engine", help="local (polars) or spark (the event-log reductions on Spark)."
-    ),
-    spark_master: str | None = typer.Option(
-        None, "--spark-master", help="Spark master (default PATRON_SPARK_MASTER or local[*])."
-    ),
-    spark_conf: list[str] = typer.Option(
-        [], "--spark-conf", help="Spark setting KEY=VALUE (repeatable)."
-    ),
+    engine: str = engine_option(),
+    spark_master: str | None = master_option(),
+    spark_conf: list[str] = conf_option(),
 ) -> None:
     """Build customers.parquet and items.parquet."""
     from features.customers import CLV_MODELS, ClvOptions, build_customers

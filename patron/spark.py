@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+import typer
 
 from patron.cliutil import UserError
 
@@ -31,6 +32,22 @@ BASE_CONF = {
     "spark.sql.shuffle.partitions": "8",
     "spark.ui.showConsoleProgress": "false",
 }
+
+
+def engine_option() -> Any:
+    return typer.Option(
+        "local", "--engine", help="local (one process) or spark (the event log on Spark)."
+    )
+
+
+def master_option() -> Any:
+    return typer.Option(
+        None, "--spark-master", help="Spark master (default PATRON_SPARK_MASTER or local[*])."
+    )
+
+
+def conf_option() -> Any:
+    return typer.Option([], "--spark-conf", help="Spark setting KEY=VALUE (repeatable).")
 
 
 def check_engine(engine: str) -> None:

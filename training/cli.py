@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from patron.cliutil import UserError, command, emit
+from patron.spark import conf_option, engine_option, master_option
 
 models_app = typer.Typer(no_args_is_help=True)
 
@@ -28,7 +29,12 @@ def _config(path: Path | None) -> Any:
 
 @command
 def train(
-    events: Path = typer.Option(..., "--events", help="Validated events (EVENTS schema, Parquet)."),
+    events: str = typer.Option(
+        ...,
+        "--events",
+        help="Validated events (EVENTS schema, Parquet); with --engine spark a path or any "
+        "Hadoop URI.",
+    ),
     catalog: Path | None = typer.Option(None, "--catalog", help="Catalog Parquet (CATALOG)."),
     customer_features: Path | None = typer.Option(
         None, "--customer-features", help="Customer features with customer_id, tier."
@@ -47,14 +53,19 @@ def train(
         help="Precompute each customer's N nearest items by the index for the API and the "
         "email export (0 = none: they search FAISS per customer).",
     ),
+    engine: str = engine_option(),
+    spark_master: str | None = master_option(),
+    spark_conf: list[str] = conf_option(),
 ) -> None:
     """Train ALS + co-purchase + popularity, write the bundle, log to MLflow."""
+    from patron.spark import check_engine, parse_conf
     from training.pipeline import read_table
     from training.pipeline import train as run_train
     from training.registry import log_training_run
 
+    check_engine(engine)
+    conf = parse_conf(spark_conf)
     s = _settings()
-    ev = read_table(events, "events")
     cat = read_table(catalog, "catalog") if catalog else None
     cust = read_table(customer_features, "customer features") if customer_features else None
     from features.tiers import tier_names_beside
@@ -65,19 +76,35 @@ def train(
         raise UserError(str(exc)) from None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     out_dir = out or (s.work_dir / "bundles" / stamp)
-    result = run_train(
-        ev,
-        out_dir=out_dir,
-        config=_config(config),
-        catalog=cat,
-        customers=cust,
-        tiers=tiers,
-        model_name=s.model_name,
-        eval_customers=eval_customers,
-        evaluate=not no_eval,
-        with_faiss=faiss_index,
-        candidate_depth=neighbours,
-    )
+    train_config = _config(config)
+
+    def run(source: Any) -> Any:
+        return run_train(
+            source,
+            out_dir=out_dir,
+            config=train_config,
+            catalog=cat,
+            customers=cust,
+            tiers=tiers,
+            model_name=s.model_name,
+            eval_customers=eval_customers,
+            evaluate=not no_eval,
+            with_faiss=faiss_index,
+            candidate_depth=neighbours,
+        )
+
+    if engine == "spark":
+        from patron.spark import spark_session
+        from training.spark_engine import SparkEngine
+
+        with spark_session(spark_master, conf, "patron train") as spark:
+            source = SparkEngine(spark, events)
+            try:
+                result = run(source)
+            finally:
+                source.close()
+    else:
+        result = run(read_table(Path(events), "events"))
     logged = log_training_run(
         tracking_uri=s.tracking_uri(),
         experiment=s.experiment,

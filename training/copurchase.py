@@ -56,7 +56,7 @@ class CoPurchaseParams:
     num_threads: int = 0
 
 
-def _keep_top_n(dense_or_sparse: np.ndarray | sparse.csr_matrix, n: int) -> sparse.csr_matrix:
+def keep_top_n(dense_or_sparse: np.ndarray | sparse.csr_matrix, n: int) -> sparse.csr_matrix:
     """Best ``n`` positive entries per row as CSR, rows sorted best first, diagonal removed."""
     if sparse.issparse(dense_or_sparse):
         m = sparse.csr_matrix(dense_or_sparse, dtype=np.float32)
@@ -93,7 +93,13 @@ def _keep_top_n(dense_or_sparse: np.ndarray | sparse.csr_matrix, n: int) -> spar
 
 def ease_weights(x: sparse.csr_matrix, lam: float) -> np.ndarray:
     """Dense EASE item-item weights (diagonal zero) from a binary baskets x items matrix."""
-    g = (x.T @ x).toarray().astype(np.float64)
+    return ease_from_gram((x.T @ x).toarray(), lam)
+
+
+def ease_from_gram(gram: np.ndarray, lam: float) -> np.ndarray:
+    """EASE weights from the items x items co-occurrence counts X^T X (diagonal: each item's
+    basket count), however they were counted."""
+    g = np.array(gram, dtype=np.float64)
     g[np.diag_indices_from(g)] += lam
     p = np.linalg.inv(g)
     b = -p / np.diag(p)[None, :]
@@ -134,7 +140,7 @@ class CoPurchaseRecommender(ScoringRecommender):
         method = self.resolve_method(n_items)
         p = self.params
         if method == "ease":
-            self.table = _keep_top_n(ease_weights(x, p.ease_lambda), p.top_n)
+            self.table = keep_top_n(ease_weights(x, p.ease_lambda), p.top_n)
         else:
             from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
 
@@ -146,7 +152,7 @@ class CoPurchaseRecommender(ScoringRecommender):
             with warnings.catch_warnings():  # implicit converts its own COO output
                 warnings.simplefilter("ignore", category=UserWarning)
                 knn.fit(x, show_progress=False)
-            self.table = _keep_top_n(knn.similarity.tocsr(), p.top_n)
+            self.table = keep_top_n(knn.similarity.tocsr(), p.top_n)
         self.method_used = method
         return self
 

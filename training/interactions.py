@@ -97,6 +97,28 @@ def build_interactions(
     )
     n_events = int(base.select(pl.len()).collect().item())
     no_item = int(base.filter(pl.col("item_id").is_null()).select(pl.len()).collect().item())
+    return interactions_from_pairs(
+        pairs_all,
+        n_events=n_events,
+        events_without_item=no_item,
+        item_ids=item_ids,
+        customer_ids=customer_ids,
+        log_scale=log_scale,
+    )
+
+
+def interactions_from_pairs(
+    pairs_all: pl.DataFrame,
+    *,
+    n_events: int,
+    events_without_item: int,
+    item_ids: np.ndarray | None = None,
+    customer_ids: np.ndarray | None = None,
+    log_scale: bool = False,
+) -> Interactions:
+    """The matrix from per-(customer_id, item_id) summed weights ``w`` (``build_interactions``
+    or the same sums computed on Spark, training/spark_engine.py)."""
+    no_item = events_without_item
     pairs = pairs_all.filter(pl.col("w") > 0)
     cust = _ordered_ids(pairs["customer_id"], customer_ids)
     items = _ordered_ids(pairs["item_id"], item_ids)
