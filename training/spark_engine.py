@@ -310,7 +310,7 @@ def _ensure_checkpoint_dir(spark: SparkSession) -> None:
     configured = spark.conf.get("spark.checkpoint.dir", None)
     if configured:
         sc.setCheckpointDir(configured)
-    elif sc.master.startswith("local"):
+    elif (sc.master or "").startswith("local"):
         sc.setCheckpointDir(tempfile.mkdtemp(prefix="patron-spark-checkpoints-"))
     else:
         raise ValueError(
