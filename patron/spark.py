@@ -9,6 +9,7 @@ pickle). With a ``local[...]`` master the driver binds to 127.0.0.1 only.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -94,7 +95,13 @@ def spark_session(
     settings = dict(BASE_CONF)
     if url.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # the JVM binds there too
-        settings |= {"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1"}
+        # Python workers run this interpreter (and so see Patron and its dependencies); on a
+        # cluster the executors' Python needs `pip install 'patron[spark]'`
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        settings |= {
+            "spark.driver.bindAddress": "127.0.0.1",
+            "spark.driver.host": "127.0.0.1",
+        }
     settings |= dict(conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)

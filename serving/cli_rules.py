@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from patron.cliutil import command, emit
+from patron.spark import conf_option, engine_option, master_option
 
 rules_app = typer.Typer(no_args_is_help=True)
 picks_app = typer.Typer(no_args_is_help=True)
@@ -62,19 +63,32 @@ def picks_export(
     threads: int = typer.Option(
         0, min=0, help="Threads scoring batches in parallel (0 = all cores)."
     ),
+    engine: str = engine_option(),
+    spark_master: str | None = master_option(),
+    spark_conf: list[str] = conf_option(),
 ) -> None:
-    """Write k picks per consenting customer (item ids, scores, reasons, tier, segment)."""
+    """Write k picks per consenting customer (item ids, scores, reasons, tier, segment);
+    with --engine spark, --out is a Parquet directory (any Hadoop URI) and --features the
+    customers.parquet path or URI."""
     import polars as pl
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from patron.cliutil import UserError
     from patron.settings import get_settings
+    from patron.spark import check_engine, parse_conf
     from serving.export import export_picks
     from serving.rules.loader import load_rules
 
     if fmt not in ("parquet", "csv", "jsonl"):
         raise UserError(f"--format {fmt!r}: use parquet, csv or jsonl")
+    check_engine(engine)
+    conf = parse_conf(spark_conf)
+    if engine == "spark" and (redis_url is not None or features is None or fmt != "parquet"):
+        raise UserError(
+            "--engine spark reads the customer table (--features) and writes Parquet; "
+            "--redis-url and --format csv/jsonl are local-engine options"
+        )
     if bundle is None:
         raise UserError("--bundle DIR is required (the model bundle to recommend from)")
     if features is None and redis_url is None:
@@ -104,6 +118,31 @@ def picks_export(
         def read_online(ids: list[str]) -> list:  # type: ignore[type-arg]
             return store.read_customers(ids, RECENT_K)
 
+    if engine == "spark":
+        from patron.spark import spark_session
+        from serving.export.spark_job import export_picks_spark, rules_json
+        from serving.rules.loader import fallback_only
+
+        assert features is not None
+        uri = str(features)
+        if features.is_dir() and (features / "customers.parquet").is_file():
+            uri = str(features / "customers.parquet")
+        with spark_session(spark_master, conf, "patron picks export") as spark:
+            report = export_picks_spark(
+                spark,
+                bundle,
+                uri,
+                str(out),
+                rules_text=rules_json(rules) if rules is not None else None,
+                rules_version=(rules or fallback_only()).version,
+                model_version=model.version,
+                k=k,
+                tier=tier,
+                segment=segment,
+                batch_size=batch_size,
+            )
+        emit(report.as_dict())
+        return
     if features is not None:
         path = features / "customers.parquet" if features.is_dir() else features
         if not path.is_file():

@@ -93,7 +93,7 @@ class _Done:
     stages: dict[str, float]
 
 
-def _picks_of(
+def picks_of(
     part: pl.DataFrame,
     model: LoadedModel,
     rules: LoadedRules,
@@ -168,7 +168,7 @@ def export_picks(
 
     def one(part: pl.DataFrame) -> _Done:
         with faiss_threads(1):  # parallel across batches, not inside a search
-            return _picks_of(part, model, used, k, read_online, now, item_ids)
+            return picks_of(part, model, used, k, read_online, now, item_ids)
 
     try:
         with ThreadPoolExecutor(workers) as pool:
