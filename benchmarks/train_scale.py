@@ -7,10 +7,17 @@
 3. the whole ``patron train --register`` (interactions, validation, ALS, co-purchase, popularity,
    bundle, FAISS index, MLflow registration) as a subprocess, wall time and peak RSS;
 
-then prints both and the ratio (target: train <= 2x bare ALS, < 10 min, < 12 GiB) as one JSON
-line. Both runs use OPENBLAS_NUM_THREADS=1 and every core for ALS.
+4. with ``--engine spark``: the same ``patron train --engine spark`` on Spark in local mode
+   (``--spark-master``, default ``local[2]``) in the same run, wall time and peak memory of
+   the whole process tree (the JVM included), and the per-event cost of each engine;
+
+then prints them and the ratio (target: train <= 2x bare ALS, < 10 min, < 12 GiB) as one JSON
+line. Every run uses OPENBLAS_NUM_THREADS=1 and every core for ALS. One machine measures
+Spark's overhead, not a cluster's speed: docs/spark.md turns the per-event cost into an
+estimate for 1B events on N executors.
 
     python benchmarks/train_scale.py --customers 1000000 --items 100000 --events 20000000
+    python benchmarks/train_scale.py --engine spark --spark-conf spark.driver.memory=12g
 """
 
 from __future__ import annotations
@@ -67,6 +74,38 @@ def _peak_rss_gib_children() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / (1024**2)
 
 
+def _timed_tree(
+    cmd: list[str], env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """Run ``cmd``; (result, wall seconds, peak RSS in GiB of its whole process tree, sampled
+    every 0.2 s: a JVM the command starts counts too)."""
+    import threading
+
+    import psutil
+
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        root = psutil.Process(proc.pid)
+        while not done.wait(0.2):
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                continue
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, err = proc.communicate()
+    done.set()
+    th.join()
+    wall = time.perf_counter() - t
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), wall, peak[0] / 1024**3
+
+
 def _run_child(args: argparse.Namespace, role: str) -> dict[str, float]:
     cmd = [
         sys.executable,
@@ -96,6 +135,14 @@ def main() -> None:
     ap.add_argument(
         "--neighbours", type=int, default=64, help="patron train --neighbours (0 = none)"
     )
+    ap.add_argument(
+        "--engine",
+        choices=("local", "spark"),
+        default="local",
+        help="spark: also train with --engine spark in the same run",
+    )
+    ap.add_argument("--spark-master", default="local[2]")
+    ap.add_argument("--spark-conf", action="append", default=[], help="KEY=VALUE (repeatable)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "baseline":
@@ -152,9 +199,7 @@ def main() -> None:
         "--out",
         str(work / "bundle"),
     ]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    train_s = time.perf_counter() - t
+    proc, train_s, tree_gib = _timed_tree(cmd, env)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"patron train failed with exit code {proc.returncode}")
@@ -165,6 +210,8 @@ def main() -> None:
             "train_seconds": round(train_s, 1),
             "train_stage_seconds": trained.get("timings"),
             "train_peak_rss_gib": round(rss, 2),
+            "train_peak_tree_rss_gib": round(tree_gib, 2),
+            "local_us_per_event": round(train_s / args.events * 1e6, 2),
             "peak_rss_note": "max over child processes" if rss <= rss_before else "train",
             "ratio_train_vs_bare_als": round(train_s / base["seconds"], 2),
             "val_ndcg@10": trained["metrics"].get("val_ndcg@10"),
@@ -177,6 +224,27 @@ def main() -> None:
         and rss <= RSS_LIMIT_GIB
         and train_s / base["seconds"] <= RATIO_LIMIT
     )
+    if args.engine == "spark":
+        spark_cmd = [*cmd[:-2], "--out", str(work / "bundle-spark"), "--engine", "spark"]
+        spark_cmd += ["--spark-master", args.spark_master]
+        for kv in args.spark_conf:
+            spark_cmd += ["--spark-conf", kv]
+        proc, spark_s, spark_gib = _timed_tree(spark_cmd, env)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr[-4000:])
+            raise SystemExit(f"patron train --engine spark failed with exit code {proc.returncode}")
+        sp = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["spark"] = {
+            "master": args.spark_master,
+            "conf": args.spark_conf,
+            "seconds": round(spark_s, 1),
+            "stage_seconds": sp.get("timings"),
+            "peak_tree_rss_gib": round(spark_gib, 2),
+            "us_per_event": round(spark_s / args.events * 1e6, 2),
+            "ratio_vs_local_train": round(spark_s / train_s, 2),
+            "val_ndcg@10": sp["metrics"].get("val_ndcg@10"),
+            "val_popular_ndcg@10": sp["metrics"].get("val_popular_ndcg@10"),
+        }
     print(json.dumps(result))
 
 

@@ -50,14 +50,20 @@ def test_features_build_engine_spark_equals_local(data_dir: Path, tmp_path: Path
         )
 
 
+@pytest.mark.parametrize("command", ["features", "train", "picks"])
 def test_engine_spark_without_pyspark_says_how_to_install(
-    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
-    ev = _events(data_dir, tmp_path)
+    ev = str(_events(data_dir, tmp_path))
+    out = str(tmp_path / "o")
     monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark -> ImportError
-    args = ["features", "build", "--events", str(ev), "--out", str(tmp_path / "o")]
+    args = {
+        "features": ["features", "build", "--events", ev, "--out", out],
+        "train": ["train", "--events", ev, "--out", out],
+        "picks": ["picks", "export", "--bundle", out, "--features", out, "--out", out],
+    }[command]
     res = runner.invoke(app, [*args, "--engine", "spark"])
-    assert res.exit_code == 2
+    assert res.exit_code == 2, res.output
     assert "pip install 'patron[spark]'" in res.stderr
     assert not (tmp_path / "o").exists()
 
