@@ -41,6 +41,10 @@ class Settings(BaseSettings):
         default=None,
         description="Any MLflow URI; default is a local SQLite store under work_dir/mlflow.",
     )
+    spark_master: str = Field(
+        default="local[*]",
+        description="Spark master for --engine spark (local[N], spark://, yarn, k8s://).",
+    )
     model_name: str = Field(default="patron-recommender")
     experiment: str = Field(default="patron")
     log_level: str = Field(default="INFO")

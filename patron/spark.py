@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 ENGINES = ("local", "spark")
 INSTALL_LINE = "pip install 'patron[spark]' (and a Java 17+ runtime, e.g. openjdk-17-jre-headless)"
-DEFAULT_MASTER = "local[*]"
 
 # what every Patron session sets; --spark-conf KEY=VALUE overrides or adds to it
 BASE_CONF = {
@@ -74,7 +73,10 @@ def parse_conf(pairs: list[str] | None) -> dict[str, str]:
 
 
 def master_or_default(master: str | None) -> str:
-    return master or os.environ.get("PATRON_SPARK_MASTER") or DEFAULT_MASTER
+    """``--spark-master``, else the setting (PATRON_SPARK_MASTER, default local[*])."""
+    from patron.settings import get_settings
+
+    return master or get_settings().spark_master
 
 
 @contextmanager

@@ -84,3 +84,14 @@ def test_bad_engine_options_exit_2(
     )
     assert res.exit_code == 2 and says in res.stderr, res.output
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_spark_master_option_then_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from patron.settings import get_settings
+    from patron.spark import master_or_default
+
+    assert master_or_default(None) == "local[*]"
+    monkeypatch.setenv("PATRON_SPARK_MASTER", "spark://127.0.0.1:7077")
+    get_settings.cache_clear()
+    assert master_or_default(None) == "spark://127.0.0.1:7077"
+    assert master_or_default("local[2]") == "local[2]"
