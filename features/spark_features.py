@@ -41,7 +41,7 @@ def read_events(spark: SparkSession, uri: str) -> DataFrame:
     """Validated events (EVENTS schema) from Parquet at a local path or any Hadoop URI."""
     from pyspark.sql import functions as F
 
-    sdf = spark.read.parquet(uri)
+    sdf = read_table(spark, uri)
     missing = [c for c in ("customer_id", "ts") if c not in sdf.columns]
     if missing:
         raise ValueError(
@@ -65,7 +65,16 @@ def read_events(spark: SparkSession, uri: str) -> DataFrame:
 
 
 def read_table(spark: SparkSession, uri: str) -> DataFrame:
-    return spark.read.parquet(uri)
+    """Parquet at a path or URI; a missing or unreadable input is a ValueError (exit 2)."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import AnalysisException
+
+    try:
+        return spark.read.parquet(uri)  # reads the footers (the schema) now
+    except (AnalysisException, Py4JJavaError) as exc:
+        text = str(exc.java_exception.getMessage()) if isinstance(exc, Py4JJavaError) else str(exc)
+        first = (text.strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ValueError(f"{uri}: cannot read as Parquet ({first})") from None
 
 
 def _qty() -> Column:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from features.spark_features import read_table
 from serving.export.job import ExportReport
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ def export_picks_spark(
     from pyspark.sql import functions as F
 
     t0 = time.perf_counter()
-    customers = spark.read.parquet(customers_uri)
+    customers = read_table(spark, customers_uri)
     if "customer_id" not in customers.columns:
         raise ValueError(f"{customers_uri}: no customer_id column")
     ok, selected = consenting(customers, tier, segment)

@@ -95,3 +95,19 @@ def test_spark_master_option_then_setting(monkeypatch: pytest.MonkeyPatch) -> No
     get_settings.cache_clear()
     assert master_or_default(None) == "spark://127.0.0.1:7077"
     assert master_or_default("local[2]") == "local[2]"
+
+
+@pytest.mark.spark
+def test_engine_spark_unreadable_events_exit_2(tmp_path: Path) -> None:
+    pytest.importorskip("pyspark")
+    bad = tmp_path / "events.csv"
+    bad.write_text("customer_id,ts\nc1,2024-01-01\n")
+    for args in (
+        ["features", "build", "--events", str(bad), "--out", str(tmp_path / "f")],
+        ["features", "build", "--events", str(tmp_path / "missing"), "--out", str(tmp_path / "f")],
+    ):
+        res = runner.invoke(app, [*args, "--engine", "spark", "--spark-master", "local[1]"])
+        assert res.exit_code == 2, res.output
+        assert "cannot read as Parquet" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "f").exists()
