@@ -56,6 +56,13 @@ def train(
     engine: str = engine_option(),
     spark_master: str | None = master_option(),
     spark_conf: list[str] = conf_option(),
+    tune: bool = typer.Option(
+        False, "--tune", help="Tune on validation folds of these events first (patron tune)."
+    ),
+    tune_protocol: str = typer.Option("random", "--tune-protocol", help="random or temporal."),
+    budget_minutes: float = typer.Option(
+        10.0, "--budget-minutes", min=0.05, help="With --tune: the search's time."
+    ),
 ) -> None:
     """Train ALS + co-purchase + popularity, write the bundle, log to MLflow."""
     from patron.spark import check_engine, parse_conf
@@ -65,6 +72,10 @@ def train(
 
     check_engine(engine)
     conf = parse_conf(spark_conf)
+    if tune and engine != "local":
+        raise UserError("--tune runs on the local engine; tune first, then --config with spark")
+    if tune and tune_protocol not in ("random", "temporal"):
+        raise UserError(f"--tune-protocol must be random or temporal, got {tune_protocol!r}")
     s = _settings()
     cat = read_table(catalog, "catalog") if catalog else None
     cust = read_table(customer_features, "customer features") if customer_features else None
@@ -77,6 +88,28 @@ def train(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     out_dir = out or (s.work_dir / "bundles" / stamp)
     train_config = _config(config)
+    tuned: dict[str, Any] = {}
+    local_events = read_table(Path(events), "events") if engine == "local" else None
+    if tune:
+        from training.tune_job import folds_for, run_tune
+
+        searched, summary = run_tune(
+            folds_for(tune_protocol, local_events, s.data_dir, 3, 42, train_config),
+            train_config,
+            budget_minutes=budget_minutes,
+            max_trials=10_000,
+            seed=42,
+            tracking=(s.tracking_uri(), s.experiment),
+            run_name="tune-before-train",
+        )
+        train_config = searched.config
+        tuned = {
+            "tune.protocol": tune_protocol,
+            "tune.trials": summary["trials"],
+            "tune.best_val_ndcg_at_10": summary["best_val_ndcg"],
+            "tune.seconds": summary["seconds"],
+            "tune.mlflow_run_id": summary.get("mlflow_run_id"),
+        }
 
     def run(source: Any) -> Any:
         return run_train(
@@ -91,6 +124,7 @@ def train(
             evaluate=not no_eval,
             with_faiss=faiss_index,
             candidate_depth=neighbours,
+            extra_params=tuned,
         )
 
     if engine == "spark":
@@ -104,7 +138,7 @@ def train(
             finally:
                 source.close()
     else:
-        result = run(read_table(Path(events), "events"))
+        result = run(local_events)
     logged = log_training_run(
         tracking_uri=s.tracking_uri(),
         experiment=s.experiment,
@@ -185,46 +219,53 @@ def _ml100k_events() -> Any:
 
 @command
 def tune(
-    protocol: str = typer.Option(
-        "ml100k", help="ml100k or temporal (validation carved from train)."
+    protocol: str | None = typer.Option(
+        None,
+        help="random (stratified by item) or temporal (last 20% of each customer) folds of "
+        "--events; ml100k: the shipped ML-100K training part (default without --events).",
     ),
-    events: Path | None = typer.Option(None, "--events", help="Events for temporal."),
+    events: Path | None = typer.Option(None, "--events", help="Events to tune on (EVENTS)."),
+    budget_minutes: float = typer.Option(10.0, "--budget-minutes", min=0.05, help="Search time."),
+    trials: int = typer.Option(200, "--trials", min=1, help="At most this many trials."),
+    folds: int = typer.Option(3, "--folds", min=1, max=10, help="random: validation folds."),
+    seed: int = typer.Option(42, "--seed", help="Fold and sampler seed."),
+    config: Path | None = typer.Option(None, "--config", help="Start point (JSON)."),
     out: Path = typer.Option(Path("tune.json"), "--out", help="Chosen config + every trial."),
     mlflow_log: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log trials to MLflow."),
 ) -> None:
-    """Grid search on validation data only; writes the chosen config for `train --config`."""
-    from training.evaluate import ml100k_validation_folds, prepare
-    from training.splits import temporal_split
-    from training.tune import best_of, mlflow_trial_logger
-    from training.tune import tune as run_tune
+    """Search hyperparameters on validation folds of the training data only (the served
+    scoring library as objective); writes the chosen config for `train --config`."""
+    from training.search import PROTOCOLS
+    from training.tune_job import folds_for, run_tune
 
     s = _settings()
-    if protocol == "ml100k":
-        folds = ml100k_validation_folds(s.data_dir)
-    elif protocol == "temporal":
+    chosen = protocol or ("random" if events else "ml100k")
+    if chosen not in PROTOCOLS:
+        raise UserError(f"unknown --protocol {chosen!r}; use {', '.join(PROTOCOLS)}")
+    ev = None
+    if events is not None:
         from training.pipeline import read_table
 
-        ev = read_table(events, "events") if events else _ml100k_events()
-        train_part, _ = temporal_split(ev.filter(ev["item_id"].is_not_null()))
-        folds = [temporal_split(train_part)]
-    else:
-        raise UserError(f"unknown --protocol {protocol!r}; use ml100k or temporal")
-    logger = (
-        mlflow_trial_logger(s.experiment, s.tracking_uri(), f"tune-{protocol}")
-        if mlflow_log
-        else None
+        ev = read_table(events, "events")
+    elif chosen != "ml100k":
+        ev = _ml100k_events()
+    base = _config(config)
+    result, summary = run_tune(
+        folds_for(chosen, ev, s.data_dir, folds, seed, base),
+        base,
+        budget_minutes=budget_minutes,
+        max_trials=trials,
+        seed=seed,
+        tracking=(s.tracking_uri(), s.experiment) if mlflow_log else None,
+        run_name=f"tune-{chosen}",
     )
-    config, trials = run_tune([prepare(a, b) for a, b in folds], log_trial=logger)
-    if mlflow_log:
-        import mlflow
-
-        mlflow.end_run()
-    best = {stage: best_of(trials, stage) for stage in ("copurchase", "als", "blend")}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
-        json.dumps({"config": config.to_dict(), "best": best, "trials": trials}, indent=2)
+        json.dumps(
+            {"config": result.config.to_dict(), **summary, "trials": result.trials}, indent=2
+        )
     )
-    emit({"config": config.to_dict(), "best": best, "trials": len(trials), "out": str(out)})
+    emit({**summary, "protocol": chosen, "out": str(out)})
 
 
 @command

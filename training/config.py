@@ -9,8 +9,9 @@ nDCG@10 over the three folds), never on the test part:
 Chosen (best validation nDCG@10): EASE lambda 600 (0.1826), ALS 16 factors / reg 5 / alpha 3 /
 log confidence (0.1795), blend als 0.5 + copurchase 1.0 + popular 0.0 (0.1873).
 
-(see docs/training.md for the trial table). Re-run it on your own data and pass the resulting
-JSON to ``patron train --config``.
+(see docs/training.md for the trial table; that search was a staged grid, since replaced by
+``training/search.py``). On your own data: ``patron train --tune``, or ``patron tune --events E``
+and pass the resulting JSON to ``patron train --config``.
 """
 
 from __future__ import annotations

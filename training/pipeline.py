@@ -87,6 +87,7 @@ def train(
     with_faiss: bool = True,
     k: int = 10,
     candidate_depth: int = 64,
+    extra_params: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Run the whole offline pipeline and write the bundle to ``out_dir``."""
     config = config or TrainConfig()
@@ -162,7 +163,7 @@ def train(
                 model_name=model_name,
                 data_fingerprint=fingerprint,
                 metrics=metrics,
-                extra_params={"eval_customers": eval_customers},
+                extra_params={"eval_customers": eval_customers, **(extra_params or {})},
             )
             write(bundle, out_dir, with_faiss=with_faiss, candidate_depth=candidate_depth)
     tags.update(
@@ -173,5 +174,10 @@ def train(
             "engine": engine.name,
         }
     )
-    params = {**config.flat(), "eval_customers": eval_customers, **inter.counts}
+    params = {
+        **config.flat(),
+        "eval_customers": eval_customers,
+        **inter.counts,
+        **(extra_params or {}),
+    }
     return TrainResult(bundle=out_dir, metrics=metrics, params=params, tags=tags, timings=timings)

@@ -1,0 +1,80 @@
+"""The tune job behind ``patron tune`` and ``patron train --tune``: validation folds -> the
+search (training/search.py) -> an MLflow parent run (every trial nested under it, the summary
+JSON and the search plot as its artifacts) -> the chosen config."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from training.config import TrainConfig
+from training.search import SearchResult, plot_search, search, summary_table, validation_folds
+
+
+def folds_for(
+    protocol: str,
+    events: pl.DataFrame | None,
+    data_dir: Path,
+    n_folds: int,
+    seed: int,
+    base: TrainConfig,
+) -> list[Any]:
+    """The validation folds of ``protocol`` (see training/search.py)."""
+    from training.evaluate import ml100k_validation_folds, prepare
+
+    if protocol == "ml100k":
+        return [prepare(a, b, config=base) for a, b in ml100k_validation_folds(data_dir)]
+    if events is None:
+        raise ValueError(f"--protocol {protocol} needs --events")
+    return validation_folds(events, protocol, folds=n_folds, seed=seed, config=base)
+
+
+def run_tune(
+    folds: list[Any],
+    base: TrainConfig,
+    *,
+    budget_minutes: float,
+    max_trials: int,
+    seed: int,
+    tracking: tuple[str, str] | None,
+    run_name: str,
+) -> tuple[SearchResult, dict[str, Any]]:
+    """Search within the budget; with ``tracking`` (tracking URI, experiment) every trial is a
+    nested MLflow run and the summary and plot are artifacts of their parent run."""
+    from training.search import mlflow_trial_logger
+
+    logger = mlflow_trial_logger(tracking[1], tracking[0], run_name) if tracking else None
+    try:
+        result = search(
+            folds,
+            base,
+            budget_s=budget_minutes * 60.0,
+            max_trials=max_trials,
+            seed=seed,
+            log_trial=logger,
+        )
+        sys.stderr.write(summary_table(result) + "\n")
+        summary = result.summary()
+        if tracking:
+            import mlflow
+
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "tune_summary.json").write_text(
+                    json.dumps({**summary, "trials": result.trials}, indent=2)
+                )
+                plot = plot_search(result, Path(tmp) / "tune_search.png")
+                mlflow.log_artifacts(tmp, artifact_path="tune")
+                summary["plot"] = "tune/tune_search.png" if plot else None
+            mlflow.log_metric("best_val_ndcg_at_10", result.best_ndcg)
+            summary["mlflow_run_id"] = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+    finally:
+        if tracking:
+            import mlflow
+
+            mlflow.end_run()
+    return result, summary
