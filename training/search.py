@@ -30,7 +30,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,6 +51,7 @@ PROTOCOLS = ("random", "temporal", "ml100k")
 MAX_ITERATIONS = 30
 CHECK_EVERY = 5
 VALIDATION_SHARE = 0.1  # random folds: share of each item's purchases held out
+MAX_USERS = 5_000  # customers scored per fold (a seeded sample on large data)
 
 Trial = dict[str, Any]
 TrialLogger = Callable[[Trial], None]
@@ -64,8 +64,11 @@ def validation_folds(
     folds: int = 3,
     seed: int = 42,
     config: TrainConfig | None = None,
+    max_users: int = MAX_USERS,
 ) -> list[EvalData]:
-    """Validation folds from ``events`` (EVENTS columns; purchases only are used)."""
+    """Validation folds from ``events`` (EVENTS columns; purchases only are used); each fold
+    scores a seeded sample of at most ``max_users`` of its customers (every model is still
+    fitted on the whole fit part)."""
     if protocol not in ("random", "temporal"):
         raise ValueError(
             f"protocol must be random or temporal for an events file, got {protocol!r}"
@@ -82,12 +85,21 @@ def validation_folds(
             stratified_split(buys, ratio=1 - VALIDATION_SHARE, filter_by="item", seed=seed + i)
             for i in range(max(folds, 1))
         ]
-    out = [prepare(fit, val, config=config) for fit, val in parts]
+    out = [sample_users(prepare(fit, val, config=config), max_users, seed) for fit, val in parts]
     if any(len(f.users) == 0 for f in out):
         raise ValueError(
             "a validation fold has no customer with a new held-out item; too little data"
         )
     return out
+
+
+def sample_users(fold: EvalData, max_users: int, seed: int = 42) -> EvalData:
+    """The fold with at most ``max_users`` of its evaluated customers (seeded, sorted)."""
+    if len(fold.users) <= max_users:
+        return fold
+    rng = np.random.default_rng(seed)
+    users = np.sort(rng.choice(fold.users, size=max_users, replace=False))
+    return replace(fold, users=users)
 
 
 @dataclass
@@ -111,10 +123,10 @@ class _FoldCache:
             self.item[key] = CoPurchaseRecommender(p).fit(self.fold.inter.binary())
         return self.item[key]
 
-    def fit_als(self, p: ALSParams, k: int) -> tuple[ALSRecommender, int]:
+    def fit_als(self, p: ALSParams, k: int, deadline: float) -> tuple[ALSRecommender, int]:
         key = (p.factors, p.regularization, p.alpha, p.weighting)
         if key not in self.als:
-            self.als[key] = als_early_stopped(p, self.fold, k)
+            self.als[key] = als_early_stopped(p, self.fold, k, deadline)
         return self.als[key]
 
 
@@ -122,9 +134,12 @@ class _Stop(Exception):
     pass
 
 
-def als_early_stopped(p: ALSParams, fold: EvalData, k: int = 10) -> tuple[ALSRecommender, int]:
+def als_early_stopped(
+    p: ALSParams, fold: EvalData, k: int = 10, deadline: float = float("inf")
+) -> tuple[ALSRecommender, int]:
     """ALS fitted up to MAX_ITERATIONS, checked on the fold every CHECK_EVERY iterations;
-    (the model at its best check, that iteration count)."""
+    (the model at its best check, that iteration count). Past ``deadline``
+    (``time.perf_counter``) the fit stops at its next iteration."""
     from implicit.cpu.als import AlternatingLeastSquares
 
     from training.als import confidence
@@ -143,7 +158,8 @@ def als_early_stopped(p: ALSParams, fold: EvalData, k: int = 10) -> tuple[ALSRec
 
     def check(iteration: int, _elapsed: float, _loss: float) -> None:
         done = iteration + 1
-        if done % CHECK_EVERY:
+        late = time.perf_counter() > deadline
+        if done % CHECK_EVERY and not late:
             return
         probe = ALSRecommender(p)
         probe.user_factors, probe.item_factors = model.user_factors, model.item_factors
@@ -152,6 +168,8 @@ def als_early_stopped(p: ALSParams, fold: EvalData, k: int = 10) -> tuple[ALSRec
         if ndcg <= best["ndcg"]:
             raise _Stop
         best.update(ndcg=ndcg, it=done, u=model.user_factors.copy(), v=model.item_factors.copy())
+        if late:
+            raise _Stop
 
     with contextlib.suppress(_Stop):
         model.fit(confidence(fold.inter.matrix, p), show_progress=False, callback=check)
@@ -240,12 +258,17 @@ def search(
     caches = [_FoldCache(f) for f in folds]
     trials: list[Trial] = []
     t0 = time.perf_counter()
+    deadline = t0 + max(budget_s, 1.0)
 
     def objective(trial: Any) -> float:
         config = suggest(trial, base, n_items)
-        scores, iterations = [], []
+        scores: list[float] = []
+        iterations: list[int] = []
         for step, cache in enumerate(caches):
-            als, its = cache.fit_als(config.als, k)
+            if trials and time.perf_counter() > deadline:  # the first trial always finishes
+                _record(trial, "pruned", float(np.mean(scores or [0.0])), iterations or [0])
+                raise optuna.TrialPruned
+            als, its = cache.fit_als(config.als, k, deadline if trials else float("inf"))
             served = ServedRecommender(
                 cache.fold.inter, als, cache.copurchase(config), cache.popularity(), config
             )
@@ -309,64 +332,10 @@ def mlflow_trial_logger(experiment: str, tracking_uri: str, parent_name: str) ->
     return log_trial
 
 
-def summary_table(result: SearchResult, top: int = 10) -> str:
-    """The best completed trials, one line each (printed to stderr by the CLI)."""
-    done = sorted((t for t in result.trials if t["state"] == "complete"), key=lambda t: -t["value"])
-    lines = [f"{'trial':>5} {'nDCG@10':>8} {'its':>4}  params"]
-    for t in done[:top]:
-        params = ", ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items()
-        )
-        lines.append(f"{t['number']:>5} {t['value']:>8.4f} {t['als_iterations']:>4}  {params}")
-    return "\n".join(lines)
-
-
-def plot_search(result: SearchResult, path: Path) -> Path | None:
-    """Every trial's validation nDCG over the search's time and the best so far (PNG); None
-    without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib is not installed: no search plot")
-        return None
-    xs = [t["seconds"] for t in result.trials]
-    ys = [t["value"] for t in result.trials]
-    pruned = [t["state"] == "pruned" for t in result.trials]
-    best = np.maximum.accumulate([v if not p else -np.inf for v, p in zip(ys, pruned, strict=True)])
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.scatter(
-        [x for x, p in zip(xs, pruned, strict=True) if not p],
-        [y for y, p in zip(ys, pruned, strict=True) if not p],
-        s=14,
-        label="trial",
-    )
-    ax.scatter(
-        [x for x, p in zip(xs, pruned, strict=True) if p],
-        [y for y, p in zip(ys, pruned, strict=True) if p],
-        s=10,
-        marker="x",
-        label="pruned (mean of the folds run)",
-    )
-    ax.step(xs, best, where="post", color="C3", label="best so far")
-    ax.set_xlabel("seconds into the search")
-    ax.set_ylabel("validation nDCG@10 (served)")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 __all__ = [
     "PROTOCOLS",
     "SearchResult",
     "mlflow_trial_logger",
-    "plot_search",
     "search",
-    "summary_table",
     "validation_folds",
 ]

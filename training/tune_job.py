@@ -5,15 +5,19 @@ JSON and the search plot as its artifacts) -> the chosen config."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from training.config import TrainConfig
-from training.search import SearchResult, plot_search, search, summary_table, validation_folds
+from training.search import SearchResult, search, validation_folds
+
+log = logging.getLogger(__name__)
 
 
 def folds_for(
@@ -78,3 +82,55 @@ def run_tune(
 
             mlflow.end_run()
     return result, summary
+
+
+def summary_table(result: SearchResult, top: int = 10) -> str:
+    """The best completed trials, one line each (printed to stderr by the CLI)."""
+    done = sorted((t for t in result.trials if t["state"] == "complete"), key=lambda t: -t["value"])
+    lines = [f"{'trial':>5} {'nDCG@10':>8} {'its':>4}  params"]
+    for t in done[:top]:
+        params = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items()
+        )
+        lines.append(f"{t['number']:>5} {t['value']:>8.4f} {t['als_iterations']:>4}  {params}")
+    return "\n".join(lines)
+
+
+def plot_search(result: SearchResult, path: Path) -> Path | None:
+    """Every trial's validation nDCG over the search's time and the best so far (PNG); None
+    without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no search plot")
+        return None
+    xs = [t["seconds"] for t in result.trials]
+    ys = [t["value"] for t in result.trials]
+    pruned = [t["state"] == "pruned" for t in result.trials]
+    best = np.maximum.accumulate([v if not p else -np.inf for v, p in zip(ys, pruned, strict=True)])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.scatter(
+        [x for x, p in zip(xs, pruned, strict=True) if not p],
+        [y for y, p in zip(ys, pruned, strict=True) if not p],
+        s=14,
+        label="trial",
+    )
+    ax.scatter(
+        [x for x, p in zip(xs, pruned, strict=True) if p],
+        [y for y, p in zip(ys, pruned, strict=True) if p],
+        s=10,
+        marker="x",
+        label="pruned (mean of the folds run)",
+    )
+    ax.step(xs, best, where="post", color="C3", label="best so far")
+    ax.set_xlabel("seconds into the search")
+    ax.set_ylabel("validation nDCG@10 (served)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

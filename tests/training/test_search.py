@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from typer.testing import CliRunner
@@ -179,3 +180,13 @@ def test_train_tune_refuses_spark_and_bad_protocol(tmp_path: Path) -> None:
             app, ["train", "--events", str(tmp_path / "e.parquet"), "--tune", *extra]
         )
         assert res.exit_code == 2 and says in res.stderr, res.output
+
+
+def test_large_folds_score_a_seeded_sample_of_customers(ml_train: pl.DataFrame) -> None:
+    full = validation_folds(ml_train, "random", folds=1, seed=5, max_users=10_000)[0]
+    small = validation_folds(ml_train, "random", folds=1, seed=5, max_users=100)[0]
+    again = validation_folds(ml_train, "random", folds=1, seed=5, max_users=100)[0]
+    assert len(full.users) > 500 and len(small.users) == 100
+    assert set(small.users) <= set(full.users)
+    assert (small.users == again.users).all() and (small.users == np.sort(small.users)).all()
+    assert small.inter.matrix.nnz == full.inter.matrix.nnz  # models still fit on everything
