@@ -101,6 +101,7 @@ def train(
             seed=42,
             tracking=(s.tracking_uri(), s.experiment),
             run_name="tune-before-train",
+            tune_half_life=tune_protocol == "temporal",
         )
         train_config = searched.config
         tuned = {
@@ -258,6 +259,7 @@ def tune(
         seed=seed,
         tracking=(s.tracking_uri(), s.experiment) if mlflow_log else None,
         run_name=f"tune-{chosen}",
+        tune_half_life=chosen == "temporal",
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(

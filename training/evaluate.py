@@ -47,6 +47,7 @@ class EvalData:
     users: np.ndarray  # customers evaluated (row indices)
     user_tiers: np.ndarray | None
     fingerprint: str
+    fit_rows: pl.DataFrame | None = None  # the train part's events, to rebuild ``inter``
 
 
 def fingerprint_rows(rows: pl.DataFrame, cols: tuple[str, ...] = ("customer_id", "item_id")) -> str:

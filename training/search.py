@@ -20,7 +20,12 @@ fold's ALS-alone nDCG is measured and the fit stops at the first check without a
 chosen config keeps the iteration count where it peaked.
 
 Objective: mean over folds of nDCG@k of ``ServedRecommender`` (``patron.scoring``: the API's
-formula, rules off). ``budget_s`` bounds the search's wall time, ``max_trials`` its count.
+formula, rules off). ``budget_s`` bounds the search's wall time, also inside a trial (ALS
+stops at its next iteration, later folds are pruned; the first trial always completes),
+``max_trials`` its count. Each fold scores a seeded sample of at most ``MAX_USERS`` customers.
+
+With the temporal protocol the confidence half-life (``half_life_days``: none, 30 .. 730 days)
+is searched too: the folds keep their events and rebuild their interactions per half-life.
 """
 
 from __future__ import annotations
@@ -85,7 +90,10 @@ def validation_folds(
             stratified_split(buys, ratio=1 - VALIDATION_SHARE, filter_by="item", seed=seed + i)
             for i in range(max(folds, 1))
         ]
-    out = [sample_users(prepare(fit, val, config=config), max_users, seed) for fit, val in parts]
+    out = [
+        replace(sample_users(prepare(fit, val, config=config), max_users, seed), fit_rows=fit)
+        for fit, val in parts
+    ]
     if any(len(f.users) == 0 for f in out):
         raise ValueError(
             "a validation fold has no customer with a new held-out item; too little data"
@@ -106,10 +114,35 @@ def sample_users(fold: EvalData, max_users: int, seed: int = 42) -> EvalData:
 class _FoldCache:
     """Fitted models of one fold, by their parameters (a trial reuses what it can)."""
 
-    fold: EvalData
+    base: EvalData
     als: dict[tuple[Any, ...], tuple[ALSRecommender, int]] = field(default_factory=dict)
     item: dict[tuple[Any, ...], CoPurchaseRecommender] = field(default_factory=dict)
     popular: PopularityRecommender | None = None
+    decayed: dict[float | None, EvalData] = field(default_factory=dict)
+    fold: EvalData = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fold = self.base
+
+    def use_half_life(self, half_life: float | None, like: TrainConfig) -> None:
+        """Switch to the fold whose confidence decays with ``half_life`` (days; None = no
+        decay). The index order and the truth stay; the item-item model and popularity read
+        the binary matrix, which decay does not change."""
+        if half_life == like.half_life_days or self.base.fit_rows is None:
+            self.fold = self.base
+            return
+        if half_life not in self.decayed:
+            from training.interactions import build_interactions
+
+            inter = build_interactions(
+                self.base.fit_rows,
+                customer_ids=self.base.inter.customer_ids,
+                item_ids=self.base.inter.item_ids,
+                half_life_days=half_life,
+                log_scale=like.log_scale,
+            )
+            self.decayed[half_life] = replace(self.base, inter=inter)
+        self.fold = self.decayed[half_life]
 
     def popularity(self) -> PopularityRecommender:
         if self.popular is None:
@@ -124,7 +157,7 @@ class _FoldCache:
         return self.item[key]
 
     def fit_als(self, p: ALSParams, k: int, deadline: float) -> tuple[ALSRecommender, int]:
-        key = (p.factors, p.regularization, p.alpha, p.weighting)
+        key = (p.factors, p.regularization, p.alpha, p.weighting, id(self.fold))
         if key not in self.als:
             self.als[key] = als_early_stopped(p, self.fold, k, deadline)
         return self.als[key]
@@ -181,8 +214,12 @@ def als_early_stopped(
     return out, int(out.params.iterations)
 
 
-def suggest(trial: Any, base: TrainConfig, n_items: int) -> TrainConfig:
-    """One point of the search space (see the module docstring)."""
+HALF_LIVES = (0.0, 30.0, 90.0, 180.0, 365.0, 730.0)  # days; 0 = no decay
+
+
+def suggest(trial: Any, base: TrainConfig, n_items: int, half_life: bool = False) -> TrainConfig:
+    """One point of the search space (see the module docstring); with ``half_life``, the
+    confidence half-life too (the temporal protocol)."""
     als = replace(
         base.als,
         factors=trial.suggest_categorical("als.factors", [16, 32, 64, 128]),
@@ -201,11 +238,15 @@ def suggest(trial: Any, base: TrainConfig, n_items: int) -> TrainConfig:
         "copurchase": 1.0,
         "popular": trial.suggest_float("blend.popular", 0.0, 0.5),
     }
-    return replace(base, als=als, copurchase=cp, blend=blend)
+    decay = base.half_life_days
+    if half_life:
+        days = trial.suggest_categorical("half_life_days", list(HALF_LIVES))
+        decay = float(days) or None
+    return replace(base, als=als, copurchase=cp, blend=blend, half_life_days=decay)
 
 
-def _start_point(base: TrainConfig, n_items: int) -> dict[str, Any]:
-    point = {
+def _start_point(base: TrainConfig, n_items: int, half_life: bool) -> dict[str, Any]:
+    point: dict[str, Any] = {
         "als.factors": base.als.factors if base.als.factors in (16, 32, 64, 128) else 64,
         "als.regularization": float(np.clip(base.als.regularization, 0.05, 50.0)),
         "als.alpha": float(np.clip(base.als.alpha, 0.5, 30.0)),
@@ -215,6 +256,9 @@ def _start_point(base: TrainConfig, n_items: int) -> dict[str, Any]:
     }
     if CoPurchaseRecommender(base.copurchase).resolve_method(n_items) == "ease":
         point["copurchase.ease_lambda"] = float(np.clip(base.copurchase.ease_lambda, 50.0, 5000.0))
+    if half_life:
+        now = base.half_life_days or 0.0
+        point["half_life_days"] = min(HALF_LIVES, key=lambda h: abs(h - now))
     return point
 
 
@@ -247,8 +291,11 @@ def search(
     k: int = 10,
     seed: int = 42,
     log_trial: TrialLogger | None = None,
+    tune_half_life: bool = False,
 ) -> SearchResult:
-    """The best config by mean served nDCG@k over ``folds``, within the budget."""
+    """The best config by mean served nDCG@k over ``folds``, within the budget;
+    ``tune_half_life`` searches the confidence half-life too (folds from
+    ``validation_folds``, which keep their events)."""
     import optuna
 
     if not folds:
@@ -261,13 +308,14 @@ def search(
     deadline = t0 + max(budget_s, 1.0)
 
     def objective(trial: Any) -> float:
-        config = suggest(trial, base, n_items)
+        config = suggest(trial, base, n_items, tune_half_life)
         scores: list[float] = []
         iterations: list[int] = []
         for step, cache in enumerate(caches):
             if trials and time.perf_counter() > deadline:  # the first trial always finishes
                 _record(trial, "pruned", float(np.mean(scores or [0.0])), iterations or [0])
                 raise optuna.TrialPruned
+            cache.use_half_life(config.half_life_days, base)
             als, its = cache.fit_als(config.als, k, deadline if trials else float("inf"))
             served = ServedRecommender(
                 cache.fold.inter, als, cache.copurchase(config), cache.popularity(), config
@@ -303,10 +351,10 @@ def search(
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
     )
-    study.enqueue_trial(_start_point(base, n_items))
+    study.enqueue_trial(_start_point(base, n_items, tune_half_life))
     study.optimize(objective, n_trials=max_trials, timeout=max(budget_s, 1.0))
     best = study.best_trial
-    chosen = suggest(optuna.trial.FixedTrial(best.params), base, n_items)
+    chosen = suggest(optuna.trial.FixedTrial(best.params), base, n_items, tune_half_life)
     its = next(t["als_iterations"] for t in trials if t["number"] == best.number)
     chosen = replace(chosen, als=replace(chosen.als, iterations=its))
     return SearchResult(chosen, float(best.value or 0.0), trials, time.perf_counter() - t0)

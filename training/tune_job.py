@@ -47,6 +47,7 @@ def run_tune(
     seed: int,
     tracking: tuple[str, str] | None,
     run_name: str,
+    tune_half_life: bool = False,
 ) -> tuple[SearchResult, dict[str, Any]]:
     """Search within the budget; with ``tracking`` (tracking URI, experiment) every trial is a
     nested MLflow run and the summary and plot are artifacts of their parent run."""
@@ -61,6 +62,7 @@ def run_tune(
             max_trials=max_trials,
             seed=seed,
             log_trial=logger,
+            tune_half_life=tune_half_life,
         )
         sys.stderr.write(summary_table(result) + "\n")
         summary = result.summary()

@@ -190,3 +190,22 @@ def test_large_folds_score_a_seeded_sample_of_customers(ml_train: pl.DataFrame) 
     assert set(small.users) <= set(full.users)
     assert (small.users == again.users).all() and (small.users == np.sort(small.users)).all()
     assert small.inter.matrix.nnz == full.inter.matrix.nnz  # models still fit on everything
+
+
+def test_temporal_search_tunes_the_half_life(ml_train: pl.DataFrame) -> None:
+    from training.search import HALF_LIVES, _FoldCache
+
+    folds = validation_folds(ml_train, "temporal")
+    cache = _FoldCache(folds[0])
+    base = TrainConfig()
+    cache.use_half_life(30.0, base)
+    decayed = cache.fold.inter.matrix
+    cache.use_half_life(None, base)
+    plain = cache.fold.inter.matrix
+    assert decayed.nnz == plain.nnz and (decayed.data < plain.data).mean() > 0.5
+    assert (cache.fold.truth != folds[0].truth).nnz == 0
+    result = search(folds, base, budget_s=15, max_trials=8, seed=2, tune_half_life=True)
+    assert all("half_life_days" in t["params"] for t in result.trials)
+    best = max((t for t in result.trials if t["state"] == "complete"), key=lambda t: t["value"])
+    assert best["params"]["half_life_days"] in HALF_LIVES
+    assert result.config.half_life_days == (best["params"]["half_life_days"] or None)
