@@ -143,6 +143,12 @@ def main() -> None:
     )
     ap.add_argument("--spark-master", default="local[2]")
     ap.add_argument("--spark-conf", action="append", default=[], help="KEY=VALUE (repeatable)")
+    ap.add_argument(
+        "--tune-minutes",
+        type=float,
+        default=None,
+        help="train with --tune --budget-minutes M (the search, then the final fit)",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "baseline":
@@ -199,6 +205,9 @@ def main() -> None:
         "--out",
         str(work / "bundle"),
     ]
+    if args.tune_minutes is not None:
+        cmd[-2:-2] = ["--tune", "--budget-minutes", str(args.tune_minutes)]
+        result["tune_budget_minutes"] = args.tune_minutes
     proc, train_s, tree_gib = _timed_tree(cmd, env)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
@@ -219,6 +228,9 @@ def main() -> None:
             "model_version": trained.get("model_version"),
         }
     )
+    if args.tune_minutes is not None:
+        params = json.loads((work / "bundle" / "manifest.json").read_text())["params"]
+        result["tune"] = {k: v for k, v in params.items() if k.startswith("tune.")}
     result["within_limits"] = bool(
         train_s <= TIME_LIMIT_S
         and rss <= RSS_LIMIT_GIB

@@ -21,7 +21,8 @@ chosen config keeps the iteration count where it peaked.
 
 Objective: mean over folds of nDCG@k of ``ServedRecommender`` (``patron.scoring``: the API's
 formula, rules off). ``budget_s`` bounds the search's wall time, also inside a trial (ALS
-stops at its next iteration, later folds are pruned; the first trial always completes),
+stops at its next iteration, later folds are pruned; the first trial always completes, its
+fits stopped early, and a fit cut that way keeps the configured iteration count),
 ``max_trials`` its count. Each fold scores a seeded sample of at most ``MAX_USERS`` customers.
 
 With the temporal protocol the confidence half-life (``half_life_days``: none, 30 .. 730 days)
@@ -115,7 +116,7 @@ class _FoldCache:
     """Fitted models of one fold, by their parameters (a trial reuses what it can)."""
 
     base: EvalData
-    als: dict[tuple[Any, ...], tuple[ALSRecommender, int]] = field(default_factory=dict)
+    als: dict[tuple[Any, ...], tuple[ALSRecommender, int, bool]] = field(default_factory=dict)
     item: dict[tuple[Any, ...], CoPurchaseRecommender] = field(default_factory=dict)
     popular: PopularityRecommender | None = None
     decayed: dict[float | None, EvalData] = field(default_factory=dict)
@@ -156,7 +157,7 @@ class _FoldCache:
             self.item[key] = CoPurchaseRecommender(p).fit(self.fold.inter.binary())
         return self.item[key]
 
-    def fit_als(self, p: ALSParams, k: int, deadline: float) -> tuple[ALSRecommender, int]:
+    def fit_als(self, p: ALSParams, k: int, deadline: float) -> tuple[ALSRecommender, int, bool]:
         key = (p.factors, p.regularization, p.alpha, p.weighting, id(self.fold))
         if key not in self.als:
             self.als[key] = als_early_stopped(p, self.fold, k, deadline)
@@ -169,10 +170,10 @@ class _Stop(Exception):
 
 def als_early_stopped(
     p: ALSParams, fold: EvalData, k: int = 10, deadline: float = float("inf")
-) -> tuple[ALSRecommender, int]:
+) -> tuple[ALSRecommender, int, bool]:
     """ALS fitted up to MAX_ITERATIONS, checked on the fold every CHECK_EVERY iterations;
-    (the model at its best check, that iteration count). Past ``deadline``
-    (``time.perf_counter``) the fit stops at its next iteration."""
+    (the model at its best check, that iteration count, whether ``deadline``
+    (``time.perf_counter``) cut the fit: it then stops at its next iteration)."""
     from implicit.cpu.als import AlternatingLeastSquares
 
     from training.als import confidence
@@ -187,7 +188,7 @@ def als_early_stopped(
     )
     x = fold.inter.binary()
     truth = fold.truth[fold.users]
-    best: dict[str, Any] = {"ndcg": -1.0, "it": 0, "u": None, "v": None}
+    best: dict[str, Any] = {"ndcg": -1.0, "it": 0, "u": None, "v": None, "cut": False}
 
     def check(iteration: int, _elapsed: float, _loss: float) -> None:
         done = iteration + 1
@@ -202,6 +203,7 @@ def als_early_stopped(
             raise _Stop
         best.update(ndcg=ndcg, it=done, u=model.user_factors.copy(), v=model.item_factors.copy())
         if late:
+            best["cut"] = True
             raise _Stop
 
     with contextlib.suppress(_Stop):
@@ -211,7 +213,7 @@ def als_early_stopped(
         best["u"], best["v"] = model.user_factors, model.item_factors
     out.user_factors = np.ascontiguousarray(best["u"], dtype=np.float32)
     out.item_factors = np.ascontiguousarray(best["v"], dtype=np.float32)
-    return out, int(out.params.iterations)
+    return out, int(out.params.iterations), bool(best["cut"])
 
 
 HALF_LIVES = (0.0, 30.0, 90.0, 180.0, 365.0, 730.0)  # days; 0 = no decay
@@ -311,12 +313,14 @@ def search(
         config = suggest(trial, base, n_items, tune_half_life)
         scores: list[float] = []
         iterations: list[int] = []
+        cut = False
         for step, cache in enumerate(caches):
             if trials and time.perf_counter() > deadline:  # the first trial always finishes
                 _record(trial, "pruned", float(np.mean(scores or [0.0])), iterations or [0])
                 raise optuna.TrialPruned
             cache.use_half_life(config.half_life_days, base)
-            als, its = cache.fit_als(config.als, k, deadline if trials else float("inf"))
+            als, its, was_cut = cache.fit_als(config.als, k, deadline)
+            cut = cut or was_cut
             served = ServedRecommender(
                 cache.fold.inter, als, cache.copurchase(config), cache.popularity(), config
             )
@@ -328,16 +332,19 @@ def search(
                 _record(trial, "pruned", float(np.mean(scores)), iterations)
                 raise optuna.TrialPruned
         value = float(np.mean(scores))
-        _record(trial, "complete", value, iterations)
+        _record(trial, "complete", value, iterations, cut)
         return value
 
-    def _record(trial: Any, state: str, value: float, iterations: list[int]) -> None:
+    def _record(
+        trial: Any, state: str, value: float, iterations: list[int], cut: bool = False
+    ) -> None:
         entry = {
             "number": trial.number,
             "state": state,
             "value": round(value, 5),
             "params": dict(trial.params),
             "als_iterations": round(float(np.mean(iterations))),
+            "cut_by_budget": cut,
             "seconds": round(time.perf_counter() - t0, 2),
         }
         trials.append(entry)
@@ -355,35 +362,16 @@ def search(
     study.optimize(objective, n_trials=max_trials, timeout=max(budget_s, 1.0))
     best = study.best_trial
     chosen = suggest(optuna.trial.FixedTrial(best.params), base, n_items, tune_half_life)
-    its = next(t["als_iterations"] for t in trials if t["number"] == best.number)
+    entry = next(t for t in trials if t["number"] == best.number)
+    # a fit the budget cut stopped before it peaked: keep the configured iteration count
+    its = base.als.iterations if entry["cut_by_budget"] else entry["als_iterations"]
     chosen = replace(chosen, als=replace(chosen.als, iterations=its))
     return SearchResult(chosen, float(best.value or 0.0), trials, time.perf_counter() - t0)
-
-
-def mlflow_trial_logger(experiment: str, tracking_uri: str, parent_name: str) -> TrialLogger:
-    """Log each trial as a nested MLflow run under one parent run named ``parent_name``
-    (left active: the caller logs the summary and plot to it, then ends it)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
-    parent_id = mlflow.start_run(run_name=parent_name).info.run_id
-
-    def log_trial(trial: Trial) -> None:
-        with mlflow.start_run(
-            run_name=f"trial-{trial['number']}", nested=True, parent_run_id=parent_id
-        ):
-            mlflow.log_params({**trial["params"], "als.iterations": trial["als_iterations"]})
-            mlflow.log_metric("val_ndcg_at_10", trial["value"])
-            mlflow.set_tag("state", trial["state"])
-
-    return log_trial
 
 
 __all__ = [
     "PROTOCOLS",
     "SearchResult",
-    "mlflow_trial_logger",
     "search",
     "validation_folds",
 ]

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from training.config import TrainConfig
-from training.search import SearchResult, search, validation_folds
+from training.search import SearchResult, Trial, TrialLogger, search, validation_folds
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,6 @@ def run_tune(
 ) -> tuple[SearchResult, dict[str, Any]]:
     """Search within the budget; with ``tracking`` (tracking URI, experiment) every trial is a
     nested MLflow run and the summary and plot are artifacts of their parent run."""
-    from training.search import mlflow_trial_logger
-
     logger = mlflow_trial_logger(tracking[1], tracking[0], run_name) if tracking else None
     try:
         result = search(
@@ -136,3 +134,23 @@ def plot_search(result: SearchResult, path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def mlflow_trial_logger(experiment: str, tracking_uri: str, parent_name: str) -> TrialLogger:
+    """Log each trial as a nested MLflow run under one parent run named ``parent_name``
+    (left active: the caller logs the summary and plot to it, then ends it)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    parent_id = mlflow.start_run(run_name=parent_name).info.run_id
+
+    def log_trial(trial: Trial) -> None:
+        with mlflow.start_run(
+            run_name=f"trial-{trial['number']}", nested=True, parent_run_id=parent_id
+        ):
+            mlflow.log_params({**trial["params"], "als.iterations": trial["als_iterations"]})
+            mlflow.log_metric("val_ndcg_at_10", trial["value"])
+            mlflow.set_tag("state", trial["state"])
+
+    return log_trial
