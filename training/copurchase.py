@@ -3,10 +3,11 @@
 Learned from baskets (one row per order when order ids exist, else one row per customer).
 Two documented weightings, chosen by catalog size:
 
-- ``ease`` (catalogs up to ``dense_max_items`` items, default 6,000): the closed-form
-  item-item regression EASE (Steck 2019), B = I - P / diag(P) with P = (X^T X + lambda I)^-1.
-  It needs a dense items x items matrix (6,000 items = 288 MB float64), so it is refused
-  above the limit.
+- ``ease`` (catalogs up to ``dense_max_items`` items): the closed-form item-item regression
+  EASE (Steck 2019), B = I - P / diag(P) with P = (X^T X + lambda I)^-1. It needs one dense
+  items x items float32 matrix, inverted in place; the default limit is derived from a 4 GiB
+  budget (``ease_max_items``: 31,000 items; 10,000 items = 400 MB), and it is refused above
+  the limit.
 - ``cosine`` (any size, the default above the limit): item-item cosine of the binary baskets
   computed sparsely by ``implicit``'s nearest-neighbour code, keeping the top N per item.
   Memory is O(nnz + items * N); it scales to 100k+ items. ``bm25`` (BM25-weighted cosine) is
@@ -26,8 +27,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Self
 
@@ -42,6 +44,17 @@ Method = Literal["auto", "ease", "bm25", "cosine"]
 Source = Literal["auto", "orders", "customers"]
 
 
+EASE_MEMORY_GIB = 4.0  # default budget for EASE's dense items x items matrix
+_EASE_OVERHEAD = 1.1  # the matrix itself, plus row blocks of the top-N pass
+_BLOCK = 2048  # rows per block of the in-place passes
+
+
+def ease_max_items(memory_gib: float = EASE_MEMORY_GIB) -> int:
+    """The largest catalog whose EASE fits ``memory_gib``: one float32 items x items matrix,
+    inverted in place (4 GiB: 31,000 items)."""
+    return int(math.sqrt(memory_gib * 2**30 / (4 * _EASE_OVERHEAD)))
+
+
 @dataclass
 class CoPurchaseParams:
     """Defaults chosen by ``patron tune`` on ML-100K validation data (docs/training.md)."""
@@ -50,7 +63,7 @@ class CoPurchaseParams:
     source: Source = "auto"
     ease_lambda: float = 400.0
     top_n: int = 200
-    dense_max_items: int = 6000
+    dense_max_items: int = field(default_factory=ease_max_items)  # EASE_MEMORY_GIB
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     num_threads: int = 0
@@ -75,14 +88,18 @@ def keep_top_n(dense_or_sparse: np.ndarray | sparse.csr_matrix, n: int) -> spars
         return sparse.csr_matrix(
             (vals[keep].astype(np.float32), cols[keep].astype(np.int32), indptr), shape=m.shape
         )
-    dense = np.array(dense_or_sparse, dtype=np.float32)
+    dense = np.asarray(dense_or_sparse, dtype=np.float32)
     np.fill_diagonal(dense, 0.0)
     k = min(n, dense.shape[1])
-    part = np.argpartition(-dense, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(dense, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    cols = np.take_along_axis(part, order, axis=1)
-    vals = np.take_along_axis(vals, order, axis=1)
+    cols = np.empty((dense.shape[0], k), np.int64)
+    vals = np.empty((dense.shape[0], k), np.float32)
+    for lo in range(0, dense.shape[0], _BLOCK):  # row blocks: no second items x items array
+        block = dense[lo : lo + _BLOCK]
+        part = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        v = np.take_along_axis(block, part, axis=1)
+        order = np.argsort(-v, axis=1, kind="stable")
+        cols[lo : lo + _BLOCK] = np.take_along_axis(part, order, axis=1)
+        vals[lo : lo + _BLOCK] = np.take_along_axis(v, order, axis=1)
     keep = vals > 0
     counts = keep.sum(axis=1)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -93,18 +110,44 @@ def keep_top_n(dense_or_sparse: np.ndarray | sparse.csr_matrix, n: int) -> spars
 
 def ease_weights(x: sparse.csr_matrix, lam: float) -> np.ndarray:
     """Dense EASE item-item weights (diagonal zero) from a binary baskets x items matrix."""
-    return ease_from_gram((x.T @ x).toarray(), lam)
+    return ease_from_gram((x.T @ x).astype(np.float32).toarray(), lam)
 
 
 def ease_from_gram(gram: np.ndarray, lam: float) -> np.ndarray:
-    """EASE weights from the items x items co-occurrence counts X^T X (diagonal: each item's
-    basket count), however they were counted."""
-    g = np.array(gram, dtype=np.float64)
-    g[np.diag_indices_from(g)] += lam
-    p = np.linalg.inv(g)
-    b = -p / np.diag(p)[None, :]
-    np.fill_diagonal(b, 0.0)
-    return b
+    """EASE weights B = -P / diag(P), diagonal 0, with P = (G + lambda I)^-1, from the items x
+    items co-occurrence counts G = X^T X (diagonal: each item's basket count), however they
+    were counted. float32, computed in the memory of ``gram`` when it is a C-contiguous float32
+    array (it is overwritten): a Cholesky factorisation and inverse in place (LAPACK potrf,
+    potri), so the whole job needs one items x items matrix (``ease_max_items``)."""
+    g = np.ascontiguousarray(gram, dtype=np.float32)
+    n = g.shape[0]
+    g[np.diag_indices(n)] += np.float32(lam)
+    _inverse_spd_in_place(g)
+    d = np.diag(g).copy()
+    for lo in range(0, n, _BLOCK):  # B = -P / diag(P) per column, block by block
+        g[lo : lo + _BLOCK] /= -d[None, :]
+    g[np.diag_indices(n)] = 0.0
+    return g
+
+
+def _inverse_spd_in_place(g: np.ndarray) -> None:
+    """Overwrite the symmetric positive definite C-contiguous float32 ``g`` with its inverse."""
+    from scipy.linalg import lapack
+
+    f = g.T  # the same memory in Fortran order (g is symmetric)
+    c, info = lapack.spotrf(f, lower=0, overwrite_a=1, clean=0)
+    if info != 0:
+        raise ValueError(f"EASE: the regularised Gram matrix is not positive definite ({info})")
+    inv, info = lapack.spotri(c, lower=0, overwrite_c=1)
+    if info != 0 or not np.shares_memory(inv, g):
+        raise ValueError(f"EASE: the in-place inverse failed ({info})")
+    n = g.shape[0]  # Fortran's upper triangle is C's lower one: mirror it upwards
+    for lo in range(0, n, _BLOCK):
+        hi = min(lo + _BLOCK, n)
+        g[lo:hi, hi:] = g[hi:, lo:hi].T
+        blk = g[lo:hi, lo:hi]
+        low = np.tril_indices(hi - lo, -1)
+        blk.T[low] = blk[low]
 
 
 class CoPurchaseRecommender(ScoringRecommender):

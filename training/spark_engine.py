@@ -231,7 +231,7 @@ def _gram(baskets: Any, n: int) -> np.ndarray:
         .groupBy(F.col("a.i").alias("i"), F.col("b.i").alias("j"))
         .agg(F.count(F.lit(1)).alias("c"))
     )
-    g = np.zeros((n, n), dtype=np.float64)
+    g = np.zeros((n, n), dtype=np.float32)
     g[counts["i"].to_numpy(), counts["j"].to_numpy()] = counts["c"].to_numpy()
     return g
 

@@ -78,6 +78,31 @@ def test_ease_refuses_large_dense() -> None:
         model.fit(sparse.random(5, 20, density=0.5, format="csr", random_state=0))
 
 
+def test_ease_in_place_float32_equals_the_closed_form() -> None:
+    from training.copurchase import ease_from_gram, ease_max_items, keep_top_n
+
+    rng = np.random.default_rng(3)
+    x = (rng.random((400, 2600)) < 0.01).astype(np.float32)  # > one 2048-row block
+    gram = x.T @ x
+    g = gram.astype(np.float64) + 50.0 * np.eye(gram.shape[0])
+    p = np.linalg.inv(g)
+    expected = -p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    work = gram.astype(np.float32)
+    got = ease_from_gram(work, 50.0)
+    assert np.shares_memory(got, work)  # one items x items matrix for the whole job
+    assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+    top = keep_top_n(got, 7)
+    row = np.asarray(expected[5]).copy()
+    best = np.argsort(-row, kind="stable")[:7]
+    assert set(top[5].indices) == set(best[row[best] > 0])
+    # the default limit comes from the memory budget: one float32 matrix (+10%) in 4 GiB
+    assert (
+        ease_max_items(4.0) ** 2 * 4 * 1.1 <= 4 * 2**30 < (ease_max_items(4.0) + 1) ** 2 * 4 * 1.1
+    )
+    assert CoPurchaseParams().dense_max_items == ease_max_items(4.0) > 30_000
+
+
 def test_copurchase_auto_switches_to_sparse_above_limit() -> None:
     x = sparse.random(50, 40, density=0.2, format="csr", random_state=0)
     model = CoPurchaseRecommender(CoPurchaseParams(dense_max_items=30, top_n=5)).fit(x)
