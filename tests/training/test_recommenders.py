@@ -115,3 +115,25 @@ def test_tier_popularity() -> None:
     pop = PopularityRecommender(np.array([0, 0, 2, 2])).fit(x)
     ids, _ = pop.recommend(np.array([0, 2]), sparse.csr_matrix((4, 3)), n=1)
     assert ids[:, 0].tolist() == [0, 2]  # bronze likes item 0, gold likes item 2
+
+
+def test_top_n_is_score_then_column_order_with_ties_and_non_finite() -> None:
+    from training.recommender import top_n
+
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        m, k = int(rng.integers(1, 60)), int(rng.integers(0, 12))
+        sc = rng.integers(0, 6, size=(5, m)).astype(np.float32)  # many ties
+        sc[rng.random(sc.shape) < 0.1] = np.nan
+        sc[rng.random(sc.shape) < 0.1] = -np.inf
+        exclude = sparse.random(
+            5, m, density=0.1, format="csr", random_state=int(rng.integers(1e6))
+        )
+        ids, best = top_n(sc.copy(), k, exclude)
+        for r in range(5):
+            banned = set(exclude[r].indices)
+            ok = [j for j in range(m) if np.isfinite(sc[r, j]) and j not in banned]
+            want = sorted(ok, key=lambda j: (-sc[r, j], j))[:k]
+            assert ids[r].tolist() == want + [-1] * (k - len(want))
+            assert best[r, : len(want)].tolist() == [sc[r, j] for j in want]
+            assert np.isneginf(best[r, len(want) :]).all()
