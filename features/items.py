@@ -13,6 +13,13 @@ from features.rfm import QTY
 TRENDING_DAYS = 30
 
 
+def with_category(catalog: pl.LazyFrame | None) -> pl.LazyFrame | None:
+    """The catalog with a ``category`` column (null when the file has none)."""
+    if catalog is not None and "category" not in catalog.collect_schema().names():
+        return catalog.with_columns(category=pl.lit(None, dtype=pl.String))
+    return catalog
+
+
 def buyer_days(buys: pl.LazyFrame) -> pl.LazyFrame:
     """Per (category, buyer): purchase days, first and last purchase day."""
     return (
@@ -45,8 +52,6 @@ def build_items(
     trending_days: int = TRENDING_DAYS,
 ) -> pl.DataFrame:
     """One row per item bought (or listed in the catalog)."""
-    if catalog is not None and "category" not in catalog.collect_schema().names():
-        catalog = catalog.with_columns(category=pl.lit(None, dtype=pl.String))
     pairs, per_buyer, span = item_reductions(events, as_of, catalog)
     return item_table(pairs, per_buyer, span, customers, as_of, catalog, trending_days)
 
@@ -57,6 +62,7 @@ def item_reductions(
     """The reductions of the event log the item table needs (``features/spark_features.py``
     computes the same on Spark): one row per (item, buyer) with units, last purchase and
     category; ``buyer_days`` per (category, buyer); the span of the history in days."""
+    catalog = with_category(catalog)
     ev = events.filter((pl.col("ts") <= as_of) & pl.col("item_id").is_not_null() & (QTY > 0))
     if catalog is not None:
         ev = ev.join(catalog.select("item_id", "category"), on="item_id", how="left")
@@ -84,8 +90,7 @@ def item_table(
     trending_days: int = TRENDING_DAYS,
 ) -> pl.DataFrame:
     """The item table from ``item_reductions`` and the customer table (tiers, segments)."""
-    if catalog is not None and "category" not in catalog.collect_schema().names():
-        catalog = catalog.with_columns(category=pl.lit(None, dtype=pl.String))
+    catalog = with_category(catalog)
     since = pl.lit(as_of - timedelta(days=trending_days)).cast(pl.Datetime("us", "UTC"))
     pop = pairs.group_by("item_id").agg(
         purchases=pl.col("units").sum(),

@@ -195,6 +195,7 @@ class SparkEngine:
             model.table = keep_top_n(ease_from_gram(_gram(baskets, n), p.ease_lambda), p.top_n)
         else:
             model.table = _cosine_top_n(baskets, n, p.top_n)
+        baskets.unpersist()  # the order baskets are cached while counted (no-op otherwise)
         model.method_used = method
         return model
 
