@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from features.cli import clv_app, data_app, features_app
 from patron.cliutil import fail, setup_logging
 from patron.settings import get_settings
-from serving.cli import picks_app, rules_app, serve
+from serving.cli import ab_app, picks_app, rules_app, serve
 from training.cli import evaluate, models_app, recommend, train, tune
 
 app = typer.Typer(
@@ -37,6 +37,7 @@ app.add_typer(models_app, name="models", help="List, promote and roll back regis
 app.command(help="Start the recommendation API.")(serve)
 app.add_typer(rules_app, name="rules", help="Validate business-rule files.")
 app.add_typer(picks_app, name="picks", help="Export personalised email picks.")
+app.add_typer(ab_app, name="ab", help="Measured A/B tests: the decision report.")
 
 
 @app.command("embedded-redis")

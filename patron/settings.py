@@ -45,6 +45,23 @@ class Settings(BaseSettings):
         default="local[*]",
         description="Spark master for --engine spark (local[N], spark://, yarn, k8s://).",
     )
+    ab_window_days: int = Field(
+        default=7,
+        ge=1,
+        le=90,
+        description="A purchase of a recommended item counts for the answer's A/B variant "
+        "this many days after the answer (serving/attribution/).",
+    )
+    ab_retention_days: int = Field(
+        default=90, ge=1, le=3_650, description="How long the A/B counters per day are kept."
+    )
+    ab_confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1.0,
+        description="Confidence of the A/B report's intervals and tests (patron ab report, "
+        "patron models promote --require-online).",
+    )
     model_name: str = Field(default="patron-recommender")
     experiment: str = Field(default="patron")
     log_level: str = Field(default="INFO")

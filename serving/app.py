@@ -14,11 +14,14 @@ from fastapi import FastAPI
 from serving import service
 from serving.admin_state import AdminState
 from serving.admin_sync import AdminSync
+from serving.attribution.recorder import AnswerRecorder
+from serving.attribution.store import AttributionStore
 from serving.batch import RecBatcher
 from serving.hot_path import HotRecommendations
 from serving.metrics import LatencyMiddleware, Metrics
 from serving.routes import (
     admin,
+    admin_experiments,
     admin_rules,
     events,
     health,
@@ -101,9 +104,15 @@ def create_app(
                 settings.coalesce_max,
                 observe=metrics.coalesced.observe,
             )
+        recorder = AnswerRecorder(
+            AttributionStore.from_settings(client, settings) if settings.ab_attribution else None,
+            flush_s=settings.ab_flush_ms / 1000,
+            metrics=metrics,
+        )
+        recorder.available = lambda: not gateway.down
         app.state.admin_sync = sync
-        app.state.services = Services(settings, holder, gateway, metrics, rules, batcher)
-        tasks = [asyncio.create_task(sync.run())]
+        app.state.services = Services(settings, holder, gateway, metrics, rules, recorder, batcher)
+        tasks = [asyncio.create_task(sync.run()), asyncio.create_task(recorder.run())]
         if settings.reload_interval_s > 0:
             tasks.append(asyncio.create_task(_poll(sync, settings.reload_interval_s, metrics)))
         log.info(
@@ -118,6 +127,7 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await recorder.flush()  # what the last requests served
             await gateway.close()
 
     app = FastAPI(
@@ -138,6 +148,7 @@ def create_app(
     if settings.admin_routes:
         app.include_router(admin.admin_router)
         app.include_router(admin_rules.router)
+        app.include_router(admin_experiments.router)
     app.include_router(health.router)
     if settings.hot_path:  # inside the latency middleware: timed like any route
         app.add_middleware(HotRecommendations)

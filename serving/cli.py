@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 
 from patron.cliutil import UserError, command, fail
+from serving.cli_ab import ab_app
 from serving.cli_rules import picks_app, rules_app
 from serving.settings import ServingSettings
 
-__all__ = ["picks_app", "rules_app", "serve"]
+__all__ = ["ab_app", "picks_app", "rules_app", "serve"]
 
 
 @command

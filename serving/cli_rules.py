@@ -63,6 +63,12 @@ def picks_export(
     threads: int = typer.Option(
         0, min=0, help="Threads scoring batches in parallel (0 = all cores)."
     ),
+    attribution: bool = typer.Option(
+        True,
+        "--attribution/--no-attribution",
+        help="With --redis-url: record what each email served under its recommendation_id, "
+        "so outcome events naming it count for A/B (off: the ids are still written).",
+    ),
     engine: str = engine_option(),
     spark_master: str | None = master_option(),
     spark_conf: list[str] = conf_option(),
@@ -107,6 +113,7 @@ def picks_export(
         except RuleError as exc:
             raise UserError(str(exc)) from None
     read_online = None
+    record_answers = None
     if redis_url is not None:
         from features.online import OnlineStore
         from patron.redis_connect import connect
@@ -117,6 +124,12 @@ def picks_export(
 
         def read_online(ids: list[str]) -> list:  # type: ignore[type-arg]
             return store.read_customers(ids, RECENT_K)
+
+        if attribution:
+            from serving.attribution.store import AttributionStore
+
+            answers = AttributionStore.from_settings(store.r, s)
+            record_answers = answers.write_answers_sync
 
     if engine == "spark":
         from patron.spark import spark_session
@@ -179,5 +192,6 @@ def picks_export(
             batch_size=batch_size,
             progress=lambda n: bar.advance(task, n),
             threads=threads or (os.cpu_count() or 1),
+            record_answers=record_answers,
         )
     emit(report.as_dict())

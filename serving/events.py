@@ -2,9 +2,12 @@
 verdict per event, so a bad event never sinks the valid ones sent with it.
 
 Two stages: the typed shape (ids, bounded numbers, a timestamp within
-``PATRON_EVENT_MAX_AGE_DAYS``) per event with Pydantic, then
+``PATRON_EVENT_MAX_AGE_DAYS``) per event with Pydantic, then, for purchases and returns,
 ``features.validation.validate`` over the shape-valid events against the served catalog
-(future timestamps, quantity sign, negative prices, unknown items, duplicates).
+(future timestamps, quantity sign, negative prices, unknown items, duplicates). Impressions,
+clicks and add_to_cart events feed no features: they are checked for a future timestamp and
+a known item only. Every accepted event that names a recommendation id (and is not a return)
+is also an ``Outcome`` for attribution (serving/attribution/store.py).
 """
 
 from __future__ import annotations
@@ -19,7 +22,11 @@ from pydantic import ValidationError
 
 from features.online import PurchaseEvent
 from features.validation import validate
+from serving.attribution.store import Outcome
 from serving.routes.schemas import EventIn
+
+FUTURE_SLACK = timedelta(minutes=5)  # as features.validation allows
+SIGNALS = ("impression", "click", "add_to_cart")  # outcome-only events
 
 MESSAGES = {
     "future_timestamp": "ts: in the future",
@@ -37,16 +44,61 @@ class Verdict:
     errors: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Checked:
+    """What a request's events are once checked: purchases and returns for the features,
+    outcomes (with the event's index) for attribution, and one verdict per event."""
+
+    events: list[PurchaseEvent]
+    outcomes: list[tuple[int, Outcome]]
+    verdicts: list[Verdict]
+
+
+def _outcome(e: EventIn, amount: float) -> Outcome:
+    assert e.recommendation_id is not None
+    return Outcome(
+        e.recommendation_id,
+        e.type,
+        e.customer_id,
+        e.item_id,
+        _utc(e.ts).timestamp(),
+        amount,
+        e.event_id,
+    )
+
+
+def _signals(
+    shaped: list[tuple[int, EventIn]], catalog_ids: pl.Series, verdicts: list[Verdict]
+) -> list[tuple[int, Outcome]]:
+    """Impressions, clicks, add_to_cart: a known item (if any), not in the future."""
+    if not shaped:
+        return []
+    items = pl.Series([e.item_id for _, e in shaped], dtype=pl.String)
+    known = (items.is_null() | items.is_in(catalog_ids)).to_list()
+    latest = datetime.now(UTC) + FUTURE_SLACK
+    out = []
+    for (i, e), ok in zip(shaped, known, strict=True):
+        if not ok:
+            verdicts[i].errors = [MESSAGES["unknown_item"]]
+        elif _utc(e.ts) > latest:
+            verdicts[i].errors = [MESSAGES["future_timestamp"]]
+        elif e.recommendation_id is not None:
+            out.append((i, _outcome(e, 0.0)))
+    return out
+
+
 def _utc(ts: datetime) -> datetime:
     return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def check_events(
     raw: Sequence[dict[str, Any]], catalog_ids: pl.Series, max_age_days: int = 90
-) -> tuple[list[PurchaseEvent], list[Verdict]]:
-    """Accepted events (returns carry a negative quantity) and one verdict per input event."""
+) -> Checked:
+    """Accepted purchases and returns (returns carry a negative quantity), outcomes, and one
+    verdict per input event."""
     verdicts = [Verdict(i) for i in range(len(raw))]
     shaped: list[tuple[int, EventIn]] = []
+    signals: list[tuple[int, EventIn]] = []
     oldest = datetime.now(UTC) - timedelta(days=max_age_days)
     for i, ev in enumerate(raw):
         try:
@@ -62,9 +114,10 @@ def check_events(
                 "imported by the batch jobs, not the real-time API"
             ]
             continue
-        shaped.append((i, event))
+        (signals if event.type in SIGNALS else shaped).append((i, event))
+    outcomes = _signals(signals, catalog_ids, verdicts)
     if not shaped:
-        return [], verdicts
+        return Checked([], outcomes, verdicts)
     frame = pl.DataFrame(
         {
             "customer_id": [e.customer_id for _, e in shaped],
@@ -100,7 +153,7 @@ def check_events(
             reason = str(rejected[row])
             verdicts[i].errors = [MESSAGES.get(reason, reason)]
     # accepted rows keep the input order: the shaped events that were not rejected
-    kept = [e for row, (_, e) in enumerate(shaped, start=1) if row not in rejected]
+    kept = [(i, e) for row, (i, e) in enumerate(shaped, start=1) if row not in rejected]
     events = [
         PurchaseEvent(
             customer_id=str(r["customer_id"]),
@@ -111,6 +164,10 @@ def check_events(
             type="return" if r["quantity"] < 0 else "purchase",
             event_id=e.event_id,
         )
-        for r, e in zip(result.accepted.iter_rows(named=True), kept, strict=True)
+        for r, (_, e) in zip(result.accepted.iter_rows(named=True), kept, strict=True)
     ]
-    return events, verdicts
+    for got, (i, e) in zip(events, kept, strict=True):
+        if e.recommendation_id is not None and got.type == "purchase":
+            outcomes.append((i, _outcome(e, got.quantity * (got.unit_price or 0.0))))
+    outcomes.sort(key=lambda pair: pair[0])
+    return Checked(events, outcomes, verdicts)

@@ -61,6 +61,26 @@ class Metrics:
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128),
             registry=r,
         )
+        self.ab_answers = Counter(
+            "patron_ab_answers_total",
+            "Answers' attribution records: stored in Redis, or dropped (Redis unusable).",
+            ["outcome"],
+            registry=r,
+        )
+        self.ab_outcomes = Counter(
+            "patron_ab_outcomes_total",
+            "Outcome events naming a recommendation_id, by the answer's variant, event type "
+            "and result (attributed, repeated, unknown_recommendation, other_customer, "
+            "not_recommended, outside_window).",
+            ["variant", "type", "result"],
+            registry=r,
+        )
+        self.ab_revenue = Counter(
+            "patron_ab_revenue_total",
+            "Revenue of purchases attributed to an answer, by its variant.",
+            ["variant"],
+            registry=r,
+        )
         self._children: dict[tuple[str, str], Any] = {}
         self.model_info = Gauge(
             "patron_model_loaded",

@@ -48,6 +48,9 @@ class RecResult:
         """The items as the response JSON array (serving/render.py)."""
         return picks_json(self.items)
 
+    def served_items(self, item_ids: Sequence[str]) -> list[str]:
+        return [p.item_id for p in self.items]
+
 
 # most customers bought nothing recently: one shared, read-only empty pair for all of them
 _NO_ITEMS = np.empty(0, np.int32)
@@ -208,9 +211,12 @@ def recommend_batch_rendered(
         model, customer_ids, online, k, rules, exclude, category, context_item, now
     )
     rows = model.items_json.rows(out)
+    idx, counts = out.item_idx, out.count.tolist()
     return [
-        RenderedResult(ctx.tier, ctx.segment, out.rules_version, _fallback(model, cid, ctx), js)
-        for cid, ctx, js in zip(customer_ids, ctxs, rows, strict=True)
+        RenderedResult(
+            ctx.tier, ctx.segment, out.rules_version, _fallback(model, cid, ctx), js, idx[i, :c]
+        )
+        for i, (cid, ctx, js, c) in enumerate(zip(customer_ids, ctxs, rows, counts, strict=True))
     ]
 
 

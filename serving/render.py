@@ -42,20 +42,34 @@ class Answer(Protocol):
 
     def items_json(self) -> bytes: ...
 
+    def served_items(self, item_ids: Sequence[str]) -> list[str]:
+        """The ids of the items served, in order (what attribution records)."""
+        ...
+
 
 class RenderedResult:
-    """A batch row's answer with its items already rendered (a JSON array)."""
+    """A batch row's answer with its items already rendered (a JSON array) and their
+    catalog positions."""
 
-    __slots__ = ("_items", "fallback", "rules_version", "segment", "tier")
+    __slots__ = ("_idx", "_items", "fallback", "rules_version", "segment", "tier")
 
     def __init__(
-        self, tier: str, segment: str | None, rules_version: str, fallback: str | None, items: bytes
+        self,
+        tier: str,
+        segment: str | None,
+        rules_version: str,
+        fallback: str | None,
+        items: bytes,
+        item_idx: np.ndarray,
     ) -> None:
         self.tier, self.segment, self.rules_version = tier, segment, rules_version
-        self.fallback, self._items = fallback, items
+        self.fallback, self._items, self._idx = fallback, items, item_idx
 
     def items_json(self) -> bytes:
         return self._items
+
+    def served_items(self, item_ids: Sequence[str]) -> list[str]:
+        return [item_ids[i] for i in self._idx.tolist()]
 
 
 def picks_json(picks: Sequence[object]) -> bytes:
@@ -74,10 +88,12 @@ def body(
     model_version: str,
     variant: str,
     degraded: bool,
+    recommendation_id: str,
 ) -> bytes:
     """The ``RecommendationResponse`` JSON of one answer (same field order, same bytes)."""
     head = _js(
         {
+            "recommendation_id": recommendation_id,
             "customer_id": customer_id,
             "tier": answer.tier,
             "segment": answer.segment,

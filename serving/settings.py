@@ -126,6 +126,18 @@ class ServingSettings(Settings):
         "(default config/rules.yaml); after that PUT /admin/rules changes them for every "
         "worker, restarts included.",
     )
+    ab_attribution: bool = Field(
+        default=True,
+        description="Record what every answer served, so outcome events naming its "
+        "recommendation_id count for its A/B variant (serving/attribution/); off: the ids "
+        "are still minted, nothing is recorded.",
+    )
+    ab_flush_ms: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="Answers' records are written to Redis in the background this often.",
+    )
     hnsw_ef_search: int = Field(
         default=256,
         ge=16,

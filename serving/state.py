@@ -31,6 +31,10 @@ class Models:
     challenger: LoadedModel | None = None
     notes: tuple[str, ...] = ()  # e.g. "registry unreachable; serving cached bundle ..."
 
+    def versions(self) -> tuple[str, str | None]:
+        """(champion, challenger) versions: the A/B experiment these models run."""
+        return self.champion.version, self.challenger.version if self.challenger else None
+
     def pin(self) -> ModelPin:
         """What these models are, as the shared admin state pins them."""
         c = self.challenger

@@ -28,6 +28,7 @@ from redis.exceptions import OutOfMemoryError, RedisClusterException, RedisError
 
 from features.online import CustomerOnline, Durability, NotReplicated, PurchaseEvent
 from patron.redis_connect import connect_async
+from serving.attribution.store import AttributionStore, Outcome
 from serving.errors import Unavailable
 
 log = logging.getLogger("patron.serving")
@@ -188,6 +189,29 @@ class OnlineGateway:
             raise Unavailable(f"{why}; events were not recorded, retry later") from None
         self._writes_down_until = 0.0
         return n
+
+    async def attribute(
+        self, store: AttributionStore, outcomes: Sequence[Outcome]
+    ) -> list[tuple[str, ...]]:
+        """Count outcomes for their answers' variants (serving/attribution/store.py): each
+        one's (result, variant, experiment). Raises Unavailable as ``record`` does; a retry
+        counts an outcome once (the answer's markers)."""
+        if time.monotonic() < self._writes_down_until or self.down:
+            why = self.last_error or "redis unreachable"
+            raise Unavailable(f"{why}; events were not recorded, retry later")
+        try:
+            async with asyncio.timeout(self.timeout * 10):
+                return await store.record_outcomes(outcomes)
+        except ResponseError as exc:
+            log.warning("outcomes not counted: the online store refused (%s)", type(exc).__name__)
+            raise Unavailable(
+                "the online store refused; events were not recorded, retry later"
+            ) from None
+        except _UNUSABLE as exc:
+            self._writes_down_until = time.monotonic() + self.retry_s
+            why = f"redis unreachable: {type(exc).__name__}"
+            log.warning("outcomes not counted: %s", why)
+            raise Unavailable(f"{why}; events were not recorded, retry later") from None
 
     async def published_version(self) -> str | None:
         """The published feature version (None: none is), for /readyz."""

@@ -334,11 +334,22 @@ def models_promote(
     min_coverage: float = typer.Option(0.01, help="Catalog coverage floor (sanity check)."),
     force: bool = typer.Option(False, "--force", help="Skip the metric comparison."),
     reason: str | None = typer.Option(None, "--reason", help="Required with --force; logged."),
+    require_online: bool = typer.Option(
+        False,
+        "--require-online",
+        help="Also require the online A/B report (patron ab report) of champion against this "
+        "version to say 'challenger better' at PATRON_AB_CONFIDENCE.",
+    ),
 ) -> None:
     """Move the champion alias if the gate passes."""
     from training.registry import GateError, promote
 
     s = _settings()
+    online_check = None
+    if require_online:
+        from serving.cli_ab import online_verdict
+
+        online_check = online_verdict
     try:
         result = promote(
             s.tracking_uri(),
@@ -349,6 +360,7 @@ def models_promote(
             force=force,
             reason=reason,
             workdir=s.work_dir / "registry",
+            online_check=online_check,
         )
     except GateError as exc:
         raise UserError(str(exc)) from None

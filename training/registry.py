@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -210,8 +211,13 @@ def promote(
     force: bool = False,
     reason: str | None = None,
     workdir: Path,
+    online_check: Callable[[str, str], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Move ``champion`` to ``version`` (default: the ``challenger``) if the gate passes."""
+    """Move ``champion`` to ``version`` (default: the ``challenger``) if the gate passes.
+
+    ``online_check(champion_version, version)`` is the A/B report of the two
+    (serving/cli_ab.py): with it the gate also needs its verdict "challenger better"; --force
+    does not skip it."""
     if force and not (reason and reason.strip()):
         raise GateError("--force needs --reason TEXT (it is recorded on the model version)")
     if not 0 <= min_gain < 1:
@@ -258,6 +264,18 @@ def promote(
                 f"version {cand.version} nDCG@10 {cand.ndcg:.4f} is not better than champion "
                 f"{champ.version}'s {champ.ndcg:.4f} by more than {min_gain:.1%} (needs > "
                 f"{bar:.4f}); use --force --reason to promote it anyway"
+            )
+    if online_check is not None:
+        if champ is None:
+            raise GateError("--require-online: there is no champion to compare with online")
+        online = online_check(champ.version, cand.version)
+        decision["online"] = {
+            k: online.get(k) for k in ("experiment", "verdict", "why", "since", "until")
+        }
+        if online.get("verdict") != "challenger better":
+            raise GateError(
+                f"online A/B {online.get('experiment')}: {online.get('verdict')} "
+                f"({online.get('why')}); --require-online needs 'challenger better'"
             )
     client.set_registered_model_alias(name, CHAMPION, cand.version)
     if CHALLENGER in cand.aliases:  # promoted: it is no longer the one being challenged with

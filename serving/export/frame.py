@@ -61,9 +61,14 @@ def contexts_from_online(
 
 
 def picks_frame(
-    out: BatchPicks, ids: Sequence[str], ctxs: Sequence[CustomerContext], item_ids: np.ndarray
+    out: BatchPicks,
+    ids: Sequence[str],
+    ctxs: Sequence[CustomerContext],
+    item_ids: np.ndarray,
+    rec_ids: Sequence[str],
 ) -> pl.DataFrame:
-    """Long table (one row per pick) with reasons decoded to strings, vectorised."""
+    """Long table (one row per pick) with reasons decoded to strings, vectorised; every row
+    of a customer carries the customer's recommendation id."""
     n, kk = out.item_idx.shape
     mask = (np.arange(kk)[None, :] < out.count[:, None]).ravel()
     row = np.repeat(np.arange(n), kk)[mask]
@@ -84,6 +89,7 @@ def picks_frame(
     frame = pl.DataFrame(
         {
             "customer_id": np.asarray(ids, dtype=object)[row].tolist(),
+            "recommendation_id": np.asarray(rec_ids, dtype=object)[row].tolist(),
             "rank": rank.astype(np.int32),
             "item_id": item_ids[out.item_idx.ravel()[mask]].tolist(),
             "score": out.score.ravel()[mask],
@@ -94,6 +100,7 @@ def picks_frame(
         },
         schema_overrides={
             "customer_id": pl.String,
+            "recommendation_id": pl.String,
             "item_id": pl.String,
             "_anchor": pl.String,
             "tier": pl.String,

@@ -23,12 +23,15 @@ import polars as pl
 
 from features.online import CustomerOnline
 from patron.scoring import exclusions, score_batch
+from serving.attribution.ids import experiment_of, new_id
+from serving.attribution.store import AnswerRecord
 from serving.export.frame import contexts_from_frame, contexts_from_online, picks_frame
 from serving.export.writer import Format, Writer, empty_output
 from serving.index import faiss_threads
 from serving.model import LoadedModel
 from serving.recommend import customer_request
 from serving.rules.apply import rules_batch
+from serving.rules.engine import BatchPicks
 from serving.rules.loader import LoadedRules, fallback_only
 
 RECENT_K = 20  # recent purchases read per customer, as the API does
@@ -93,6 +96,37 @@ class _Done:
     stages: dict[str, float]
 
 
+RecordAnswers = Callable[[list[AnswerRecord]], None]
+
+
+def _records(
+    model: LoadedModel,
+    ids: list[str],
+    rec_ids: list[str],
+    res: BatchPicks,
+    item_ids: np.ndarray,
+    now: float,
+) -> list[AnswerRecord]:
+    """What each customer's email answer served, as the API records its answers (the
+    champion's picks: variant champion, no challenger)."""
+    experiment = experiment_of(model.version, None)
+    counts = res.count.tolist()
+    return [
+        AnswerRecord(
+            rid,
+            now,
+            experiment,
+            "champion",
+            model.version,
+            res.rules_version,
+            cid,
+            item_ids[res.item_idx[i, : counts[i]]].tolist(),
+        )
+        for i, (cid, rid) in enumerate(zip(ids, rec_ids, strict=True))
+        if counts[i]
+    ]
+
+
 def picks_of(
     part: pl.DataFrame,
     model: LoadedModel,
@@ -101,8 +135,10 @@ def picks_of(
     read_online: Callable[[list[str]], list[CustomerOnline]] | None,
     now: float | None,
     item_ids: np.ndarray,
+    record_answers: RecordAnswers | None = None,
 ) -> _Done:
-    """One batch from customer rows to the picks table: the API's scoring and rules."""
+    """One batch from customer rows to the picks table: the API's scoring and rules; with
+    ``record_answers``, the answers' attribution records go there (serving/attribution/)."""
     ids = part["customer_id"].cast(pl.String).to_list()
     withdrawn = 0
     if read_online is not None:
@@ -124,7 +160,11 @@ def picks_of(
     t2 = time.perf_counter()
     res = rules_batch(model, rules, cands, exclusions(model.scoring, req), ctxs, k)
     t3 = time.perf_counter()
-    frame = picks_frame(res, ids, ctxs, item_ids)
+    minted = time.time()
+    rec_ids = [new_id(minted) for _ in ids]
+    frame = picks_frame(res, ids, ctxs, item_ids, rec_ids)
+    if record_answers is not None:
+        record_answers(_records(model, ids, rec_ids, res, item_ids, minted))
     got = int((res.count > 0).sum())
     stages = {"candidates_s": t2 - t1, "ranking_s": t3 - t2, "output_s": time.perf_counter() - t3}
     return _Done(frame, part.height, got, len(ids) - got, withdrawn, stages)
@@ -145,6 +185,7 @@ def export_picks(
     progress: Callable[[int], None] | None = None,
     now: float | None = None,
     threads: int | None = None,
+    record_answers: RecordAnswers | None = None,
 ) -> ExportReport:
     """Write k picks per consenting customer; ``rules=None``: the fallback-only rules.
 
@@ -168,7 +209,7 @@ def export_picks(
 
     def one(part: pl.DataFrame) -> _Done:
         with faiss_threads(1):  # parallel across batches, not inside a search
-            return picks_of(part, model, used, k, read_online, now, item_ids)
+            return picks_of(part, model, used, k, read_online, now, item_ids, record_answers)
 
     try:
         with ThreadPoolExecutor(workers) as pool:

@@ -72,6 +72,7 @@ def empty_output() -> pl.DataFrame:
     return pl.DataFrame(
         schema={
             "customer_id": pl.String,
+            "recommendation_id": pl.String,
             "rank": pl.Int32,
             "item_id": pl.String,
             "score": pl.Float32,

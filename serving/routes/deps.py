@@ -7,12 +7,13 @@ more than the whole recommendation (measured: ~16 thread hops per request).
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
 from serving.admin_sync import AdminSync
+from serving.attribution.recorder import AnswerRecorder
 from serving.batch import RecBatcher
 from serving.metrics import Metrics
 from serving.rules.holder import RulesHolder
@@ -32,6 +33,7 @@ class Services:
     gateway: OnlineGateway
     metrics: Metrics
     rules: RulesHolder
+    recorder: AnswerRecorder = field(default_factory=lambda: AnswerRecorder(None))
     batcher: RecBatcher | None = None  # coalesces concurrent plain recommendation requests
 
 
@@ -65,6 +67,11 @@ async def get_rules(request: Request) -> LoadedRules:
     """The rule set this request uses from start to end (a PUT cannot change it midway)."""
     holder: RulesHolder = request.app.state.rules
     return holder.current()
+
+
+async def get_recorder(request: Request) -> AnswerRecorder:
+    services: Services = request.app.state.services
+    return services.recorder
 
 
 async def get_metrics(request: Request) -> Metrics:
@@ -110,6 +117,7 @@ ModelsDep = Annotated[Models, Depends(get_models)]
 GatewayDep = Annotated[OnlineGateway, Depends(get_gateway)]
 RulesDep = Annotated[LoadedRules, Depends(get_rules)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RecorderDep = Annotated[AnswerRecorder, Depends(get_recorder)]
 AdminDep = Annotated[None, Depends(require_admin)]
 AdminSyncDep = Annotated[AdminSync | None, Depends(get_admin_sync)]
 ActorDep = Annotated[str, Depends(admin_actor)]

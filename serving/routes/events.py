@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import JSONResponse
 
 from serving.events import check_events
-from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep, SettingsDep
+from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep, RecorderDep, SettingsDep
 from serving.routes.schemas import (
     BodyErrorResponse,
     ErrorResponse,
@@ -31,7 +31,8 @@ router = APIRouter(prefix="/v1", tags=["events"])
         },
         503: {"model": ErrorResponse},
     },
-    summary="Record purchases/returns (recent-purchase exclusions, tier progress)",
+    summary="Record purchases/returns (recent-purchase exclusions, tier progress) and the "
+    "outcomes of answers (impressions, clicks, add_to_cart, purchases) for A/B attribution",
 )
 async def events(
     body: EventsRequest,
@@ -39,19 +40,41 @@ async def events(
     gateway: GatewayDep,
     metrics: MetricsDep,
     settings: SettingsDep,
+    recorder: RecorderDep,
 ) -> EventsResponse | JSONResponse:
     if len(body.events) > settings.max_events:  # PATRON_MAX_EVENTS; nothing is recorded
         raise HTTPException(422, f"events: at most {settings.max_events} per request")
     ids = models.champion.data.catalog["item_id"]
-    valid, verdicts = check_events(body.events, ids, settings.event_max_age_days)
+    checked = check_events(body.events, ids, settings.event_max_age_days)
+    valid, verdicts = checked.events, checked.verdicts
     results = [EventResult(index=v.index, accepted=not v.errors, errors=v.errors) for v in verdicts]
+    attributed = 0
+    if checked.outcomes and recorder.store is not None:
+        # first: counting an outcome again is refused by the answer's markers, so after a
+        # 503 from the purchases' write below, the retry counts each outcome once
+        outcomes = [o for _, o in checked.outcomes]
+        for (i, o), (result, *answer) in zip(
+            checked.outcomes, await gateway.attribute(recorder.store, outcomes), strict=True
+        ):
+            results[i].attribution = result
+            variant = answer[0] if answer else "none"
+            metrics.ab_outcomes.labels(variant, o.type, result).inc()
+            if result == "attributed":
+                attributed += 1
+                if o.amount > 0:
+                    metrics.ab_revenue.labels(variant).inc(o.amount)
     applied = await gateway.record(valid) if valid else 0
-    rejected = len(results) - len(valid)
-    metrics.events.labels("accepted").inc(len(valid))
+    accepted = sum(r.accepted for r in results)
+    rejected = len(results) - accepted
+    metrics.events.labels("accepted").inc(accepted)
     metrics.events.labels("rejected").inc(rejected)
     metrics.events.labels("replayed").inc(len(valid) - applied)
     out = EventsResponse(
-        accepted=len(valid), rejected=rejected, replayed=len(valid) - applied, results=results
+        accepted=accepted,
+        rejected=rejected,
+        attributed=attributed,
+        replayed=len(valid) - applied,
+        results=results,
     )
     if rejected:
         return JSONResponse(out.model_dump(), status_code=422)

@@ -9,8 +9,9 @@ from fastapi import APIRouter, HTTPException, Query
 
 from features.online import CustomerOnline
 from serving import service
+from serving.attribution.recorder import AnswerRecorder
 from serving.metrics import Metrics
-from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep, RulesDep
+from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep, RecorderDep, RulesDep
 from serving.routes.schemas import (
     Category,
     ErrorResponse,
@@ -46,6 +47,11 @@ async def _online(
     return row, row is None
 
 
+def _mint(recorder: AnswerRecorder, models: Models, res: RecResult, customer_id: str | None) -> str:
+    """The answer's recommendation id (item lists come from the champion)."""
+    return recorder.mint("champion", models.champion, *models.versions(), res, customer_id)
+
+
 async def _item_list(
     route: str,
     fn: Callable[..., RecResult],
@@ -54,6 +60,7 @@ async def _item_list(
     gateway: OnlineGateway,
     metrics: Metrics,
     rules: LoadedRules,
+    recorder: AnswerRecorder,
     k: int,
     customer_id: str | None,
 ) -> ItemListResponse:
@@ -65,6 +72,7 @@ async def _item_list(
         metrics.degraded.labels(route).inc()
     res = fn(model, item_id, k, customer_id, online, rules)
     return ItemListResponse(
+        recommendation_id=_mint(recorder, models, res, customer_id),
         item_id=item_id,
         customer_id=customer_id,
         tier=res.tier if customer_id else None,
@@ -87,11 +95,21 @@ async def similar(
     gateway: GatewayDep,
     metrics: MetricsDep,
     rules: RulesDep,
+    recorder: RecorderDep,
     k: K = 10,
     customer_id: OptCustomerId = None,
 ) -> ItemListResponse:
     return await _item_list(
-        "similar", service.similar, item_id, models, gateway, metrics, rules, k, customer_id
+        "similar",
+        service.similar,
+        item_id,
+        models,
+        gateway,
+        metrics,
+        rules,
+        recorder,
+        k,
+        customer_id,
     )
 
 
@@ -107,6 +125,7 @@ async def bought_together(
     gateway: GatewayDep,
     metrics: MetricsDep,
     rules: RulesDep,
+    recorder: RecorderDep,
     k: K = 10,
     customer_id: OptCustomerId = None,
 ) -> ItemListResponse:
@@ -118,6 +137,7 @@ async def bought_together(
         gateway,
         metrics,
         rules,
+        recorder,
         k,
         customer_id,
     )
@@ -132,6 +152,7 @@ async def bought_together(
 async def popular(
     models: ModelsDep,
     rules: RulesDep,
+    recorder: RecorderDep,
     k: K = 10,
     tier: Annotated[
         str | None, Query(min_length=1, max_length=64, description="One of the model's tiers")
@@ -144,6 +165,7 @@ async def popular(
         raise HTTPException(422, f"tier: {tier!r} is not one of the model's tiers {known}")
     res = service.popular(model, k, tier, category, rules)
     return ItemListResponse(
+        recommendation_id=_mint(recorder, models, res, None),
         tier=res.tier,
         model_version=model.version,
         rules_version=res.rules_version,

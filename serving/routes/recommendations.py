@@ -11,7 +11,6 @@ from features.online import CustomerOnline
 from serving import render, service
 from serving.ab import Variant, assign_variant
 from serving.batch import recommend_batch_rendered
-from serving.metrics import Metrics
 from serving.render import Answer
 from serving.routes.deps import Services, ServicesDep
 from serving.routes.params import openapi_parameters, parse_params
@@ -46,7 +45,8 @@ def _variant(models: Models, settings: ServingSettings, customer_id: str) -> tup
 
 
 def _body(
-    metrics: Metrics,
+    svc: Services,
+    models: Models,
     customer_id: str,
     variant: Variant,
     model: Any,
@@ -54,25 +54,26 @@ def _body(
     res: Answer,
 ) -> bytes:
     """The ``RecommendationResponse`` JSON of one answer (serving/render.py: rendered from the
-    picks, the model's bytes without building the model)."""
-    metrics.variant_counter(variant).inc()
+    picks, the model's bytes without building the model), with a new recommendation id
+    whose record the recorder writes (serving/attribution/recorder.py)."""
+    svc.metrics.variant_counter(variant).inc()
     if res.fallback:
-        metrics.fallback_counter(res.fallback).inc()
-    return render.body(customer_id, res, model.version, variant, online is None)
+        svc.metrics.fallback_counter(res.fallback).inc()
+    rec_id = svc.recorder.mint(variant, model, *models.versions(), res, customer_id)
+    return render.body(customer_id, res, model.version, variant, online is None, rec_id)
 
 
 def _one(
+    svc: Services,
     models: Models,
-    settings: ServingSettings,
-    metrics: Metrics,
     customer_id: str,
     online: CustomerOnline | None,
     k: int,
     **kw: object,
 ) -> bytes:
-    variant, model = _variant(models, settings, customer_id)
+    variant, model = _variant(models, svc.settings, customer_id)
     res = service.recommend(model, customer_id, online, k, **kw)  # type: ignore[arg-type]
-    return _body(metrics, customer_id, variant, model, online, res)
+    return _body(svc, models, customer_id, variant, model, online, res)
 
 
 @router.get(
@@ -110,14 +111,13 @@ async def recommend_for(svc: Services, q: RecQuery) -> bytes:
         res, row = await svc.batcher.recommend(model, rules, customer_id, k, excluded)
         if row is None:
             metrics.degraded.labels("recommendations").inc()
-        return _body(metrics, customer_id, variant, model, row, res)
+        return _body(svc, models, customer_id, variant, model, row, res)
     online = await gateway.customer(customer_id)
     if online is None:
         metrics.degraded.labels("recommendations").inc()
     return _one(
+        svc,
         models,
-        settings,
-        metrics,
         customer_id,
         online,
         k,
@@ -147,23 +147,20 @@ async def batch(
     if any(r is None for r in rows):
         metrics.degraded.labels("batch").inc()
     # CPU-bound for large batches: keep the event loop free for single requests
-    bodies = await asyncio.to_thread(
-        _many, models, settings, metrics, body.customer_ids, rows, body.k, rules
-    )
+    bodies = await asyncio.to_thread(_many, svc, models, body.customer_ids, rows, body.k, rules)
     return Response(render.batch_body(bodies), media_type=JSON)
 
 
 def _many(
+    svc: Services,
     models: Models,
-    settings: ServingSettings,
-    metrics: Metrics,
     customer_ids: list[str],
     rows: list[CustomerOnline | None],
     k: int,
     rules: LoadedRules,
 ) -> list[bytes]:
     """One vectorised pass per variant (serving.batch), answers in request order."""
-    variants = [_variant(models, settings, c) for c in customer_ids]
+    variants = [_variant(models, svc.settings, c) for c in customer_ids]
     out: list[bytes | None] = [None] * len(customer_ids)
     for variant, model in {(v, id(m)): (v, m) for v, m in variants}.values():
         pos = [i for i, (v, m) in enumerate(variants) if v == variant and m is model]
@@ -171,5 +168,5 @@ def _many(
             model, [customer_ids[i] for i in pos], [rows[i] for i in pos], k, rules
         )
         for i, r in zip(pos, res, strict=True):
-            out[i] = _body(metrics, customer_ids[i], variant, model, rows[i], r)
+            out[i] = _body(svc, models, customer_ids[i], variant, model, rows[i], r)
     return [r for r in out if r is not None]

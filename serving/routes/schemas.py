@@ -6,7 +6,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+
+from serving.attribution.ids import ID_PATTERN as REC_ID_PATTERN
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
 ID_DOC = "1-64 characters: letters, digits and _ . : @ - (not first)"
@@ -44,7 +46,17 @@ class RecItem(BaseModel):
     reasons: list[str]
 
 
+RecommendationId = Annotated[
+    str,
+    Field(
+        description="This answer's id: send it with impression, click, add_to_cart and "
+        "purchase events (POST /v1/events) to attribute them to the answer's A/B variant"
+    ),
+]
+
+
 class RecommendationResponse(BaseModel):
+    recommendation_id: RecommendationId
     customer_id: str
     tier: str
     segment: str | None
@@ -58,6 +70,7 @@ class RecommendationResponse(BaseModel):
 class ItemListResponse(BaseModel):
     """Similar / bought-together / popular answers (always from the champion)."""
 
+    recommendation_id: RecommendationId
     item_id: str | None = None
     customer_id: str | None = None
     tier: str | None = None
@@ -85,18 +98,31 @@ MAX_UNIT_PRICE = 1_000_000.0
 
 
 class EventIn(BaseModel):
-    """One purchase or return; validated one by one so a bad event does not sink the batch."""
+    """One purchase or return, or an outcome of an answer (impression, click, add_to_cart);
+    validated one by one so a bad event does not sink the batch."""
 
     model_config = ConfigDict(extra="forbid")
     customer_id: str = Field(pattern=ID_PATTERN, max_length=64)
-    item_id: str = Field(pattern=ID_PATTERN, max_length=64)
+    item_id: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        max_length=64,
+        description="The item (required except for an impression, which is of the answer)",
+    )
     ts: datetime = Field(
         description="When it happened: at most 5 minutes ahead of the server's clock and at "
         "most PATRON_EVENT_MAX_AGE_DAYS old (older history is imported by the batch jobs)"
     )
     quantity: float = Field(default=1.0, ge=-MAX_QUANTITY, le=MAX_QUANTITY, allow_inf_nan=False)
     unit_price: float | None = Field(default=None, ge=0, le=MAX_UNIT_PRICE, allow_inf_nan=False)
-    type: Literal["purchase", "return"] = "purchase"
+    type: Literal["purchase", "return", "impression", "click", "add_to_cart"] = "purchase"
+    recommendation_id: str | None = Field(
+        default=None,
+        pattern=REC_ID_PATTERN,
+        description="The answer this event follows (its recommendation_id): an impression, "
+        "a click or add_to_cart of one of its items, or a purchase of one within "
+        "PATRON_AB_WINDOW_DAYS, counts for the answer's A/B variant",
+    )
     event_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$",
@@ -105,6 +131,12 @@ class EventIn(BaseModel):
     )
     order_id: str | None = Field(default=None, pattern=ID_PATTERN, max_length=64)
     channel: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+
+    @model_validator(mode="after")
+    def _item_needed(self) -> EventIn:
+        if self.item_id is None and self.type != "impression":
+            raise ValueError(f"item_id: required for a {self.type} event")
+        return self
 
 
 class EventsRequest(BaseModel):
@@ -121,11 +153,18 @@ class EventResult(BaseModel):
     index: int
     accepted: bool
     errors: list[str] = Field(default_factory=list)
+    attribution: str | None = Field(
+        default=None,
+        description="With a recommendation_id: attributed, repeated (counted before), "
+        "unknown_recommendation (unknown or expired), other_customer, not_recommended (the "
+        "item was not in the answer) or outside_window",
+    )
 
 
 class EventsResponse(BaseModel):
     accepted: int
     rejected: int
+    attributed: int = Field(default=0, description="Events counted for an answer's variant")
     replayed: int = Field(
         default=0, description="Accepted events whose event_id was applied before: not again"
     )
@@ -194,6 +233,17 @@ class AdminStateResponse(BaseModel):
     champion_version: str
     challenger_version: str | None
     changes: list[dict[str, Any]] = Field(description="the latest changes, newest first")
+
+
+class ExperimentsResponse(BaseModel):
+    current: str = Field(description="The experiment being served: <champion>~<challenger>")
+    since: str = Field(description="First counter day (yyyymmdd, UTC)")
+    until: str
+    experiments: list[dict[str, Any]] = Field(
+        description="Per experiment: its versions, days with answers, and per variant the "
+        "counters (answers, impressions, clicks, clicked, carts, carted, purchases, "
+        "converted, revenue) with CTR and conversion and their intervals"
+    )
 
 
 class HealthResponse(BaseModel):

@@ -77,11 +77,25 @@ JSON = st.recursive(
     ),
     max_leaves=12,
 )
-EVENT_KEYS = ("customer_id", "item_id", "ts", "quantity", "unit_price", "type")
+EVENT_KEYS = (
+    "customer_id",
+    "item_id",
+    "ts",
+    "quantity",
+    "unit_price",
+    "type",
+    "recommendation_id",
+)
+REC_ID = "20261207-" + "ab" * 16
 EVENT_VALUES = st.one_of(
     JSON,
     st.datetimes().map(lambda d: d.isoformat()),
-    st.sampled_from(["purchase", "return", "i0001", "c1", "2024-01-01T00:00:00Z", "NaN", "inf"]),
+    st.sampled_from(
+        [
+            *("purchase", "return", "impression", "click", "add_to_cart", "i0001", "c1"),
+            *("2024-01-01T00:00:00Z", "NaN", "inf", REC_ID),
+        ]
+    ),
     st.floats(allow_nan=True, allow_infinity=True),
 )
 RAW_EVENTS = st.dictionaries(
@@ -93,12 +107,17 @@ RAW_EVENTS = st.dictionaries(
 @given(raw=st.lists(RAW_EVENTS, max_size=6))
 def test_event_check_answers_every_payload(raw: list[dict[str, Any]]) -> None:
     """/v1/events' validator: one verdict per event, accepted ones are sound."""
-    events, verdicts = check_events(raw, pl.Series("item_id", ["i0001", "i0002"]))
+    checked = check_events(raw, pl.Series("item_id", ["i0001", "i0002"]))
+    events, verdicts = checked.events, checked.verdicts
     assert [v.index for v in verdicts] == list(range(len(raw)))
-    assert len(events) == sum(not v.errors for v in verdicts)
+    signals = [o for _, o in checked.outcomes if o.type != "purchase"]
+    assert len(events) + len(signals) <= sum(not v.errors for v in verdicts)
     for ev in events:
         assert ev.item_id in ("i0001", "i0002") and ev.quantity != 0 and ev.ts.tzinfo is not None
         assert (ev.quantity > 0) == (ev.type == "purchase")
+    for i, o in checked.outcomes:  # outcomes only of accepted events naming an answer
+        assert not verdicts[i].errors and raw[i].get("recommendation_id") == o.rec_id
+        assert o.item_id in ("i0001", "i0002") or (o.item_id is None and o.type == "impression")
 
 
 @FUZZ

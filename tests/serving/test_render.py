@@ -27,10 +27,16 @@ texts = st.text(max_size=12)  # any unicode: quotes, backslashes, control charac
 floats = st.floats(allow_nan=True, allow_infinity=True) | st.floats(-2, 2)
 
 
-def _model_bytes(cid: str, res: RecResult, version: str, variant: str, degraded: bool) -> bytes:
+REC_ID = "20261207-" + "0f" * 16
+
+
+def _model_bytes(
+    cid: str, res: RecResult, version: str, variant: str, degraded: bool, rec_id: str = REC_ID
+) -> bytes:
     """The response as the model serializes it (what FastAPI sends for a returned model)."""
     m = RecommendationResponse.model_validate(
         {
+            "recommendation_id": rec_id,
             "customer_id": cid,
             "tier": res.tier,
             "segment": res.segment,
@@ -56,13 +62,14 @@ def _model_bytes(cid: str, res: RecResult, version: str, variant: str, degraded:
     degraded=st.booleans(),
     rules_version=texts,
     picks=st.lists(st.tuples(texts, floats, st.lists(texts, max_size=4)), max_size=12),
+    rec_id=texts,
 )
 def test_body_is_the_response_model_bytes(  # type: ignore[no-untyped-def]
-    cid, tier, segment, version, variant, degraded, rules_version, picks
+    cid, tier, segment, version, variant, degraded, rules_version, picks, rec_id
 ) -> None:
     res = RecResult(tier, segment, [Pick(i, s, r) for i, s, r in picks], rules_version)
-    got = render.body(cid, res, version, variant, degraded)
-    assert got == _model_bytes(cid, res, version, variant, degraded)
+    got = render.body(cid, res, version, variant, degraded, rec_id)
+    assert got == _model_bytes(cid, res, version, variant, degraded, rec_id)
 
 
 @settings(max_examples=200, deadline=None)
@@ -145,9 +152,12 @@ def test_rendered_batch_equals_recommend_batch(model: LoadedModel, rules_file: s
             w.rules_version,
             w.fallback,
         )
-        assert render.body(cid, g, "7", "champion", False) == _model_bytes(
+        assert render.body(cid, g, "7", "champion", False, REC_ID) == _model_bytes(
             cid, w, "7", "champion", False
         )
-    bodies = [render.body(c, g, "7", "challenger", True) for c, g in zip(ids, got, strict=True)]
+        assert g.served_items(model.item_id_list) == [p.item_id for p in w.items]
+    bodies = [
+        render.body(c, g, "7", "challenger", True, REC_ID) for c, g in zip(ids, got, strict=True)
+    ]
     model_batch = BatchResponse.model_validate_json(render.batch_body(bodies))
     assert TypeAdapter(BatchResponse).dump_json(model_batch) == render.batch_body(bodies)
