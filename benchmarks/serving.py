@@ -20,6 +20,11 @@ With ``--redis-cluster`` a second server runs at the same time against a real 3-
 alternating); ``cluster_ratio_to_node`` is the median over rounds of the cluster's
 recommendations/healthz ratio to the node's (issue 13: >= 0.9).
 
+With ``--attribution-off-too`` another server on the same Redis runs with
+``PATRON_AB_ATTRIBUTION=false`` in the same rounds; ``attribution_ratio`` is the median over
+rounds of the node's ratio (every answer recorded for A/B attribution, the default) to that
+server's (nothing recorded): issue 14's target is >= 0.95.
+
 Everything runs on loopback; the load generator shares the machine with the server.
 """
 
@@ -163,17 +168,26 @@ async def fixed_rate(
 
 
 # ----------------------------------------------------------------------------- main
+NO_ATTRIBUTION = "node_without_attribution"
+
+
 @contextmanager
 def running_server(
-    args: argparse.Namespace, bundle: Path, url: str, topology: str
+    args: argparse.Namespace,
+    bundle: Path,
+    url: str,
+    topology: str,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[int, dict[str, object]]]:
-    """Publish to the Redis at ``url``, start ``patron serve`` against it; yields its port
-    and what was measured on the way (publish, readiness)."""
+    """Publish to the Redis at ``url`` (unless ``extra_env`` is given: a second server on
+    the same data), start ``patron serve`` against it; yields its port and what was measured
+    on the way (publish, readiness)."""
     from tests.services import free_port, redis_env, wait_port
 
     info: dict[str, object] = {"topology": topology}
-    log(f"publishing customers to redis ({topology})")
-    info.update(publish(url, args.customers, args.items, "bench"))
+    if extra_env is None:
+        log(f"publishing customers to redis ({topology})")
+        info.update(publish(url, args.customers, args.items, "bench"))
     port = free_port()
     env = {
         **os.environ,
@@ -184,6 +198,7 @@ def running_server(
         "PATRON_ADMIN_ROUTES": "false",
         "PATRON_ENV": "prod",
         "PATRON_HNSW_EF_SEARCH": str(args.ef_search),
+        **(extra_env or {}),
     }
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "patron", "serve", "--port", str(port)]
@@ -259,6 +274,11 @@ def throughput_rounds(
         per_round = [c / n for n, c in zip(node_pairs, cluster_pairs, strict=True)]  # type: ignore[call-overload]
         out["cluster"]["ratio_to_node_per_round"] = [round(x, 3) for x in per_round]
         out["cluster"]["ratio_to_node"] = round(float(np.median(per_round)), 3)
+    if NO_ATTRIBUTION in out:  # what recording every answer costs, round by round
+        on, off = out["node"]["pair_ratios"], out[NO_ATTRIBUTION]["pair_ratios"]
+        per_round = [a / b for a, b in zip(on, off, strict=True)]  # type: ignore[call-overload]
+        out["node"]["attribution_ratio_per_round"] = [round(x, 3) for x in per_round]
+        out["node"]["attribution_ratio"] = round(float(np.median(per_round)), 3)
     return out
 
 
@@ -298,6 +318,12 @@ def main() -> None:
     )
     ap.add_argument(
         "--redis-cluster", action="store_true", help="also against a real 3+3 Redis Cluster"
+    )
+    ap.add_argument(
+        "--attribution-off-too",
+        action="store_true",
+        help="also a server with PATRON_AB_ATTRIBUTION=false, in the same rounds: "
+        "attribution_ratio = ratio with attribution / ratio without",
     )
     ap.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     ap.add_argument("--purchases", type=int, default=20, help="training purchases per customer")
@@ -352,6 +378,11 @@ def main() -> None:
         servers = {
             t: stack.enter_context(running_server(args, bundle, u, t)) for t, u in urls.items()
         }
+        if args.attribution_off_too:
+            off = running_server(
+                args, bundle, urls["node"], NO_ATTRIBUTION, {"PATRON_AB_ATTRIBUTION": "false"}
+            )
+            servers[NO_ATTRIBUTION] = stack.enter_context(off)
         measured = throughput_rounds(
             args, {t: port for t, (port, _) in servers.items()}, bool(use_wrk)
         )
@@ -359,6 +390,8 @@ def main() -> None:
             measured[t].update(info)
             measured[t].update(fixed_rate_runs(args, port))
     result.update(measured["node"])
+    if args.attribution_off_too:
+        result[NO_ATTRIBUTION] = measured[NO_ATTRIBUTION]
     if args.redis_cluster:
         result["cluster"] = measured["cluster"]
         result["cluster_ratio_to_node"] = measured["cluster"]["ratio_to_node"]

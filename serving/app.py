@@ -123,6 +123,7 @@ def create_app(
         try:
             yield
         finally:
+            recorder.closing = True
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -34,6 +34,7 @@ def online_report(
     experiment: str | None = None,
     metric: str = "conversion",
     target_lift: float = 0.10,
+    power: float = 0.8,
     redis_url: str | None = None,
 ) -> dict[str, Any]:
     """The report of ``experiment`` (default: the busiest) over the counter days since..until
@@ -53,8 +54,8 @@ def online_report(
         days = days_between(start, end)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    if len(days) > 3_660:
-        raise UserError(f"--since {start} to --until {end}: at most 3660 days")
+    if len(days) > 1_000:
+        raise UserError(f"--since {start} to --until {end}: at most 1000 days")
     url = redis_url or s.redis_url
     client = connect(url, s.redis_cluster, socket_timeout=10, socket_connect_timeout=5)
     try:
@@ -69,6 +70,7 @@ def online_report(
         confidence=s.ab_confidence,
         metric=metric,
         target_lift=target_lift,
+        power=power,
     )
     return {**report, "since": start.isoformat(), "until": end.isoformat()}
 
@@ -94,6 +96,9 @@ def ab_report(
     target_lift: float = typer.Option(
         0.10, "--target-lift", help="Relative lift the traffic estimate is for (0.10 = +10%)."
     ),
+    power: float = typer.Option(
+        0.8, "--power", help="Power of the traffic estimate and the minimum detectable effect."
+    ),
     png: Path | None = typer.Option(None, "--png", help="Also draw the rates as a PNG here."),
     redis_url: str | None = typer.Option(None, "--redis-url", help="Default PATRON_REDIS_URL."),
 ) -> None:
@@ -105,12 +110,15 @@ def ab_report(
         raise UserError(f"--metric {metric!r}: one of {', '.join(PRIMARY)}")
     if not -1 < target_lift < 10 or target_lift == 0:
         raise UserError(f"--target-lift {target_lift}: a non-zero relative lift above -1")
+    if not 0.5 <= power < 1:
+        raise UserError(f"--power {power}: in [0.5, 1)")
     report = online_report(
         since=since,
         until=until,
         experiment=experiment,
         metric=metric,
         target_lift=target_lift,
+        power=power,
         redis_url=redis_url,
     )
     for line in table_lines(report):

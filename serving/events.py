@@ -74,7 +74,7 @@ def _signals(
     if not shaped:
         return []
     items = pl.Series([e.item_id for _, e in shaped], dtype=pl.String)
-    known = (items.is_null() | items.is_in(catalog_ids)).to_list()
+    known = (items.is_null() | items.is_in(catalog_ids.implode())).to_list()
     latest = datetime.now(UTC) + FUTURE_SLACK
     out = []
     for (i, e), ok in zip(shaped, known, strict=True):

@@ -59,6 +59,7 @@ class AnswerRecorder:
         # a deque: append (a request, maybe on a thread) and popleft (the task) are atomic
         self._pending: deque[tuple[str, float, str, str, Any, Any, str | None]] = deque()
         self.available = lambda: True  # the gateway's breaker: False = Redis is down
+        self.closing = False
 
     def mint(
         self,
@@ -120,7 +121,9 @@ class AnswerRecorder:
             self.metrics.ab_answers.labels(outcome).inc(n)
 
     async def run(self) -> None:
-        """Flush every ``flush_s``."""
-        while True:
+        """Flush every ``flush_s`` until ``closing`` (set before the task is cancelled: a
+        cancellation that arrives as a Redis call's own timeout fires can be lost inside
+        ``asyncio.timeout`` on Python 3.11, and the loop must end anyway)."""
+        while not self.closing:
             await asyncio.sleep(self.flush_s)
             await self.flush()

@@ -270,6 +270,11 @@ class AttributionStore:
     def write_answers_sync(self, records: Sequence[AnswerRecord]) -> None:
         _raise_first(self._send_sync(self.answer_commands(records)))
 
+    def record_sync(self, rec_id: str) -> dict[str, Any] | None:
+        """The stored answer of a recommendation id (None: unknown or expired)."""
+        raw = self.r.get(f"{self.tags[shard_of(rec_id)]}:a:{rec_id}")
+        return None if raw is None else dict(json.loads(raw))
+
     def totals_sync(self, days: Sequence[str], experiment: str | None = None) -> Totals:
         commands = self.totals_commands(days, revenues=True)
         return self.parse_totals(commands, self._send_sync(commands), experiment)

@@ -15,7 +15,16 @@ from serving.recommend import context_for
 from serving.rules.engine import BatchPicks, CustomerContext
 from serving.rules.models import split_anchor_template
 
-OUTPUT_COLUMNS = ("customer_id", "rank", "item_id", "score", "reasons", "tier", "segment")
+OUTPUT_COLUMNS = (
+    "customer_id",
+    "recommendation_id",
+    "rank",
+    "item_id",
+    "score",
+    "reasons",
+    "tier",
+    "segment",
+)
 
 
 def contexts_from_frame(frame: pl.DataFrame, model: LoadedModel) -> list[CustomerContext]:

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 OUTPUT_SCHEMA = (
-    "customer_id string, rank int, item_id string, score float, reasons array<string>, "
+    "customer_id string, recommendation_id string, rank int, item_id string, score float, "
+    "reasons array<string>, "
     "tier string, segment string"
 )
 CONTEXT_COLUMNS = ("customer_id", "tier", "segment", "churn_risk", "clv_band", "typical_spend")

@@ -17,6 +17,7 @@ from serving.routes.deps import AdminDep, ModelsDep, RecorderDep, SettingsDep
 from serving.routes.schemas import ErrorResponse, ExperimentsResponse
 
 router = APIRouter(prefix="/admin", tags=["admin"])
+MAX_DAYS = 366
 
 
 @router.get(
@@ -34,11 +35,17 @@ async def experiments(
     recorder: RecorderDep,
     models: ModelsDep,
     settings: SettingsDep,
-    days: int = Query(30, ge=1, le=3_660, description="Counter days up to today (UTC)"),
+    days: int = Query(
+        30,
+        ge=1,
+        le=MAX_DAYS,
+        description="Counter days up to today (UTC); beyond PATRON_AB_RETENTION_DAYS none exist",
+    ),
 ) -> ExperimentsResponse:
     if recorder.store is None:
         raise HTTPException(409, "attribution is off (PATRON_AB_ATTRIBUTION=false)")
     now = time.time()
+    days = min(days, settings.ab_retention_days)
     day_list = [day_of_ts(now - 86_400 * d) for d in range(days - 1, -1, -1)]
     try:
         async with asyncio.timeout(10 * settings.redis_timeout_ms / 1000 + 1):

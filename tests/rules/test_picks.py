@@ -13,6 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from features.online import OnlineStore, PurchaseEvent
+from serving.attribution.ids import is_id
+from serving.export.frame import OUTPUT_COLUMNS
+from serving.attribution.store import AttributionStore
 from serving.cli_rules import picks_app
 from serving.export import export_picks
 from serving.model import LoadedModel, load_model
@@ -72,7 +75,8 @@ def test_export_respects_consent_and_writes_k_picks(
     assert rep.customers_selected == customers.height
     assert rep.skipped_no_consent == customers.height - len(consenting)
     assert rep.written == len(consenting) and rep.rows == got.height
-    assert got.columns == ["customer_id", "rank", "item_id", "score", "reasons", "tier", "segment"]
+    assert got.columns == list(OUTPUT_COLUMNS)
+    assert OUTPUT_COLUMNS[:4] == ("customer_id", "recommendation_id", "rank", "item_id")
     per = got.group_by("customer_id").agg(pl.len(), pl.col("rank").sort())
     assert (per["len"] == 8).all()
     assert all(r == list(range(1, 9)) for r in per["rank"].to_list())
@@ -177,9 +181,20 @@ def test_export_equals_api(
         k=8,
         read_online=lambda ids: online.read_customers(ids, 20),
         batch_size=5,
+        record_answers=AttributionStore(online.r, NS).write_answers_sync,
     )
     exported = pl.read_parquet(out)
     assert rep.written >= 10
+    # one recommendation id per customer, on all its rows, its record the rows' items
+    per = exported.group_by("customer_id").agg(pl.col("recommendation_id").unique(), "item_id")
+    assert per["recommendation_id"].list.len().max() == 1
+    rec_ids = per["recommendation_id"].list.first().to_list()
+    assert len(set(rec_ids)) == per.height and all(is_id(r) for r in rec_ids)
+    first = per.row(0, named=True)
+    stored = AttributionStore(online.r, NS).record_sync(first["recommendation_id"][0])
+    ranked = exported.filter(pl.col("customer_id") == first["customer_id"]).sort("rank")
+    assert stored is not None and stored["i"] == ranked["item_id"].to_list()
+    assert stored["v"] == "champion" and stored["m"] == model.version
     settings = ServingSettings(
         bundle=bundle,
         redis_url=redis_url,
@@ -197,6 +212,17 @@ def test_export_equals_api(
             assert [i["reasons"] for i in api["items"]] == part.sort("rank")["reasons"].to_list()
             assert np.allclose([i["score"] for i in api["items"]], part.sort("rank")["score"])
             checked += 1
+        # a purchase of an emailed item, naming the email's id, counts for the email's answer
+        bought = {
+            "customer_id": first["customer_id"],
+            "item_id": ranked["item_id"][0],
+            "ts": datetime.now(UTC).isoformat(),
+            "unit_price": 12.5,
+            "recommendation_id": first["recommendation_id"][0],
+        }
+        res = client.post("/v1/events", json={"events": [bought]})
+        assert res.status_code == 200, res.text
+        assert res.json()["attributed"] == 1
     assert checked == rep.written
     # the customer who bought item 3 yesterday does not get it back
     c0 = exported.filter(pl.col("customer_id") == customer_id(0))
@@ -226,6 +252,9 @@ def test_export_on_threads_writes_what_one_thread_writes(
     one, many = tmp_path / "one.parquet", tmp_path / "many.parquet"
     a = export_picks(model, customers, one, rules=rules, k=8, batch_size=3, threads=1)
     b = export_picks(model, customers, many, rules=rules, k=8, batch_size=3, threads=3)
-    assert pl.read_parquet(one).equals(pl.read_parquet(many))  # same rows, same order
+    x, y = pl.read_parquet(one), pl.read_parquet(many)
+    # same rows, same order; each answer its own recommendation id
+    assert x.drop("recommendation_id").equals(y.drop("recommendation_id"))
+    assert x["recommendation_id"].n_unique() == y["recommendation_id"].n_unique() == a.written
     assert (a.written, a.rows, a.skipped_no_consent) == (b.written, b.rows, b.skipped_no_consent)
     assert b.extra["threads"] == 3 and a.written > 0
