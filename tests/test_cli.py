@@ -21,6 +21,7 @@ COMMANDS = [
     ["serve"],
     ["rules"],
     ["picks"],
+    ["ab"],
 ]
 
 

@@ -46,6 +46,10 @@ CASES = [
     (("features", "publish", "--features", "nope"), 2, "nope"),
     (("data", "validate", "nope.csv"), 2, "nope.csv"),
     (("serve", "--log-level", "LOUD"), 2, "--log-level"),
+    (("ab", "report", "--since", "yesterday"), 2, "--since 'yesterday'"),
+    (("ab", "report", "--since", "2026-12-05", "--until", "2026-12-01"), 2, "is before"),
+    (("ab", "report", "--metric", "clicks"), 2, "--metric 'clicks'"),
+    (("ab", "report", "--redis-url", "redis://127.0.0.1:1"), 2, "cannot read the A/B counters"),
     (("serve", "--port", "1"), 3, "nothing to serve"),  # no champion in the empty store
 ]
 

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from features.online import OnlineStore, PurchaseEvent
 from serving.attribution.ids import is_id
-from serving.export.frame import OUTPUT_COLUMNS
 from serving.attribution.store import AttributionStore
 from serving.cli_rules import picks_app
 from serving.export import export_picks
+from serving.export.frame import OUTPUT_COLUMNS
 from serving.model import LoadedModel, load_model
 from serving.rules.loader import LoadedRules, fallback_only, load_rules
 from tests.services import redis_client

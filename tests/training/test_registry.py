@@ -180,3 +180,49 @@ def test_train_neighbours_option(mlflow_uri: str, events_file: Path, tmp_path: P
     b = load_bundle(tmp_path / "b")
     assert b.als_candidates is None and "als_candidates.npy" not in b.manifest.files
     assert "--neighbours" in run_fails("train", "--events", str(events_file), "--neighbours", "-1")
+
+
+@pytest.mark.redis
+def test_promote_require_online_needs_the_ab_verdict(
+    mlflow_uri: str,
+    events_file: Path,
+    tmp_path: Path,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    from serving.attribution.ids import experiment_of, new_id
+    from serving.attribution.store import AnswerRecord, AttributionStore, Outcome
+    from tests.services import redis_client
+
+    monkeypatch.setenv("PATRON_REDIS_URL", redis_url)
+    monkeypatch.setenv("PATRON_REDIS_NAMESPACE", "gate")
+    weak = tmp_path / "weak.json"
+    weak.write_text(json.dumps({"blend": {"als": 0.0, "copurchase": 0.0, "popular": 1.0}}))
+    train = ("train", "--events", str(events_file), "--register", "--no-faiss")
+    run(*train, "--config", str(weak))
+    run("models", "promote")
+    run(*train)  # v2: better offline
+    refused = run_fails("models", "promote", "--require-online")
+    assert "online A/B 1~2: not yet decidable" in refused
+
+    # the API's answers and their outcomes: the challenger converts 16%, the champion 10%
+    store = AttributionStore(redis_client(redis_url), "gate")
+    now, exp = time.time(), experiment_of("1", "2")
+    outcomes = []
+    for variant, version, converted in (("champion", "1", 100), ("challenger", "2", 160)):
+        answers = [
+            AnswerRecord(new_id(now), now, exp, variant, version, "r", f"c{i}", ["i1"])
+            for i in range(1_000)
+        ]
+        store.write_answers_sync(answers)
+        outcomes += [
+            Outcome(a.rec_id, "purchase", f"c{i}", "i1", now + 5, 9.0)
+            for i, a in enumerate(answers[:converted])
+        ]
+    store.record_outcomes_sync(outcomes)
+    promoted = run("models", "promote", "--require-online")
+    assert promoted["champion"] == "2"
+    assert promoted["online"]["verdict"] == "challenger better"
+    assert promoted["online"]["experiment"] == "1~2"
