@@ -4,9 +4,8 @@ connects Redis and starts the alias poller; ``create_app`` only wires routes."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -55,6 +54,17 @@ async def _poll(sync: AdminSync, interval: float, metrics: Metrics) -> None:
         if res.changed:
             metrics.reloads.labels("changed").inc()
             admin.publish_model_gauge(metrics, sync.models.models())
+
+
+async def _bounded(step: str, aw: Awaitable[object], seconds: float = 5.0) -> None:
+    """Await a shutdown step for at most ``seconds``; a failure or a hang is logged."""
+    try:
+        async with asyncio.timeout(seconds):
+            await aw
+    except TimeoutError:
+        log.warning("shutdown: %s did not finish within %.0f s; going on", step, seconds)
+    except Exception as exc:
+        log.warning("shutdown: %s failed (%s); going on", step, type(exc).__name__)
 
 
 def create_app(
@@ -126,10 +136,11 @@ def create_app(
             recorder.closing = True
             for task in tasks:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await recorder.flush()  # what the last requests served
-            await gateway.close()
+            # every step of the shutdown is bounded: a worker that cannot stop cleanly
+            # still stops, and says which step hung
+            await _bounded("background tasks", asyncio.gather(*tasks, return_exceptions=True))
+            await _bounded("answer records", recorder.flush())  # what the last requests served
+            await _bounded("redis client", gateway.close())
 
     app = FastAPI(
         title="Patron recommendations",

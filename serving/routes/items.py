@@ -10,8 +10,7 @@ from fastapi import APIRouter, HTTPException, Query
 from features.online import CustomerOnline
 from serving import service
 from serving.attribution.recorder import AnswerRecorder
-from serving.metrics import Metrics
-from serving.routes.deps import GatewayDep, MetricsDep, ModelsDep, RecorderDep, RulesDep
+from serving.routes.deps import ModelsDep, RecorderDep, RulesDep, Services, ServicesDep
 from serving.routes.schemas import (
     Category,
     ErrorResponse,
@@ -21,7 +20,6 @@ from serving.routes.schemas import (
     OptCustomerId,
     RecItem,
 )
-from serving.rules.loader import LoadedRules
 from serving.service import RecResult
 from serving.state import Models
 from serving.store import OnlineGateway
@@ -56,23 +54,21 @@ async def _item_list(
     route: str,
     fn: Callable[..., RecResult],
     item_id: str,
-    models: Models,
-    gateway: OnlineGateway,
-    metrics: Metrics,
-    rules: LoadedRules,
-    recorder: AnswerRecorder,
+    svc: Services,
     k: int,
     customer_id: str | None,
 ) -> ItemListResponse:
     """An item-anchored list (similar, bought together), optionally for a customer."""
+    models = svc.holder.models()  # this request's models and rules, whatever changes meanwhile
+    rules = svc.rules.current()
     model = models.champion
     service.item_index(model, item_id)  # 404 before any Redis call
-    online, degraded = await _online(gateway, customer_id)
+    online, degraded = await _online(svc.gateway, customer_id)
     if degraded:
-        metrics.degraded.labels(route).inc()
+        svc.metrics.degraded.labels(route).inc()
     res = fn(model, item_id, k, customer_id, online, rules)
     return ItemListResponse(
-        recommendation_id=_mint(recorder, models, res, customer_id),
+        recommendation_id=_mint(svc.recorder, models, res, customer_id),
         item_id=item_id,
         customer_id=customer_id,
         tier=res.tier if customer_id else None,
@@ -90,27 +86,9 @@ async def _item_list(
     summary="Items close to this one in the model's factor space",
 )
 async def similar(
-    item_id: ItemIdPath,
-    models: ModelsDep,
-    gateway: GatewayDep,
-    metrics: MetricsDep,
-    rules: RulesDep,
-    recorder: RecorderDep,
-    k: K = 10,
-    customer_id: OptCustomerId = None,
+    item_id: ItemIdPath, svc: ServicesDep, k: K = 10, customer_id: OptCustomerId = None
 ) -> ItemListResponse:
-    return await _item_list(
-        "similar",
-        service.similar,
-        item_id,
-        models,
-        gateway,
-        metrics,
-        rules,
-        recorder,
-        k,
-        customer_id,
-    )
+    return await _item_list("similar", service.similar, item_id, svc, k, customer_id)
 
 
 @router.get(
@@ -120,26 +98,10 @@ async def similar(
     summary="Items often bought with this one (may be fewer than k)",
 )
 async def bought_together(
-    item_id: ItemIdPath,
-    models: ModelsDep,
-    gateway: GatewayDep,
-    metrics: MetricsDep,
-    rules: RulesDep,
-    recorder: RecorderDep,
-    k: K = 10,
-    customer_id: OptCustomerId = None,
+    item_id: ItemIdPath, svc: ServicesDep, k: K = 10, customer_id: OptCustomerId = None
 ) -> ItemListResponse:
     return await _item_list(
-        "bought_together",
-        service.bought_together,
-        item_id,
-        models,
-        gateway,
-        metrics,
-        rules,
-        recorder,
-        k,
-        customer_id,
+        "bought_together", service.bought_together, item_id, svc, k, customer_id
     )
 
 
