@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from functools import lru_cache
 
 AB_SHARDS = 64
 ID_PATTERN = r"^[0-9]{8}-[0-9a-f]{32}$"
@@ -25,13 +26,18 @@ NO_CHALLENGER = "-"
 _UNSAFE = re.compile(r"[|~]")
 
 
+@lru_cache(maxsize=64)
+def _day(day_number: int) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(day_number * 86_400))
+
+
 def day_of_ts(ts: float) -> str:
     """The UTC day of a unix time, as ids and counter keys write it (``yyyymmdd``)."""
-    return time.strftime("%Y%m%d", time.gmtime(ts))
+    return _day(int(ts // 86_400))
 
 
 def new_id(now: float) -> str:
-    return f"{day_of_ts(now)}-{secrets.token_hex(16)}"
+    return f"{_day(int(now // 86_400))}-{secrets.token_hex(16)}"
 
 
 def is_id(text: str) -> bool:

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic_core import to_json
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
@@ -108,8 +109,8 @@ class AnswerRecord:
     customer_id: str | None
     items: Sequence[str]
 
-    def json(self) -> str:
-        return json.dumps(
+    def json(self) -> bytes:
+        return to_json(
             {
                 "t": int(self.ts),
                 "e": self.experiment,
@@ -117,9 +118,8 @@ class AnswerRecord:
                 "m": self.model_version,
                 "r": self.rules_version,
                 "c": customer_hash(self.customer_id),
-                "i": list(self.items),
-            },
-            separators=(",", ":"),
+                "i": self.items,
+            }
         )
 
 
