@@ -6,14 +6,18 @@ Keys (``s``: the id's shard, serving/attribution/ids.py; ``day``: the answer's U
                              m (model version), r (rules version), c (customer hash), i (items);
                              expires after the attribution window and a day
   {ns}:{ab<s>}:o:<id>     -> hash of the outcomes already counted for that answer (markers)
-  {ns}:{ab<s>}:n:<day>    -> hash "<experiment>|<variant>|<metric>" -> count (or revenue)
+  {ns}:{ab<s>}:n:<day>    -> hash "<experiment>|<variant>|<metric>" -> count (or revenue) of
+                             the outcomes of that day's answers in shard s
   {ns}:{ab<s>}:r:<day>    -> hash "<experiment>|<variant>|<id>" -> attributed revenue of the
                              answer (the revenue distribution the report bootstraps)
+  {ns}:{abn}:n:<day>      -> hash "<experiment>|<variant>|answers" -> answers that day (one
+                             key: written once per flush, not once per shard)
 
-The counter keys live ``retention_s`` after their last update. One outcome is one Lua call on
-one slot: it reads the answer, checks the outcome against it (same customer, a served item,
-inside the window, not counted before) and updates the day's counters atomically, so a retry
-never counts twice and a counter never disagrees with the markers. Metrics: ``answers``,
+The counter keys expire at the end of the answer day + the window + ``retention_s``. One
+outcome is one Lua call on one slot: it reads the answer, checks the outcome against it (same
+customer, a served item, inside the window, not counted before) and updates the day's counters
+atomically, so a retry never counts twice and a counter never disagrees with the markers.
+Metrics: ``answers``,
 ``impressions`` (answers shown), ``clicks`` (distinct items clicked), ``clicked`` (answers
 with a click), ``carts``/``carted`` (the same for add_to_cart), ``purchases`` (attributed
 purchase events), ``converted`` (answers with an attributed purchase), ``revenue``.
@@ -26,6 +30,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import to_json
@@ -38,7 +43,8 @@ from patron.settings import Settings
 from serving.attribution.ids import AB_SHARDS, day_of, shard_of
 
 # KEYS: the answer, its markers, the day's counters, the day's revenue per answer.
-# ARGV: type, item, ts, amount, marker, window s, customer hash, id, retention s, marker ttl.
+# ARGV: type, item, ts, amount, marker, window s, customer hash, id, counters' expiry (unix s),
+# marker ttl.
 # Returns {outcome, variant, experiment} (variant and experiment when the answer is known).
 OUTCOME_LUA = """
 local meta = redis.call('GET', KEYS[1])
@@ -70,9 +76,9 @@ end
 if kind == 'purchase' and tonumber(ARGV[4]) > 0 then
   redis.call('HINCRBYFLOAT', KEYS[3], pre .. 'revenue', ARGV[4])
   redis.call('HINCRBYFLOAT', KEYS[4], pre .. ARGV[8], ARGV[4])
-  redis.call('EXPIRE', KEYS[4], ARGV[9])
+  redis.call('EXPIREAT', KEYS[4], ARGV[9])
 end
-redis.call('EXPIRE', KEYS[3], ARGV[9])
+redis.call('EXPIREAT', KEYS[3], ARGV[9])
 return {'attributed', a.v, a.e}
 """
 
@@ -172,6 +178,9 @@ class AttributionStore:
         self.cluster = is_cluster(client)
         self.tags = [f"{namespace}:{{ab{s}}}" for s in range(AB_SHARDS)]
         self.slots = [key_slot(t.encode()) for t in self.tags]
+        self.answers_tag = f"{namespace}:{{abn}}"
+        self.answers_slot = key_slot(self.answers_tag.encode())
+        self._expiring: set[str] = set()  # days whose answers key has its expiry set
         self.script = client.register_script(OUTCOME_LUA)
 
     @classmethod
@@ -185,22 +194,30 @@ class AttributionStore:
         )
 
     # ------------------------------------------------------------------ commands (no I/O)
+    def expires_at(self, day: str) -> int:
+        """When the counters of answers of ``day`` expire (unix s)."""
+        start = int(datetime.strptime(day, "%Y%m%d").replace(tzinfo=UTC).timestamp())
+        return start + 86_400 + self.window_s + self.retention_s
+
     def answer_commands(self, records: Iterable[AnswerRecord]) -> list[Command]:
-        """SET of every answer, then one HINCRBY per (shard, day, experiment, variant)."""
+        """SET of every answer, then one HINCRBY per (day, experiment, variant), and the
+        answers key's expiry the first time this store writes a day's."""
         out: list[Command] = []
-        counts: dict[tuple[int, str, str], int] = defaultdict(int)
+        counts: dict[tuple[str, str], int] = defaultdict(int)
         for rec in records:
             s = shard_of(rec.rec_id)
             key = f"{self.tags[s]}:a:{rec.rec_id}"
             out.append((self.slots[s], ("SET", key, rec.json(), "EX", self.answer_ttl_s)))
-            counts[(s, day_of(rec.rec_id), f"{rec.experiment}|{rec.variant}|answers")] += 1
-        touched = set()
-        for (s, day, fld), n in counts.items():
-            key = f"{self.tags[s]}:n:{day}"
-            out.append((self.slots[s], ("HINCRBY", key, fld, n)))
-            touched.add((s, key))
-        out += [(self.slots[s], ("EXPIRE", key, self.retention_s)) for s, key in touched]
+            counts[(day_of(rec.rec_id), f"{rec.experiment}|{rec.variant}|answers")] += 1
+        for (day, fld), n in counts.items():
+            out.append((self.answers_slot, ("HINCRBY", self.answers_key(day), fld, n)))
+            if day not in self._expiring:  # (marked once a write succeeded)
+                at = self.expires_at(day)
+                out.append((self.answers_slot, ("EXPIREAT", self.answers_key(day), at)))
         return out
+
+    def answers_key(self, day: str) -> str:
+        return f"{self.answers_tag}:n:{day}"
 
     def outcome_command(self, o: Outcome) -> Command:
         s, tag = shard_of(o.rec_id), self.tags[shard_of(o.rec_id)]
@@ -215,7 +232,7 @@ class AttributionStore:
             self.window_s,
             customer_hash(o.customer_id),
             o.rec_id,
-            self.retention_s,
+            self.expires_at(day),
             self.answer_ttl_s,
         )
         return (self.slots[s], ("EVALSHA", self.script.sha, len(keys), *keys, *args))
@@ -227,7 +244,7 @@ class AttributionStore:
             for day in days
             for s in range(AB_SHARDS)
             for kind in kinds
-        ]
+        ] + [(self.answers_slot, ("HGETALL", self.answers_key(day))) for day in days]
 
     @staticmethod
     def parse_totals(
@@ -269,6 +286,7 @@ class AttributionStore:
 
     def write_answers_sync(self, records: Sequence[AnswerRecord]) -> None:
         _raise_first(self._send_sync(self.answer_commands(records)))
+        self._expiring.update(day_of(r.rec_id) for r in records)
 
     def record_sync(self, rec_id: str) -> dict[str, Any] | None:
         """The stored answer of a recommendation id (None: unknown or expired)."""
@@ -295,6 +313,7 @@ class AttributionStore:
 
     async def write_answers(self, records: Sequence[AnswerRecord]) -> None:
         _raise_first(await self._send(self.answer_commands(records)))
+        self._expiring.update(day_of(r.rec_id) for r in records)
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> list[tuple[str, ...]]:
         """Each outcome's verdict: (outcome, variant, experiment); outcome 'attributed' when
