@@ -133,6 +133,25 @@ def _report(env: dict[str, str], *extra: str) -> dict[str, Any]:
     return report
 
 
+def _show(case: str, pilot: dict[str, Any], report: dict[str, Any]) -> None:
+    """The figures of a run (pytest -s prints them; the closing notes quote them)."""
+    conv, va = report["tests"]["conversion"], report["variants"]
+    print(
+        json.dumps(
+            {
+                "case": case,
+                "needed_per_variant": pilot["power"]["needed_per_variant"],
+                "answers": [va["champion"]["answers"], va["challenger"]["answers"]],
+                "conversion": [va["champion"]["conversion"], va["challenger"]["conversion"]],
+                "diff": conv["diff"],
+                "ci": [conv["ci_low"], conv["ci_high"]],
+                "p": conv["p_value"],
+                "verdict": report["verdict"],
+            }
+        )
+    )
+
+
 def test_planted_lift_is_detected_at_the_traffic_the_report_asks_for(
     shop_server: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -158,6 +177,7 @@ def test_planted_lift_is_detected_at_the_traffic_the_report_asks_for(
     assert chall["revenue"] == pytest.approx(PRICE * chall["converted"])
     assert report["tests"]["revenue_per_answer"]["diff"] > 0
     assert (tmp_path / "ab.png").stat().st_size > 1_000
+    _show("planted +10%", pilot, report)
 
 
 def test_zero_lift_is_not_decidable(shop_server: tuple[str, dict[str, str]]) -> None:
@@ -167,6 +187,7 @@ def test_zero_lift_is_not_decidable(shop_server: tuple[str, dict[str, str]]) -> 
     needed = _report(env)["power"]["needed_per_variant"]
     shop.visit(until_each=needed)
     report = _report(env)
+    _show("no lift", {"power": {"needed_per_variant": needed}}, report)
     assert report["verdict"] == "not yet decidable", report["why"]
     conv = report["tests"]["conversion"]
     assert conv["ci_low"] <= 0 <= conv["ci_high"]
