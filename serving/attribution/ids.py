@@ -1,8 +1,9 @@
 """Recommendation ids and experiment names.
 
-A recommendation id is ``<yyyymmdd>-<32 hex>``: the UTC day of the answer, then 128 random
-bits (``secrets``). The day says which day's counters an outcome counts in and lets expired
-answers be recognised without a lookup; the random part makes an id unguessable. Neither says
+A recommendation id is ``<yyyymmddhh><m>-<32 hex>``: the UTC day, hour and ten-minute bucket
+of the answer, then 128 random bits (``secrets``). The bucket says which hash holds the answer
+(answers are written ten minutes to a hash, one command per hash and flush) and the day which
+day's counters its outcomes count in; the random part makes an id unguessable. Neither says
 anything about the customer. The first random byte picks one of ``AB_SHARDS`` hash tags, so
 the answers spread over a cluster's nodes, and an outcome's script finds the answer and the
 counters it updates in one slot.
@@ -14,13 +15,15 @@ a new challenger starts new counts instead of mixing two challengers.
 
 from __future__ import annotations
 
+import calendar
 import re
 import secrets
 import time
 from functools import lru_cache
 
-AB_SHARDS = 64
-ID_PATTERN = r"^[0-9]{8}-[0-9a-f]{32}$"
+AB_SHARDS = 16
+BUCKET_S = 600  # answers of ten minutes share a hash per shard
+ID_PATTERN = r"^[0-9]{11}-[0-9a-f]{32}$"
 _ID = re.compile(ID_PATTERN)
 NO_CHALLENGER = "-"
 _UNSAFE = re.compile(r"[|~]")
@@ -36,8 +39,24 @@ def day_of_ts(ts: float) -> str:
     return _day(int(ts // 86_400))
 
 
+@lru_cache(maxsize=64)
+def _bucket(bucket_number: int) -> str:
+    t = time.gmtime(bucket_number * BUCKET_S)
+    return time.strftime("%Y%m%d%H", t) + str(t.tm_min // 10)
+
+
 def new_id(now: float) -> str:
-    return f"{_day(int(now // 86_400))}-{secrets.token_hex(16)}"
+    return f"{_bucket(int(now // BUCKET_S))}-{secrets.token_hex(16)}"
+
+
+def bucket_of(rec_id: str) -> str:
+    return rec_id[:11]
+
+
+def bucket_end(bucket: str) -> int:
+    """The unix time a bucket (``yyyymmddhhm``) ends."""
+    start = time.strptime(bucket[:10], "%Y%m%d%H")
+    return int(calendar.timegm(start)) + (int(bucket[10]) + 1) * BUCKET_S
 
 
 def is_id(text: str) -> bool:
@@ -45,7 +64,7 @@ def is_id(text: str) -> bool:
 
 
 def shard_of(rec_id: str) -> int:
-    return int(rec_id[9:11], 16) % AB_SHARDS
+    return int(rec_id[12:14], 16) % AB_SHARDS
 
 
 def day_of(rec_id: str) -> str:

@@ -2,9 +2,10 @@
 
 Keys (``s``: the id's shard, serving/attribution/ids.py; ``day``: the answer's UTC day)::
 
-  {ns}:{ab<s>}:a:<id>     -> JSON of the answer: t (unix s), e (experiment), v (variant),
-                             m (model version), r (rules version), c (customer hash), i (items);
-                             expires after the attribution window and a day
+  {ns}:{ab<s>}:a:<bucket> -> hash id -> JSON of the answer: t (unix s), e (experiment),
+                             v (variant), m (model version), r (rules version), c (customer
+                             hash), i (items); the answers of one ten-minute bucket (one HSET
+                             per flush and shard), expiring the window and a day after it
   {ns}:{ab<s>}:o:<id>     -> hash of the outcomes already counted for that answer (markers)
   {ns}:{ab<s>}:n:<day>    -> hash "<experiment>|<variant>|<metric>" -> count (or revenue) of
                              the outcomes of that day's answers in shard s
@@ -40,14 +41,14 @@ from redis.exceptions import NoScriptError
 from features.online_layout import is_cluster
 from features.online_pipeline import Command, run_async, run_single_async, run_sync
 from patron.settings import Settings
-from serving.attribution.ids import AB_SHARDS, day_of, shard_of
+from serving.attribution.ids import AB_SHARDS, bucket_end, bucket_of, day_of, shard_of
 
 # KEYS: the answer, its markers, the day's counters, the day's revenue per answer.
 # ARGV: type, item, ts, amount, marker, window s, customer hash, id, counters' expiry (unix s),
 # marker ttl.
 # Returns {outcome, variant, experiment} (variant and experiment when the answer is known).
 OUTCOME_LUA = """
-local meta = redis.call('GET', KEYS[1])
+local meta = redis.call('HGET', KEYS[1], ARGV[8])
 if not meta then return {'unknown_recommendation'} end
 local a = cjson.decode(meta)
 if a.c ~= '' and a.c ~= ARGV[7] then return {'other_customer', a.v, a.e} end
@@ -180,7 +181,7 @@ class AttributionStore:
         self.slots = [key_slot(t.encode()) for t in self.tags]
         self.answers_tag = f"{namespace}:{{abn}}"
         self.answers_slot = key_slot(self.answers_tag.encode())
-        self._expiring: set[str] = set()  # days whose answers key has its expiry set
+        self._expiring: set[str] = set()  # keys whose expiry this store has set
         self.script = client.register_script(OUTCOME_LUA)
 
     @classmethod
@@ -200,18 +201,23 @@ class AttributionStore:
         return start + 86_400 + self.window_s + self.retention_s
 
     def answer_commands(self, records: Iterable[AnswerRecord]) -> list[Command]:
-        """SET of every answer, then one HINCRBY per (day, experiment, variant), and the
-        answers key's expiry the first time this store writes a day's."""
+        """One HSET per (shard, bucket) with its answers, then one HINCRBY per (day,
+        experiment, variant); a key's expiry the first time this store writes it."""
         out: list[Command] = []
+        fields: dict[tuple[int, str], list[str | bytes]] = defaultdict(list)
         counts: dict[tuple[str, str], int] = defaultdict(int)
         for rec in records:
-            s = shard_of(rec.rec_id)
-            key = f"{self.tags[s]}:a:{rec.rec_id}"
-            out.append((self.slots[s], ("SET", key, rec.json(), "EX", self.answer_ttl_s)))
+            fields[(shard_of(rec.rec_id), bucket_of(rec.rec_id))] += (rec.rec_id, rec.json())
             counts[(day_of(rec.rec_id), f"{rec.experiment}|{rec.variant}|answers")] += 1
+        for (s, bucket), pairs in fields.items():
+            key = f"{self.tags[s]}:a:{bucket}"
+            out.append((self.slots[s], ("HSET", key, *pairs)))
+            if key not in self._expiring:
+                at = bucket_end(bucket) + self.answer_ttl_s
+                out.append((self.slots[s], ("EXPIREAT", key, at)))
         for (day, fld), n in counts.items():
             out.append((self.answers_slot, ("HINCRBY", self.answers_key(day), fld, n)))
-            if day not in self._expiring:  # (marked once a write succeeded)
+            if self.answers_key(day) not in self._expiring:  # (marked once a write succeeded)
                 at = self.expires_at(day)
                 out.append((self.answers_slot, ("EXPIREAT", self.answers_key(day), at)))
         return out
@@ -222,7 +228,8 @@ class AttributionStore:
     def outcome_command(self, o: Outcome) -> Command:
         s, tag = shard_of(o.rec_id), self.tags[shard_of(o.rec_id)]
         day = day_of(o.rec_id)
-        keys = (f"{tag}:a:{o.rec_id}", f"{tag}:o:{o.rec_id}", f"{tag}:n:{day}", f"{tag}:r:{day}")
+        answers = f"{tag}:a:{bucket_of(o.rec_id)}"
+        keys = (answers, f"{tag}:o:{o.rec_id}", f"{tag}:n:{day}", f"{tag}:r:{day}")
         args = (
             o.type,
             o.item_id or "",
@@ -285,12 +292,13 @@ class AttributionStore:
         return list(pipe.execute(raise_on_error=False))
 
     def write_answers_sync(self, records: Sequence[AnswerRecord]) -> None:
-        _raise_first(self._send_sync(self.answer_commands(records)))
-        self._expiring.update(day_of(r.rec_id) for r in records)
+        commands = self.answer_commands(records)
+        _raise_first(self._send_sync(commands))
+        self._expiring.update(_keys_written(commands))
 
     def record_sync(self, rec_id: str) -> dict[str, Any] | None:
         """The stored answer of a recommendation id (None: unknown or expired)."""
-        raw = self.r.get(f"{self.tags[shard_of(rec_id)]}:a:{rec_id}")
+        raw = self.r.hget(f"{self.tags[shard_of(rec_id)]}:a:{bucket_of(rec_id)}", rec_id)
         return None if raw is None else dict(json.loads(raw))
 
     def totals_sync(self, days: Sequence[str], experiment: str | None = None) -> Totals:
@@ -312,8 +320,9 @@ class AttributionStore:
         return (await run_single_async(self.r, [c for _, c in commands]))[0]
 
     async def write_answers(self, records: Sequence[AnswerRecord]) -> None:
-        _raise_first(await self._send(self.answer_commands(records)))
-        self._expiring.update(day_of(r.rec_id) for r in records)
+        commands = self.answer_commands(records)
+        _raise_first(await self._send(commands))
+        self._expiring.update(_keys_written(commands))
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> list[tuple[str, ...]]:
         """Each outcome's verdict: (outcome, variant, experiment); outcome 'attributed' when
@@ -328,6 +337,11 @@ class AttributionStore:
     async def totals(self, days: Sequence[str], revenues: bool = False) -> Totals:
         commands = self.totals_commands(days, revenues)
         return self.parse_totals(commands, await self._send(commands))
+
+
+def _keys_written(commands: Sequence[Command]) -> set[str]:
+    """The keys whose expiry the commands set (no need to set it again)."""
+    return {str(c[1]) for _, c in commands if c[0] == "EXPIREAT"}
 
 
 def _raise_first(replies: list[Any]) -> list[Any]:

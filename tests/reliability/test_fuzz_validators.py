@@ -86,7 +86,7 @@ EVENT_KEYS = (
     "type",
     "recommendation_id",
 )
-REC_ID = "20261207-" + "ab" * 16
+REC_ID = "20261207133-" + "ab" * 16
 EVENT_VALUES = st.one_of(
     JSON,
     st.datetimes().map(lambda d: d.isoformat()),

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.attribution.ids import experiment_of, is_id, new_id
+from serving.attribution.ids import BUCKET_S, bucket_of, experiment_of, is_id, new_id, shard_of
 from serving.attribution.store import AnswerRecord, AttributionStore, Outcome
 from tests.services import redis_client
 from tests.serving.conftest import ADMIN_KEY, NS
@@ -41,7 +41,8 @@ def test_each_outcome_counts_once_for_its_answer(store: AttributionStore) -> Non
         "c": store.record_sync(a.rec_id)["c"],  # type: ignore[index]
         "i": ["i1", "i2"],
     }
-    assert store.r.ttl(f"{store.tags[int(a.rec_id[9:11], 16) % 64]}:a:{a.rec_id}") > WINDOW_S
+    bucket = f"{store.tags[shard_of(a.rec_id)]}:a:{bucket_of(a.rec_id)}"
+    assert WINDOW_S < store.r.ttl(bucket) <= WINDOW_S + 86_400 + BUCKET_S
     late = now + WINDOW_S + 3_600
     outcomes = [
         Outcome(a.rec_id, "impression", "c1", None, now),
