@@ -6,7 +6,8 @@ only step). A task writes the buffer every ``flush_s`` in one pipeline per node.
 naming an answer still in the buffer (sent within ``flush_s`` of the answer) counts as
 unknown: clients send impressions after rendering, well after that. When Redis is unusable
 the buffered answers are dropped and counted (``patron_ab_answers_total{outcome="dropped"}``);
-recommendations never wait on it. The buffer is bounded (``max_pending``): beyond it the
+recommendations never wait on it, and after a failed write the writes pause for ``pause_s``
+(logged once). The buffer is bounded (``max_pending``): beyond it the
 oldest answers are dropped.
 """
 
@@ -60,6 +61,10 @@ class AnswerRecorder:
         self._pending: deque[tuple[str, float, str, str, Any, Any, str | None]] = deque()
         self.available = lambda: True  # the gateway's breaker: False = Redis is down
         self.closing = False
+        self.pause_s = 1.0  # after a failed write, records are dropped this long
+        self.write_timeout_s = 2.0
+        self._paused_until = 0.0
+        self._failing = False
 
     def mint(
         self,
@@ -104,16 +109,29 @@ class AnswerRecorder:
         if self.store is None or not self._pending:
             return
         records = self.records()
-        if not self.available():
+        if not self.available() or time.monotonic() < self._paused_until:
             self._count("dropped", len(records))
             return
         try:
-            await self.store.write_answers(records)
+            async with asyncio.timeout(self.write_timeout_s):
+                await self.store.write_answers(records)
         except Exception as exc:  # attribution must never fail an answer
-            why = type(exc).__name__
-            log.warning("answer records not written (%s): %d dropped", why, len(records))
+            # a failing Redis (full, unreachable) is left alone for pause_s, and said once
+            self._paused_until = time.monotonic() + self.pause_s
+            if not self._failing:
+                why = type(exc).__name__
+                log.warning(
+                    "answer records not written (%s): dropping them for %.0f s at a time "
+                    "until a write succeeds",
+                    why,
+                    self.pause_s,
+                )
+            self._failing = True
             self._count("dropped", len(records))
             return
+        if self._failing:
+            log.info("answer records written again")
+        self._failing = False
         self._count("stored", len(records))
 
     def _count(self, outcome: str, n: int) -> None:

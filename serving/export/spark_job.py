@@ -70,6 +70,7 @@ def score_partition(bundle: str, rules_text: str | None, k: int, batch_size: int
         schema = pa.schema(
             [
                 ("customer_id", pa.string()),
+                ("recommendation_id", pa.string()),
                 ("rank", pa.int32()),
                 ("item_id", pa.string()),
                 ("score", pa.float32()),
