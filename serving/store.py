@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -35,6 +35,7 @@ log = logging.getLogger("patron.serving")
 # what a failing or unreachable store raises (RedisClusterException: e.g. no node covers a
 # slot during a failover; it is not a RedisError)
 _UNUSABLE = (RedisError, RedisClusterException, OSError, TimeoutError)
+T = TypeVar("T")
 
 
 class AsyncStore(Protocol):
@@ -158,60 +159,56 @@ class OnlineGateway:
         self._ok()
         return self._published(list(rows))
 
-    async def record(self, events: Sequence[PurchaseEvent]) -> int:
-        """Record events (how many were applied); raises Unavailable (nothing is silently
-        dropped) when Redis is unreachable or refuses the write, or too few replicas
-        confirmed it (the primary has applied it: a retry with the same event ids is applied
-        once). A failed write opens the writes' breaker only: reads go on; an unconfirmed one
-        opens none."""
+    async def _write(self, what: str, call: Callable[[], Awaitable[T]], timeout_s: float) -> T:
+        """One write with the writes' breaker: raises Unavailable (nothing is silently
+        dropped) when Redis is unreachable or refuses the write. A failed write opens the
+        writes' breaker only: reads go on; a refusal (the server answered) opens none."""
         if time.monotonic() < self._writes_down_until or self.down:
             why = self.last_error or "redis unreachable"
-            raise Unavailable(f"{why}; events were not recorded, retry later")
+            raise Unavailable(f"{why}; {what} not recorded, retry later")
+        try:
+            async with asyncio.timeout(timeout_s):
+                out = await call()
+        except ResponseError as exc:  # the server is up and refused (e.g. maxmemory): no breaker
+            full = isinstance(exc, OutOfMemoryError)
+            why = "the online store is full (maxmemory)" if full else "the online store refused"
+            log.warning("%s not recorded: %s", what, why)
+            raise Unavailable(f"{why}; {what} not recorded, retry later") from None
+        except _UNUSABLE as exc:
+            self._writes_down_until = time.monotonic() + self.retry_s
+            why = f"redis unreachable: {type(exc).__name__}"
+            log.warning("%s not recorded: %s", what, why)
+            raise Unavailable(f"{why}; {what} not recorded, retry later") from None
+        self._writes_down_until = 0.0
+        return out
+
+    async def record(self, events: Sequence[PurchaseEvent]) -> int:
+        """Record events (how many were applied); raises Unavailable as ``_write`` does, or
+        when too few replicas confirmed them (the primary has applied them: a retry with the
+        same event ids is applied once; an unconfirmed write opens no breaker)."""
         wait_s = self.durable.timeout_ms / 1000.0 if self.durable else 0.0
         try:
-            async with asyncio.timeout(self.timeout * 10 + wait_s):
-                n = await self.store.record_events(events, self.durable)
+            return await self._write(
+                "events were",
+                lambda: self.store.record_events(events, self.durable),
+                self.timeout * 10 + wait_s,
+            )
         except NotReplicated as exc:
             log.warning("events not confirmed by replicas: %s", exc)
             raise Unavailable(
                 f"{exc}; retry: events with an event_id are applied once, events without one "
                 "would be counted again"
             ) from None
-        except ResponseError as exc:  # the server is up and refused (e.g. maxmemory): no breaker
-            full = isinstance(exc, OutOfMemoryError)
-            why = "the online store is full (maxmemory)" if full else "the online store refused"
-            log.warning("events not recorded: %s", why)
-            raise Unavailable(f"{why}; events were not recorded, retry later") from None
-        except _UNUSABLE as exc:
-            self._writes_down_until = time.monotonic() + self.retry_s
-            why = f"redis unreachable: {type(exc).__name__}"
-            log.warning("events not recorded: %s", why)
-            raise Unavailable(f"{why}; events were not recorded, retry later") from None
-        self._writes_down_until = 0.0
-        return n
 
     async def attribute(
         self, store: AttributionStore, outcomes: Sequence[Outcome]
     ) -> list[tuple[str, ...]]:
         """Count outcomes for their answers' variants (serving/attribution/store.py): each
-        one's (result, variant, experiment). Raises Unavailable as ``record`` does; a retry
+        one's (result, variant, experiment). Raises Unavailable as ``_write`` does; a retry
         counts an outcome once (the answer's markers)."""
-        if time.monotonic() < self._writes_down_until or self.down:
-            why = self.last_error or "redis unreachable"
-            raise Unavailable(f"{why}; events were not recorded, retry later")
-        try:
-            async with asyncio.timeout(self.timeout * 10):
-                return await store.record_outcomes(outcomes)
-        except ResponseError as exc:
-            log.warning("outcomes not counted: the online store refused (%s)", type(exc).__name__)
-            raise Unavailable(
-                "the online store refused; events were not recorded, retry later"
-            ) from None
-        except _UNUSABLE as exc:
-            self._writes_down_until = time.monotonic() + self.retry_s
-            why = f"redis unreachable: {type(exc).__name__}"
-            log.warning("outcomes not counted: %s", why)
-            raise Unavailable(f"{why}; events were not recorded, retry later") from None
+        return await self._write(
+            "events were", lambda: store.record_outcomes(outcomes), self.timeout * 10
+        )
 
     async def published_version(self) -> str | None:
         """The published feature version (None: none is), for /readyz."""
