@@ -176,8 +176,12 @@ async def _send(conn: Any, commands: list[tuple[Any, ...]], blocks_s: float) -> 
                     out.append(await conn.read_response(timeout=math.inf))
                 except ResponseError as exc:  # an error reply: the rest still follows
                     out.append(exc)
-    except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError, RuntimeError) as exc:
+        # RuntimeError: asyncio's "the handler is closed", when the cluster client closed
+        # this connection meanwhile (a failover): a connection error like any other
         await conn.disconnect(nowait=True)
+        if isinstance(exc, RuntimeError):
+            exc = RedisConnectionError(f"connection closed: {exc}")
         failed = exc if isinstance(exc, _REROUTE) else RedisTimeoutError(str(exc) or "timeout")
         out.extend([failed] * (len(commands) - len(out)))
     return out
